@@ -1,0 +1,15 @@
+"""The one Logger and Metrics of the connector.
+
+Log lines carry message ids and masked phone numbers (rules.mask_phone), never a
+full number, a body or a secret. Tracing is left out: the X-Ray SDK would cost
+cold-start time on every invocation (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+
+SERVICE = "twilio-connector"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace="TwilioConnector", service=SERVICE)

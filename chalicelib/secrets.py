@@ -1,0 +1,45 @@
+"""Twilio credentials from Secrets Manager through Powertools parameters, cached.
+
+The secret is JSON: {"account_sid", "auth_token", "secondary_auth_token"?}. The
+secondary token lets an operator rotate the auth token without downtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+
+from chalicelib.settings import ConfigurationError, ConnectionSettings
+from chalicelib.twilio_api import TwilioCredentials
+
+
+class CredentialsUnavailable(Exception):
+    """Secrets Manager could not give us the credentials; try again later."""
+
+
+class SecretsCredentials:
+    def __init__(self, provider: SecretsProvider, max_age_seconds: int = 300) -> None:
+        self.provider = provider
+        self.max_age = max_age_seconds
+
+    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
+        try:
+            value: Any = self.provider.get(connection.secret_id, max_age=self.max_age, transform="json")
+        except TransformParameterError as exc:
+            raise ConfigurationError(f"secret {connection.secret_id} is not a JSON object") from exc
+        except GetParameterError as exc:
+            raise CredentialsUnavailable(f"could not read secret {connection.secret_id}") from exc
+        if not isinstance(value, dict) or not value.get("auth_token"):
+            raise ConfigurationError(f"secret {connection.secret_id} needs an `auth_token`")
+        account_sid = value.get("account_sid") or connection.account_sid
+        if not account_sid:
+            raise ConfigurationError(
+                f"secret {connection.secret_id} has no `account_sid` and TWILIO_ACCOUNT_SID is not set"
+            )
+        return TwilioCredentials(
+            account_sid=str(account_sid),
+            auth_token=str(value["auth_token"]),
+            secondary_auth_token=value.get("secondary_auth_token") or None,
+        )

@@ -1,0 +1,271 @@
+"""Use cases. Today: turning one send request into at most one Twilio message.
+
+SendService.send is safe to call any number of times for the same message id:
+the ledger claim makes sure Twilio sees at most one create, and an attempt that
+died half-way is reconciled against Twilio's own list before anything is resent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib import rules
+from chalicelib.models import OutboundMessage, ValidationError, parse_send_request, validate_outbound
+from chalicelib.observability import logger, metrics
+from chalicelib.rules import ClaimOutcome, ConnectorCode
+from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
+from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
+from chalicelib.store import (
+    MessageLedger,
+    MessageRecord,
+    OptOutStore,
+    SentMessage,
+    StoreError,
+    TemplateStore,
+)
+from chalicelib.templates import apply_template
+from chalicelib.twilio_api import (
+    TwilioApi,
+    TwilioCredentials,
+    TwilioMessage,
+    TwilioOutcomeUnknown,
+    TwilioRejected,
+    TwilioRetryable,
+)
+
+# Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
+CLOCK_SKEW = timedelta(minutes=2)
+
+
+class RetryLater(Exception):
+    """The record must go back to the queue (batchItemFailures); nothing was lost or sent twice."""
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    message_id: str
+    result: str  # sent | adopted | error | duplicate
+    status: str | None = None
+    error_code: int | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _partial_attrs(raw: Any) -> dict[str, Any]:
+    """What an invalid request can still tell its record: who it was for, if that much is readable."""
+    if not isinstance(raw, dict):
+        return {}
+    attrs: dict[str, Any] = {}
+    for key, aliases in (("to", ("to", "To")), ("from", ("from", "From"))):
+        value = next((raw[a] for a in aliases if isinstance(raw.get(a), str)), None)
+        if value is not None and len(value) <= 64:
+            attrs[key] = value
+    if isinstance(raw.get("metadata"), dict):
+        attrs["metadata"] = raw["metadata"]
+    return attrs
+
+
+def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
+    return {
+        "to": msg.to,
+        "from": msg.from_,
+        "messaging_service_sid": msg.messaging_service_sid,
+        "connection": msg.connection,
+        "num_segments": msg.num_segments,
+        "encoding": msg.encoding,
+        "metadata": dict(msg.metadata) or None,
+        "body_sha256": rules.body_digest(msg.body),
+        "status_callback": msg.status_callback,
+        "idempotency_key": msg.idempotency_key,
+    }
+
+
+class SendService:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: MessageLedger,
+        opt_outs: OptOutStore,
+        templates: TemplateStore,
+        twilio: TwilioApi,
+        credentials: SecretsCredentials,
+        clock: Callable[[], datetime] = _utcnow,
+        new_token: Callable[[], str] = _new_token,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.opt_outs = opt_outs
+        self.templates = templates
+        self.twilio = twilio
+        self.credentials = credentials
+        self.clock = clock
+        self.new_token = new_token
+        self.lease = timedelta(seconds=settings.claim_lease_seconds)
+
+    # --- validation ----------------------------------------------------------
+
+    def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
+        """Parse, apply the named template, pick the connection, and validate every rule."""
+        req = parse_send_request(raw)
+        template = None
+        if req.template is not None:
+            template = self.templates.get(req.template)
+            if template is None:
+                raise ValidationError(
+                    "template", f"no template named `{req.template}`", ConnectorCode.TEMPLATE_NOT_FOUND
+                )
+        req = apply_template(req, template)
+        connection = self._connection(req.connection)
+        return validate_outbound(req, connection.name, connection.from_numbers, connection.messaging_service_sid, now)
+
+    def _connection(self, name: str | None) -> ConnectionSettings:
+        connection = self.settings.connection(name)
+        if connection is None:
+            known = ", ".join(sorted(self.settings.connections)) or "none configured"
+            raise ValidationError(
+                "connection", f"unknown connection `{name}` (known: {known})", ConnectorCode.UNKNOWN_CONNECTION
+            )
+        return connection
+
+    # --- sending -------------------------------------------------------------
+
+    def send_record(self, body: str, delivery_id: str, message_id: str | None = None) -> SendOutcome:
+        """One SQS record: its JSON body is exactly a POST /messages body (DESIGN §1)."""
+        try:
+            raw: Any = json.loads(body)
+        except ValueError:
+            raw = None  # parse_send_request turns this into a clear error on the record
+        key = raw.get("idempotency_key") if isinstance(raw, dict) else None
+        return self.send(message_id or rules.message_id(key if isinstance(key, str) else None, delivery_id), raw)
+
+    def send(self, message_id: str, raw: Any) -> SendOutcome:
+        now = self.clock()
+        try:
+            msg = self.prepare(raw, now)
+        except ValidationError as exc:
+            return self._reject_invalid(message_id, raw, exc, now)
+
+        token = self.new_token()
+        try:
+            claim = self.ledger.claim(message_id, ledger_attrs(msg), token, now, self.lease)
+        except StoreError as exc:
+            raise RetryLater(str(exc)) from exc
+        log = {"message_id": message_id, "to": rules.mask_phone(msg.to)}
+        if claim.outcome is ClaimOutcome.DONE:
+            logger.info("duplicate delivery: message already handled", extra=log)
+            metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
+            record = claim.record
+            return SendOutcome(message_id, "duplicate", record.status if record else None)
+        if claim.outcome is ClaimOutcome.BUSY:
+            raise RetryLater(f"message {message_id} is being sent by another worker")
+
+        # We hold the claim. A clean claim may be released on a failure that created
+        # nothing; one that follows an unfinished attempt stays ambiguous until reconciled.
+        reconciled = claim.outcome is ClaimOutcome.FRESH
+        try:
+            creds = self.credentials.for_connection(self._connection(msg.connection))
+            if not reconciled:
+                found = self._reconcile(creds, claim.record, msg, now)
+                reconciled = True
+                if found is not None:
+                    return self._record_sent(message_id, found, now, "adopted", log)
+            early = self._refusal(msg, now)
+            if early is not None:
+                code, text = early
+                self.ledger.record_error(message_id, code, text, now, token=token)
+                return self._errored(message_id, code, text, log)
+            sent = self.twilio.create_message(creds, msg)
+        except TwilioRejected as exc:
+            code = exc.code or ConnectorCode.INVALID_REQUEST
+            self.ledger.record_error(message_id, code, exc.message, now, token=token)
+            return self._errored(message_id, code, exc.message, log)
+        except TwilioOutcomeUnknown as exc:
+            self.ledger.mark_outcome_unknown(message_id, token, now)
+            metrics.add_metric(name="SendOutcomeUnknown", unit="Count", value=1)
+            logger.warning("Twilio outcome unknown; will reconcile on redelivery", extra={**log, "error": str(exc)})
+            raise RetryLater(str(exc)) from exc
+        except (TwilioRetryable, StoreError, CredentialsUnavailable, ConfigurationError) as exc:
+            if reconciled:
+                self.ledger.release(message_id, token, now)
+            else:
+                self.ledger.mark_outcome_unknown(message_id, token, now)
+            metrics.add_metric(name="SendRetries", unit="Count", value=1)
+            logger.warning("send deferred", extra={**log, "error": str(exc), "kind": type(exc).__name__})
+            raise RetryLater(str(exc)) from exc
+        return self._record_sent(message_id, sent, now, "sent", log)
+
+    def _refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
+        """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
+        if msg.not_after is not None and now > msg.not_after:
+            return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"
+        senders = [s for s in (msg.from_, msg.messaging_service_sid) if s]
+        if self.opt_outs.is_opted_out(msg.to, senders):
+            return rules.OPTED_OUT_CODE, "the recipient has opted out (replied STOP) of messages from this sender"
+        return None
+
+    def _reconcile(
+        self, creds: TwilioCredentials, record: MessageRecord | None, msg: OutboundMessage, now: datetime
+    ) -> TwilioMessage | None:
+        """Find the message an unfinished attempt may have created: same To/From, body, time window."""
+        first = (record.first_claimed_at if record else None) or now
+        window_start = first - CLOCK_SKEW
+        digest = (record.body_sha256 if record else None) or rules.body_digest(msg.body)
+        to = (record.to if record else None) or msg.to
+        metrics.add_metric(name="Reconciliations", unit="Count", value=1)
+        for candidate in self.twilio.list_messages(creds, to=to, from_=msg.from_):
+            if candidate.date_created is not None and candidate.date_created < window_start:
+                break  # newest first: everything further is older than the claim
+            if rules.body_digest(candidate.body) != digest:
+                continue
+            if msg.messaging_service_sid and candidate.messaging_service_sid != msg.messaging_service_sid:
+                continue
+            return candidate
+        return None
+
+    def _record_sent(
+        self, message_id: str, sent: TwilioMessage, now: datetime, result: str, log: dict[str, Any]
+    ) -> SendOutcome:
+        recorded = self.ledger.record_sent(
+            message_id,
+            SentMessage(twilio_sid=sent.sid, status=sent.status, price=sent.price, price_unit=sent.price_unit),
+            now,
+        )
+        if not recorded:
+            # Another worker recorded a SID first: only possible if a claim outlived its lease.
+            metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
+            logger.error("a second SID for one message", extra={**log, "twilio_sid": sent.sid})
+        metrics.add_metric(name="MessagesAdopted" if result == "adopted" else "MessagesSent", unit="Count", value=1)
+        logger.info("message handed to Twilio", extra={**log, "twilio_sid": sent.sid, "result": result})
+        return SendOutcome(message_id, result, sent.status)
+
+    def _errored(self, message_id: str, code: int, text: str, log: dict[str, Any]) -> SendOutcome:
+        metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
+        logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
+        return SendOutcome(message_id, "error", "error", int(code))
+
+    def _reject_invalid(self, message_id: str, raw: Any, exc: ValidationError, now: datetime) -> SendOutcome:
+        log = {"message_id": message_id, "field": exc.field, "error_code": exc.code}
+        try:
+            if self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw)):
+                metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
+                logger.info("invalid request", extra={**log, "error": exc.message})
+                return SendOutcome(message_id, "error", "error", exc.code)
+            existing = self.ledger.get(message_id)
+        except StoreError as err:
+            raise RetryLater(str(err)) from err
+        if existing is not None and existing.claim.claim_token and existing.status == "pending":
+            # An earlier attempt may have reached Twilio, and the request no longer validates
+            # (its template or connection changed): leave it for an operator via the DLQ.
+            raise RetryLater(f"message {message_id} has an unfinished send but now fails validation: {exc.message}")
+        return SendOutcome(message_id, "duplicate", existing.status if existing else None)

@@ -1,0 +1,135 @@
+"""Typed settings, read once from the environment by the composition root.
+
+Stage values live in .chalice/config.json; the local stack and the tests set the
+same variables. Every variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
+DEFAULT_CONNECTION = "default"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One Twilio account the connector can send through."""
+
+    name: str
+    secret_id: str
+    account_sid: str | None = None
+    from_numbers: tuple[str, ...] = ()
+    messaging_service_sid: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    twilio_base_url: str = DEFAULT_TWILIO_BASE_URL
+    connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+    retry_interval_ms: int = 10000
+    retry_attempts: int = 10
+    public_base_url: str | None = None
+    messages_table: str = "twilio-connector-messages"
+    optouts_table: str = "twilio-connector-optouts"
+    templates_table: str = "twilio-connector-templates"
+    send_queue: str = "twilio-connector-send"
+    state_machine_arn: str | None = None
+    claim_lease_seconds: int = 120
+    record_ttl_days: int = 90
+    secret_max_age_seconds: int = 300
+    twilio_connect_timeout: float = 3.05
+    twilio_read_timeout: float = 10.0
+    twilio_max_attempts: int = 4
+
+    def connection(self, name: str | None) -> ConnectionSettings | None:
+        return self.connections.get(name or DEFAULT_CONNECTION)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
+    connections: dict[str, ConnectionSettings] = {}
+    secret_id = env.get("TWILIO_SECRET_ID", "")
+    if secret_id:
+        connections[DEFAULT_CONNECTION] = ConnectionSettings(
+            name=DEFAULT_CONNECTION,
+            secret_id=secret_id,
+            account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            from_numbers=_csv(env.get("TWILIO_DEFAULT_FROM")),
+            messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+        )
+    extra = env.get("TWILIO_CONNECTIONS")
+    if extra:
+        try:
+            parsed = json.loads(extra)
+        except ValueError as exc:
+            raise ConfigurationError("TWILIO_CONNECTIONS must be a JSON object") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigurationError("TWILIO_CONNECTIONS must be a JSON object of name -> settings")
+        for name, spec in parsed.items():
+            if not isinstance(spec, dict) or not spec.get("secret_id"):
+                raise ConfigurationError(f"TWILIO_CONNECTIONS[{name!r}] needs a secret_id")
+            from_numbers = spec.get("from_numbers") or ()
+            connections[name] = ConnectionSettings(
+                name=name,
+                secret_id=str(spec["secret_id"]),
+                account_sid=spec.get("account_sid"),
+                from_numbers=tuple(from_numbers),
+                messaging_service_sid=spec.get("messaging_service_sid"),
+            )
+    return connections
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    return Settings(
+        twilio_base_url=(env.get("TWILIO_BASE_URL") or DEFAULT_TWILIO_BASE_URL).rstrip("/"),
+        connections=_connections(env),
+        retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=1000),
+        retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),
+        optouts_table=env.get("OPTOUTS_TABLE", "twilio-connector-optouts"),
+        templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),
+        send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
+        state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
+        claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 120, minimum=1),
+        record_ttl_days=_int(env, "RECORD_TTL_DAYS", 90, minimum=1),
+        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
+        twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", 3.05),
+        twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", 10.0),
+        twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),
+    )

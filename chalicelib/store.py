@@ -1,0 +1,414 @@
+"""DynamoDB adapters: the message ledger, opt-outs and templates.
+
+The ledger is the messages table. A conditional write claims a message before
+it is sent; the Twilio SID, status, segments and price are written after. The
+decision of who may send is `rules.decide_claim`; this module only makes it
+atomic. botocore's ClientError never leaves this module: it becomes StoreError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import rules
+from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome, ClaimState
+from chalicelib.templates import Template
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+CLAIM_RELEASED = "released"
+CLAIM_FINISHED = "finished"
+
+# Attributes that describe the message; written when it is claimed or fails.
+DESCRIPTIVE_ATTRS = (
+    "to",
+    "from",
+    "messaging_service_sid",
+    "connection",
+    "num_segments",
+    "encoding",
+    "metadata",
+    "body_sha256",
+    "status_callback",
+    "idempotency_key",
+)
+PUBLIC_ATTRS = (
+    "id",
+    "status",
+    "to",
+    "from",
+    "messaging_service_sid",
+    "connection",
+    "twilio_sid",
+    "error_code",
+    "error_message",
+    "num_segments",
+    "encoding",
+    "price",
+    "price_unit",
+    "poll_attempts",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "events",
+)
+
+
+class StoreError(Exception):
+    """DynamoDB could not answer (throttling, outage, misconfiguration); try again later."""
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One message as the ledger holds it (DESIGN §3.3) plus its claim bookkeeping."""
+
+    item: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.item[name]
+        except KeyError:
+            if name in PUBLIC_ATTRS or name.startswith("claim") or name in DESCRIPTIVE_ATTRS:
+                return None
+            raise AttributeError(name) from None
+
+    @property
+    def claim(self) -> ClaimState:
+        return ClaimState(
+            status=self.item.get("status", "pending"),
+            twilio_sid=self.item.get("twilio_sid"),
+            claim_token=self.item.get("claim_token"),
+            claim_state=self.item.get("claim_state"),
+            claimed_at=rules.from_iso(self.item.get("claimed_at")),
+        )
+
+    @property
+    def first_claimed_at(self) -> datetime | None:
+        return rules.from_iso(self.item.get("first_claimed_at"))
+
+    def public(self) -> dict[str, Any]:
+        """The record as the API shows it: no claim bookkeeping, no body hash."""
+        data = {key: self.item.get(key) for key in PUBLIC_ATTRS}
+        data["events"] = list(self.item.get("events") or [])
+        data["metadata"] = dict(self.item.get("metadata") or {})
+        data["poll_attempts"] = int(self.item.get("poll_attempts") or 0)
+        return data
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    record: MessageRecord | None = None
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """What the ledger keeps of Twilio's answer to a create."""
+
+    twilio_sid: str
+    status: str
+    price: str | None = None
+    price_unit: str | None = None
+    source: str = "send"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class MessageLedger(Protocol):
+    def get(self, message_id: str) -> MessageRecord | None: ...
+
+    def claim(
+        self, message_id: str, attrs: Mapping[str, Any], token: str, now: datetime, lease: timedelta
+    ) -> ClaimResult: ...
+
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool: ...
+
+    def record_error(
+        self,
+        message_id: str,
+        code: int,
+        message: str,
+        now: datetime,
+        attrs: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> bool: ...
+
+    def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None: ...
+
+    def release(self, message_id: str, token: str, now: datetime) -> None: ...
+
+
+class OptOutStore(Protocol):
+    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool: ...
+
+
+class TemplateStore(Protocol):
+    def get(self, name: str) -> Template | None: ...
+
+    def put(self, template: Template) -> None: ...
+
+
+# --- DynamoDB plumbing -------------------------------------------------------
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+ANY_SENDER = "*"
+
+
+def _to_dynamo(value: Any) -> Any:
+    # boto3 refuses floats; JSON-shaped values (metadata) go through Decimal.
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, (list, set)):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
+
+
+def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class _Update:
+    """Builds one UpdateItem call: SET/REMOVE clauses, a condition, names and values."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+
+    def n(self, attr: str) -> str:
+        key = f"#{attr}"
+        self.names[key] = attr
+        return key
+
+    def v(self, value: Any) -> str:
+        key = f":v{len(self.values)}"
+        self.values[key] = value
+        return key
+
+    def set(self, attrs: Mapping[str, Any]) -> _Update:
+        for attr, value in attrs.items():
+            if value is not None:
+                self.sets.append(f"{self.n(attr)} = {self.v(value)}")
+        return self
+
+    def set_if_absent(self, attr: str, value: Any) -> _Update:
+        self.sets.append(f"{self.n(attr)} = if_not_exists({self.n(attr)}, {self.v(value)})")
+        return self
+
+    def append(self, attr: str, items: list[Any]) -> _Update:
+        name = self.n(attr)
+        self.sets.append(f"{name} = list_append(if_not_exists({name}, {self.v([])}), {self.v(items)})")
+        return self
+
+    def remove(self, *attrs: str) -> _Update:
+        self.removes += [self.n(a) for a in attrs]
+        return self
+
+    def request(self, key: Mapping[str, Any], condition: str) -> dict[str, Any]:
+        expression = "SET " + ", ".join(self.sets)
+        if self.removes:
+            expression += " REMOVE " + ", ".join(self.removes)
+        return {
+            "Key": serialize(key),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": serialize(self.values),
+        }
+
+
+def event(status: str, now: datetime, source: str, error_code: int | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"status": status, "at": rules.iso(now), "source": source}
+    if error_code is not None:
+        entry["error_code"] = error_code
+    return entry
+
+
+class DynamoMessageLedger:
+    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
+        self.client = client
+        self.table = table
+        self.ttl = timedelta(days=ttl_days)
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = getattr(self.client, operation)(TableName=self.table, **kwargs)
+            return result
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise _ConditionFailed from exc
+            raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
+
+    def get(self, message_id: str) -> MessageRecord | None:
+        result = self._call("get_item", Key=serialize({"id": message_id}), ConsistentRead=True)
+        item = result.get("Item")
+        return MessageRecord(deserialize(item)) if item else None
+
+    def _fresh_condition(self, u: _Update) -> str:
+        return (
+            f"attribute_not_exists({u.n('id')}) OR ({u.n('status')} = {u.v('pending')} "
+            f"AND attribute_not_exists({u.n('claim_token')}) AND attribute_not_exists({u.n('twilio_sid')}))"
+        )
+
+    def _lifetime(self, u: _Update, now: datetime) -> _Update:
+        u.set({"updated_at": rules.iso(now), "expires_at": int((now + self.ttl).timestamp())})
+        return u.set_if_absent("created_at", rules.iso(now))
+
+    def claim(
+        self, message_id: str, attrs: Mapping[str, Any], token: str, now: datetime, lease: timedelta
+    ) -> ClaimResult:
+        for _ in range(3):
+            u = self._lifetime(_Update(), now).set(attrs)
+            u.set({"claim_token": token, "claimed_at": rules.iso(now), "claim_state": CLAIM_IN_FLIGHT})
+            u.set_if_absent("status", "pending").set_if_absent("first_claimed_at", rules.iso(now))
+            try:
+                self._call("update_item", **u.request({"id": message_id}, self._fresh_condition(u)))
+                return ClaimResult(ClaimOutcome.FRESH)
+            except _ConditionFailed:
+                existing = self.get(message_id)
+            outcome = rules.decide_claim(existing.claim if existing else None, now, lease)
+            if outcome is ClaimOutcome.FRESH:
+                continue  # the claim was released between our write and read
+            if outcome is ClaimOutcome.TAKEOVER and existing is not None:
+                t = _Update().set({"claim_token": token, "claimed_at": rules.iso(now), "claim_state": CLAIM_IN_FLIGHT})
+                t.set({"updated_at": rules.iso(now)})
+                condition = f"{t.n('claim_token')} = {t.v(existing.claim_token)}"
+                try:
+                    self._call("update_item", **t.request({"id": message_id}, condition))
+                except _ConditionFailed:
+                    continue
+            return ClaimResult(outcome, existing)
+        return ClaimResult(ClaimOutcome.BUSY)
+
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool:
+        u = _Update().set(
+            {
+                "status": sent.status,
+                "twilio_sid": sent.twilio_sid,
+                "price": sent.price,
+                "price_unit": sent.price_unit,
+                "claim_state": CLAIM_FINISHED,
+                "updated_at": rules.iso(now),
+                "sent_at": rules.iso(now),
+                **sent.extra,
+            }
+        )
+        u.append("events", [event(sent.status, now, sent.source)]).remove("claim_token")
+        try:
+            self._call("update_item", **u.request({"id": message_id}, f"attribute_not_exists({u.n('twilio_sid')})"))
+            return True
+        except _ConditionFailed:
+            return False
+
+    def record_error(
+        self,
+        message_id: str,
+        code: int,
+        message: str,
+        now: datetime,
+        attrs: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> bool:
+        u = self._lifetime(_Update(), now).set(dict(attrs or {}))
+        u.set({"status": "error", "error_code": code, "error_message": message, "claim_state": CLAIM_FINISHED})
+        u.append("events", [event("error", now, "send", code)]).remove("claim_token")
+        condition = self._fresh_condition(u) if token is None else f"{u.n('claim_token')} = {u.v(token)}"
+        try:
+            self._call("update_item", **u.request({"id": message_id}, condition))
+            return True
+        except _ConditionFailed:
+            return False
+
+    def _finish_claim(self, message_id: str, token: str, u: _Update) -> None:
+        # If the condition fails, someone took the claim over and owns the outcome now.
+        with contextlib.suppress(_ConditionFailed):
+            self._call("update_item", **u.request({"id": message_id}, f"{u.n('claim_token')} = {u.v(token)}"))
+
+    def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None:
+        u = _Update().set({"claim_state": CLAIM_OUTCOME_UNKNOWN, "updated_at": rules.iso(now)})
+        self._finish_claim(message_id, token, u)
+
+    def release(self, message_id: str, token: str, now: datetime) -> None:
+        u = _Update().set({"claim_state": CLAIM_RELEASED, "updated_at": rules.iso(now)})
+        self._finish_claim(message_id, token, u.remove("claim_token", "claimed_at"))
+
+
+class _ConditionFailed(Exception):
+    pass
+
+
+class DynamoOptOuts:
+    """Opt-outs keyed by phone number, one item per sender (From number or messaging service)."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool:
+        try:
+            result = self.client.query(
+                TableName=self.table,
+                KeyConditionExpression="#p = :p",
+                ExpressionAttributeNames={"#p": "phone"},
+                ExpressionAttributeValues={":p": {"S": phone}},
+                ProjectionExpression="sender",
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"DynamoDB query on {self.table} failed: {exc}") from exc
+        blocked = {item["sender"]["S"] for item in result.get("Items", [])}
+        return bool(blocked & {ANY_SENDER, *senders})
+
+    def opt_out(self, phone: str, sender: str, now: datetime) -> None:
+        item = {"phone": phone, "sender": sender, "opted_out_at": rules.iso(now)}
+        try:
+            self.client.put_item(TableName=self.table, Item=serialize(item))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc
+
+
+class DynamoTemplates:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def get(self, name: str) -> Template | None:
+        try:
+            result = self.client.get_item(TableName=self.table, Key={"name": {"S": name}})
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"DynamoDB get on {self.table} failed: {exc}") from exc
+        item = result.get("Item")
+        return Template.from_dict(deserialize(item)) if item else None
+
+    def put(self, template: Template) -> None:
+        try:
+            self.client.put_item(TableName=self.table, Item=serialize(template.to_dict()))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc

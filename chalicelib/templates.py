@@ -1,0 +1,133 @@
+"""Placeholders and named templates with field maps (DESIGN §3.1).
+
+Two placeholder styles are filled from the request's `fields`:
+`<First Name>` (HCL Unica; names may contain spaces) and `{{$firstName}}` (SAS CI360).
+A placeholder without a value is an error naming it, never a message that reads
+"Hello <First Name>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.models import SendRequest, ValidationError
+from chalicelib.rules import ConnectorCode
+
+# A name starts with a letter and may hold letters, digits, spaces, `_`, `-` and `.`;
+# it cannot end in a space, so "a < b > c" is left alone.
+ANGLE = re.compile(r"<([A-Za-z](?:[A-Za-z0-9 _.\-]*[A-Za-z0-9_.\-])?)>")
+CURLY = re.compile(r"\{\{\s*\$([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
+TO_KEY = "to"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A stored message shape plus the map from the caller's field names to its inputs."""
+
+    name: str
+    body: str | None = None
+    media_urls: tuple[str, ...] = ()
+    from_: str | None = None
+    messaging_service_sid: str | None = None
+    connection: str | None = None
+    # target ("to" or a placeholder name) -> the caller's field name
+    field_map: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "field_map": dict(self.field_map)}
+        for key, value in (
+            ("body", self.body),
+            ("media_urls", list(self.media_urls) or None),
+            ("from", self.from_),
+            ("messaging_service_sid", self.messaging_service_sid),
+            ("connection", self.connection),
+        ):
+            if value is not None:
+                data[key] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Template:
+        return cls(
+            name=str(data["name"]),
+            body=data.get("body"),
+            media_urls=tuple(data.get("media_urls") or ()),
+            from_=data.get("from"),
+            messaging_service_sid=data.get("messaging_service_sid"),
+            connection=data.get("connection"),
+            field_map=dict(data.get("field_map") or {}),
+        )
+
+
+def placeholders(text: str) -> list[str]:
+    """Placeholder names in order of first appearance."""
+    found: list[str] = []
+    for match in sorted([*ANGLE.finditer(text), *CURLY.finditer(text)], key=lambda m: m.start()):
+        if match.group(1) not in found:
+            found.append(match.group(1))
+    return found
+
+
+def _value(fields: Mapping[str, Any], key: str) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return text if text.strip() else None
+
+
+def render(text: str, fields: Mapping[str, Any], field_map: Mapping[str, str] | None = None) -> str:
+    """Fill every placeholder; a missing value raises ValidationError naming the placeholder."""
+    field_map = field_map or {}
+    missing = [name for name in placeholders(text) if _value(fields, field_map.get(name, name)) is None]
+    if missing:
+        described = ", ".join(f"<{n}>" + _via(field_map, n) for n in missing)
+        raise ValidationError(
+            "fields",
+            f"no value for placeholder {described}; add it to `fields`",
+            ConnectorCode.TEMPLATE_MISSING_VALUE,
+        )
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return _value(fields, field_map.get(name, name)) or ""
+
+    return CURLY.sub(fill, ANGLE.sub(fill, text))
+
+
+def _via(field_map: Mapping[str, str], name: str) -> str:
+    source = field_map.get(name)
+    return f" (field `{source}`)" if source and source != name else ""
+
+
+def apply_template(req: SendRequest, template: Template | None) -> SendRequest:
+    """Merge a named template under the request (the request's own values win) and render."""
+    field_map: Mapping[str, str] = {}
+    changes: dict[str, Any] = {}
+    if template is not None:
+        field_map = template.field_map
+        changes = {
+            "body": req.body if req.body is not None else template.body,
+            "media_urls": req.media_urls or template.media_urls,
+            "connection": req.connection or template.connection,
+        }
+        if req.from_ is None and req.messaging_service_sid is None:
+            changes["from_"] = template.from_
+            changes["messaging_service_sid"] = template.messaging_service_sid
+        if req.to is None and TO_KEY in field_map:
+            to = _value(req.fields, field_map[TO_KEY])
+            if to is None:
+                raise ValidationError(
+                    "to",
+                    f"template `{template.name}` takes `to` from field `{field_map[TO_KEY]}`, which is missing",
+                    21604,
+                )
+            changes["to"] = to.strip()
+    body = changes.get("body", req.body)
+    if body:
+        changes["body"] = render(body, req.fields, field_map)
+    return dataclasses.replace(req, **changes) if changes else req
