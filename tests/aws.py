@@ -1,0 +1,37 @@
+"""AWS resources for tests, created in moto from the same merge template the deployment uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "resources.json"
+STAGE = "test"
+
+
+def resolve_name(value: Any, stage: str = STAGE) -> str:
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        return str(value["Fn::Sub"]).replace("${Stage}", stage)
+    return str(value)
+
+
+def template_resources(kind: str) -> dict[str, dict[str, Any]]:
+    resources = json.loads(TEMPLATE.read_text())["Resources"]
+    return {name: r["Properties"] for name, r in resources.items() if r.get("Type") == kind}
+
+
+def table_names(stage: str = STAGE) -> dict[str, str]:
+    return {name: resolve_name(p["TableName"], stage) for name, p in template_resources("AWS::DynamoDB::Table").items()}
+
+
+def create_tables(client: Any, stage: str = STAGE) -> dict[str, str]:
+    names = table_names(stage)
+    for logical, props in template_resources("AWS::DynamoDB::Table").items():
+        client.create_table(
+            TableName=names[logical],
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            BillingMode=props["BillingMode"],
+        )
+    return names

@@ -1,0 +1,159 @@
+"""In-memory fakes of the ports, kept honest by tests/unit/test_ledger_contract.py,
+which runs the same tests against them and against DynamoDB in moto."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib import rules
+from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
+from chalicelib.settings import ConnectionSettings
+from chalicelib.store import (
+    ANY_SENDER,
+    CLAIM_FINISHED,
+    CLAIM_RELEASED,
+    ClaimResult,
+    MessageRecord,
+    SentMessage,
+    event,
+)
+from chalicelib.templates import Template
+from chalicelib.twilio_api import TwilioCredentials
+
+
+class InMemoryLedger:
+    def __init__(self, ttl_days: int = 90) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.ttl = timedelta(days=ttl_days)
+
+    def get(self, message_id: str) -> MessageRecord | None:
+        with self.lock:
+            item = self.items.get(message_id)
+            return MessageRecord(copy.deepcopy(item)) if item else None
+
+    @staticmethod
+    def _fresh_ok(item: dict[str, Any] | None) -> bool:
+        return item is None or (
+            item.get("status") == "pending" and "claim_token" not in item and "twilio_sid" not in item
+        )
+
+    def _touch(self, item: dict[str, Any], attrs: Mapping[str, Any], now: datetime) -> None:
+        item.update({k: copy.deepcopy(v) for k, v in attrs.items() if v is not None})
+        item["updated_at"] = rules.iso(now)
+        item["expires_at"] = int((now + self.ttl).timestamp())
+        item.setdefault("created_at", rules.iso(now))
+
+    def claim(
+        self, message_id: str, attrs: Mapping[str, Any], token: str, now: datetime, lease: timedelta
+    ) -> ClaimResult:
+        with self.lock:
+            item = self.items.get(message_id)
+            if self._fresh_ok(item):
+                item = self.items.setdefault(message_id, {"id": message_id})
+                self._touch(item, attrs, now)
+                item.update(claim_token=token, claimed_at=rules.iso(now), claim_state=CLAIM_IN_FLIGHT)
+                item.setdefault("status", "pending")
+                item.setdefault("first_claimed_at", rules.iso(now))
+                return ClaimResult(ClaimOutcome.FRESH)
+            assert item is not None
+            existing = MessageRecord(copy.deepcopy(item))
+            outcome = rules.decide_claim(existing.claim, now, lease)
+            if outcome is ClaimOutcome.TAKEOVER:
+                item.update(
+                    claim_token=token, claimed_at=rules.iso(now), claim_state=CLAIM_IN_FLIGHT, updated_at=rules.iso(now)
+                )
+            return ClaimResult(outcome, existing)
+
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool:
+        with self.lock:
+            item = self.items.setdefault(message_id, {"id": message_id})
+            if "twilio_sid" in item:
+                return False
+            values = {
+                "status": sent.status,
+                "twilio_sid": sent.twilio_sid,
+                "price": sent.price,
+                "price_unit": sent.price_unit,
+                "claim_state": CLAIM_FINISHED,
+                "updated_at": rules.iso(now),
+                "sent_at": rules.iso(now),
+                **sent.extra,
+            }
+            item.update({k: v for k, v in values.items() if v is not None})
+            item.setdefault("events", []).append(event(sent.status, now, sent.source))
+            item.pop("claim_token", None)
+            return True
+
+    def record_error(
+        self,
+        message_id: str,
+        code: int,
+        message: str,
+        now: datetime,
+        attrs: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> bool:
+        with self.lock:
+            item = self.items.get(message_id)
+            allowed = self._fresh_ok(item) if token is None else (item is not None and item.get("claim_token") == token)
+            if not allowed:
+                return False
+            item = self.items.setdefault(message_id, {"id": message_id})
+            self._touch(item, attrs or {}, now)
+            item.update(status="error", error_code=code, error_message=message, claim_state=CLAIM_FINISHED)
+            item.setdefault("events", []).append(event("error", now, "send", code))
+            item.pop("claim_token", None)
+            return True
+
+    def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None:
+        with self.lock:
+            item = self.items.get(message_id)
+            if item is not None and item.get("claim_token") == token:
+                item.update(claim_state=CLAIM_OUTCOME_UNKNOWN, updated_at=rules.iso(now))
+
+    def release(self, message_id: str, token: str, now: datetime) -> None:
+        with self.lock:
+            item = self.items.get(message_id)
+            if item is not None and item.get("claim_token") == token:
+                item.update(claim_state=CLAIM_RELEASED, updated_at=rules.iso(now))
+                item.pop("claim_token", None)
+                item.pop("claimed_at", None)
+
+
+class InMemoryOptOuts:
+    def __init__(self) -> None:
+        self.entries: set[tuple[str, str]] = set()
+
+    def opt_out(self, phone: str, sender: str, now: datetime) -> None:
+        self.entries.add((phone, sender))
+
+    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool:
+        return any((phone, s) in self.entries for s in (ANY_SENDER, *senders))
+
+
+class InMemoryTemplates:
+    def __init__(self) -> None:
+        self.items: dict[str, Template] = {}
+
+    def get(self, name: str) -> Template | None:
+        return self.items.get(name)
+
+    def put(self, template: Template) -> None:
+        self.items[template.name] = template
+
+
+class StaticCredentials:
+    """Stands in for SecretsCredentials; counts reads so tests can see caching or its absence."""
+
+    def __init__(self, creds: TwilioCredentials) -> None:
+        self.creds = creds
+        self.reads = 0
+
+    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
+        self.reads += 1
+        return self.creds
