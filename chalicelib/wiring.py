@@ -7,6 +7,7 @@ and the local stack call `reset()` or `override(...)` to swap pieces.
 from __future__ import annotations
 
 import threading
+from datetime import UTC
 from typing import Any
 
 from chalicelib.settings import Settings, load_settings
@@ -97,12 +98,18 @@ def credentials() -> Any:
     )
 
 
+def clock() -> Any:
+    from datetime import datetime
+
+    return _once("clock", lambda: lambda: datetime.now(UTC))
+
+
 def send_service() -> Any:
     from chalicelib.services import SendService
 
     return _once(
         "send_service",
-        lambda: SendService(settings(), ledger(), opt_outs(), templates(), twilio(), credentials()),
+        lambda: SendService(settings(), ledger(), opt_outs(), templates(), twilio(), credentials(), clock=clock()),
     )
 
 

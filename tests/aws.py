@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,29 @@ def create_tables(client: Any, stage: str = STAGE) -> dict[str, str]:
             BillingMode=props["BillingMode"],
         )
     return names
+
+
+class AtomicClient:
+    """A boto3 client whose calls run one at a time.
+
+    moto checks a ConditionExpression and writes without a lock, so two threads can
+    both pass the same condition; DynamoDB does both atomically per item. Serialising
+    the calls restores the guarantee the ledger relies on, for tests that run sends
+    concurrently.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call

@@ -44,7 +44,7 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
     return _real_connect(self, address)
 
 
-socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -67,7 +67,12 @@ class StubMessage:
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> tuple[int, dict, str]:
-    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body)
 
 
@@ -77,8 +82,9 @@ class TwilioStub:
         self.messages: list[StubMessage] = []
         self.create_attempts = 0
         self.faults: deque[str] = deque()
+        self.faults_by_recipient: dict[str, deque[str]] = {}
         self.barrier: threading.Barrier | None = None
-        self.clock: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+        self.clock: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
         self.lock = threading.Lock()
         prefix = re.escape(BASE_URL)
         mock.add_callback(responses.POST, re.compile(prefix + r"/Accounts/(AC\w+)/Messages\.json$"), self._create)
@@ -91,7 +97,12 @@ class TwilioStub:
         return Counter((m.to, m.body) for m in self.messages)
 
     def fail_next(self, *faults: str) -> None:
+        """Faults for the next creates, whoever they are for."""
         self.faults.extend(faults)
+
+    def fail_for(self, to: str, *faults: str) -> None:
+        """Faults for the next creates to one recipient: deterministic inside a concurrent batch."""
+        self.faults_by_recipient.setdefault(to, deque()).extend(faults)
 
     def add_existing(self, to: str, from_: str, body: str, age: timedelta) -> StubMessage:
         """A message Twilio already holds, e.g. one sent by an earlier campaign."""
@@ -121,15 +132,21 @@ class TwilioStub:
             self.messages.append(message)
         return message
 
-    def _create(self, request: Any) -> tuple[int, dict, str]:
+    def _next_fault(self, to: str) -> str | None:
         with self.lock:
             self.create_attempts += 1
-            fault = self.faults.popleft() if self.faults else None
+            queue = self.faults_by_recipient.get(to)
+            if queue:
+                return queue.popleft()
+            return self.faults.popleft() if self.faults else None
+
+    def _create(self, request: Any) -> tuple[int, dict, str]:
+        form = parse_qsl(request.body or "", keep_blank_values=True)
+        fault = self._next_fault(dict(form).get("To", ""))
         if self.barrier is not None:
             self.barrier.wait(timeout=10)
         if not self._authorized(request):
             return _error(401, 20003, "Authentication Error - invalid username")
-        form = parse_qsl(request.body or "", keep_blank_values=True)
         if fault == "429":
             return _error(429, 20429, "Too Many Requests", {"Retry-After": "0"})
         if fault == "500":
@@ -158,6 +175,7 @@ class TwilioStub:
                 for m in reversed(self.messages)
                 if m.to == query.get("To", m.to) and m.from_ == query.get("From", m.from_)
             ]
+        found.sort(key=lambda m: m.date_created, reverse=True)  # Twilio lists newest first
         size = int(query.get("PageSize", "50"))
         page = int(query.get("Page", "0"))
         chunk = found[page * size : (page + 1) * size]

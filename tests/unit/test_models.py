@@ -1,10 +1,10 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from chalicelib.models import ValidationError, parse_send_request, validate_outbound
 
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MG = "MG" + "a" * 32
 TO = "+15551234567"
 FROM = "+15005550006"
@@ -53,7 +53,11 @@ def test_a_field_given_under_both_names_is_rejected():
         ({"to": TO, "from": FROM, "body": "x" * 1601}, "body", 21617),
         ({"to": TO, "from": FROM, "media_urls": ["https://x.test/a"] * 11}, "media_urls", 21623),
         ({"to": TO, "from": FROM, "media_urls": ["ftp://x.test/a"]}, "media_urls", 21620),
-        ({"to": TO, "from": FROM, "body": "Hi", "status_callback": "https://my_host.test/cb"}, "status_callback", 21609),
+        (
+            {"to": TO, "from": FROM, "body": "Hi", "status_callback": "https://my_host.test/cb"},
+            "status_callback",
+            21609,
+        ),
         ({"to": TO, "from": FROM, "body": "Hi", "validity_period": 0}, "validity_period", 21624),
         ({"to": TO, "from": FROM, "body": "Hi", "validity_period": 36001}, "validity_period", 21624),
         ({"to": TO, "from": FROM, "body": "Hi", "content_variables": {"1": "x"}}, "content_variables", 21654),
@@ -102,8 +106,15 @@ class TestScheduling:
         return (NOW + delta).isoformat()
 
     def test_a_scheduled_message_needs_fixed_type_a_service_and_a_time_in_range(self):
-        msg = build({"to": TO, "messaging_service_sid": MG, "body": "Hi", "send_at": self.at(timedelta(hours=1)),
-                     "schedule_type": "fixed"})
+        msg = build(
+            {
+                "to": TO,
+                "messaging_service_sid": MG,
+                "body": "Hi",
+                "send_at": self.at(timedelta(hours=1)),
+                "schedule_type": "fixed",
+            }
+        )
         assert msg.send_at == NOW + timedelta(hours=1)
 
     @pytest.mark.parametrize(
@@ -124,14 +135,26 @@ class TestScheduling:
         assert (err.field, err.code) == (field, code)
 
     def test_scheduling_without_a_messaging_service_is_rejected(self):
-        err = rejected({"to": TO, "from": FROM, "body": "Hi", "send_at": self.at(timedelta(hours=1)),
-                        "schedule_type": "fixed"})
+        err = rejected(
+            {"to": TO, "from": FROM, "body": "Hi", "send_at": self.at(timedelta(hours=1)), "schedule_type": "fixed"}
+        )
         assert (err.field, err.code) == ("messaging_service_sid", 35118)
 
 
 def test_pass_through_parameters_keep_twilio_types():
-    msg = build({"to": TO, "from": FROM, "body": "Hi", "max_price": "0.05", "attempt": "2", "validity_period": 600,
-                 "content_sid": "HX" + "b" * 32, "content_variables": '{"1": "Ann"}', "force_delivery": False})
+    msg = build(
+        {
+            "to": TO,
+            "from": FROM,
+            "body": "Hi",
+            "max_price": "0.05",
+            "attempt": "2",
+            "validity_period": 600,
+            "content_sid": "HX" + "b" * 32,
+            "content_variables": '{"1": "Ann"}',
+            "force_delivery": False,
+        }
+    )
     assert str(msg.max_price) == "0.05" and msg.attempt == 2 and msg.validity_period == 600
     assert msg.content_variables == '{"1":"Ann"}' and msg.force_delivery is False
 

@@ -40,8 +40,9 @@ WELCOME = Template(
 
 
 def test_a_raw_event_becomes_a_message_through_the_field_map():
-    req = parse_send_request({"template": "welcome", "fields": {"mobile": "+15551234567", "fname": "Ann",
-                                                                "store": "Oslo"}})
+    req = parse_send_request(
+        {"template": "welcome", "fields": {"mobile": "+15551234567", "fname": "Ann", "store": "Oslo"}}
+    )
     out = apply_template(req, WELCOME)
     assert (out.to, out.from_, out.body) == ("+15551234567", "+15005550006", "Welcome Ann! Shop at Oslo.")
 
@@ -61,8 +62,15 @@ def test_a_missing_recipient_field_names_the_mapped_field():
 
 
 def test_the_requests_own_values_win_over_the_template():
-    req = parse_send_request({"template": "welcome", "to": "+15550001111", "body": "Just <First Name>",
-                              "messaging_service_sid": "MG" + "a" * 32, "fields": {"fname": "Bo"}})
+    req = parse_send_request(
+        {
+            "template": "welcome",
+            "to": "+15550001111",
+            "body": "Just <First Name>",
+            "messaging_service_sid": "MG" + "a" * 32,
+            "fields": {"fname": "Bo"},
+        }
+    )
     out = apply_template(req, WELCOME)
     assert (out.to, out.body, out.from_) == ("+15550001111", "Just Bo", None)
 

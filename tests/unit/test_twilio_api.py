@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -20,7 +20,7 @@ from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
 CREDS = TwilioCredentials(ACCOUNT_SID, AUTH_TOKEN)
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "twilio" / "message_subset.json"
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MESSAGES = f"{BASE_URL}/Accounts/{ACCOUNT_SID}/Messages.json"
 
 
@@ -47,8 +47,12 @@ def stub():
 
 class TestFormEncoding:
     def test_repeated_media_urls_and_lowercase_booleans(self):
-        msg = outbound(media_urls=["https://x.test/1.png", "https://x.test/2.png"], smart_encoded=True,
-                       shorten_urls=False, validity_period=600)
+        msg = outbound(
+            media_urls=["https://x.test/1.png", "https://x.test/2.png"],
+            smart_encoded=True,
+            shorten_urls=False,
+            validity_period=600,
+        )
         pairs = message_form(msg, "https://hooks.test/twilio/status")
         assert [v for k, v in pairs if k == "MediaUrl"] == ["https://x.test/1.png", "https://x.test/2.png"]
         assert ("SmartEncoded", "true") in pairs and ("ShortenUrls", "false") in pairs
@@ -56,17 +60,38 @@ class TestFormEncoding:
 
     def test_send_at_is_iso_utc(self):
         send_at = (NOW + timedelta(hours=2)).isoformat()
-        msg = validate_outbound(parse_send_request({"to": "+15551234567", "messaging_service_sid": "MG" + "a" * 32,
-                                                    "body": "x", "send_at": send_at, "schedule_type": "fixed"}),
-                                "default", (), None, NOW)
+        msg = validate_outbound(
+            parse_send_request(
+                {
+                    "to": "+15551234567",
+                    "messaging_service_sid": "MG" + "a" * 32,
+                    "body": "x",
+                    "send_at": send_at,
+                    "schedule_type": "fixed",
+                }
+            ),
+            "default",
+            (),
+            None,
+            NOW,
+        )
         assert ("SendAt", "2026-11-22T14:00:00Z") in message_form(msg, None)
 
     def test_the_form_uses_only_parameters_from_twilios_spec(self):
         spec = json.loads(SPEC.read_text())
         allowed = set(spec["CreateMessage"]["requestSchema"]["properties"])
-        msg = outbound(media_urls=["https://x.test/1.png"], smart_encoded=True, shorten_urls=True, validity_period=5,
-                       provide_feedback=True, force_delivery=True, attempt=2, max_price="0.1", risk_check="disable",
-                       application_sid="AP" + "c" * 32)
+        msg = outbound(
+            media_urls=["https://x.test/1.png"],
+            smart_encoded=True,
+            shorten_urls=True,
+            validity_period=5,
+            provide_feedback=True,
+            force_delivery=True,
+            attempt=2,
+            max_price="0.1",
+            risk_check="disable",
+            application_sid="AP" + "c" * 32,
+        )
         assert {k for k, _ in message_form(msg, "https://h.test/s")} <= allowed
 
 
@@ -123,16 +148,26 @@ class TestCreate:
 class TestRetryAfter:
     def test_retry_after_is_honoured(self, api, sleeps):
         with responses.RequestsMock() as mock:
-            mock.add(responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", status=429,
-                     json={"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "3"})
+            mock.add(
+                responses.GET,
+                f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json",
+                status=429,
+                json={"code": 20429, "message": "Too Many Requests"},
+                headers={"Retry-After": "3"},
+            )
             mock.add(responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID})
             assert api.fetch_account(CREDS)["sid"] == ACCOUNT_SID
         assert sleeps == [3.0]
 
     def test_a_long_retry_after_hands_the_work_back_instead_of_sleeping(self, api, sleeps):
         with responses.RequestsMock() as mock:
-            mock.add(responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", status=429,
-                     json={"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "120"})
+            mock.add(
+                responses.GET,
+                f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json",
+                status=429,
+                json={"code": 20429, "message": "Too Many Requests"},
+                headers={"Retry-After": "120"},
+            )
             with pytest.raises(TwilioRetryable):
                 api.fetch_account(CREDS)
         assert sleeps == []
@@ -143,16 +178,26 @@ class TestReads:
         with responses.RequestsMock() as mock:
             url = f"{BASE_URL}/Accounts/{ACCOUNT_SID}/Messages/SM1.json"
             mock.add(responses.GET, url, status=503, body="<html>busy</html>")
-            mock.add(responses.GET, url, json={"sid": "SM1", "status": "delivered", "num_segments": "2",
-                                               "error_code": None, "date_created": "Sun, 22 Nov 2026 12:00:00 +0000"})
+            mock.add(
+                responses.GET,
+                url,
+                json={
+                    "sid": "SM1",
+                    "status": "delivered",
+                    "num_segments": "2",
+                    "error_code": None,
+                    "date_created": "Sun, 22 Nov 2026 12:00:00 +0000",
+                },
+            )
             message = api.fetch_message(CREDS, "SM1")
         assert (message.status, message.num_segments, message.date_created) == ("delivered", 2, NOW)
         assert len(sleeps) == 1
 
     def test_non_json_errors_still_become_domain_errors(self, api):
         with responses.RequestsMock() as mock:
-            mock.add(responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}/Messages/SM1.json", status=404,
-                     body="not found")
+            mock.add(
+                responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}/Messages/SM1.json", status=404, body="not found"
+            )
             with pytest.raises(TwilioRejected) as info:
                 api.fetch_message(CREDS, "SM1")
         assert info.value.http_status == 404 and info.value.code is None
@@ -167,8 +212,7 @@ class TestReads:
     def test_list_passes_date_filters_as_twilio_names_them(self, api):
         with responses.RequestsMock() as mock:
             mock.add(responses.GET, MESSAGES, json={"messages": [], "next_page_uri": None})
-            list(api.list_messages(CREDS, to="+15551234567", date_sent_after=NOW.date(),
-                                   date_sent_before=NOW.date()))
+            list(api.list_messages(CREDS, to="+15551234567", date_sent_after=NOW.date(), date_sent_before=NOW.date()))
             query = dict(parse_qsl(mock.calls[0].request.url.split("?", 1)[1]))
         assert query == {"PageSize": "50", "To": "+15551234567", "DateSent>": "2026-11-22", "DateSent<": "2026-11-22"}
 

@@ -1,0 +1,293 @@
+"""The SQS send trigger end to end through app.py: DynamoDB and Secrets Manager in moto,
+the real Twilio adapter over an HTTP stub of Twilio, and SQS events as Lambda sends them.
+
+Every at-least-once hazard has a test here: redelivery, a worker that dies between
+claim and send (or between send and record), an answer lost after Twilio created
+the message, throttling, server errors, and a mixed batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import boto3
+import pytest
+import responses
+from moto import mock_aws
+
+from chalicelib import rules, wiring
+from chalicelib.rules import ConnectorCode
+from chalicelib.store import MessageRecord
+from chalicelib.templates import Template
+from chalicelib.twilio_api import TwilioApi
+from tests.aws import STAGE, AtomicClient, create_tables
+from tests.events import Delivery, LambdaContext, sqs_event
+from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
+
+FROM = "+15005550006"
+TO = "+15551234567"
+SECRET_ID = f"twilio-connector-{STAGE}/twilio"
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@dataclass
+class Stack:
+    stub: TwilioStub
+    clock: Clock
+    tables: dict[str, str]
+    dynamodb: object
+
+    def deliver(self, *deliveries: Delivery) -> list[str]:
+        """Run the send Lambda on one batch; return the messageIds it hands back to SQS."""
+        import app
+
+        result = app.send(sqs_event(*deliveries), LambdaContext())
+        return [failure["itemIdentifier"] for failure in result["batchItemFailures"]]
+
+    def record(self, delivery: Delivery) -> MessageRecord:
+        key = delivery.body.get("idempotency_key") if isinstance(delivery.body, dict) else None
+        found = wiring.ledger().get(rules.message_id(key, delivery.message_id))
+        assert found is not None, "no ledger record for this delivery"
+        return found
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with mock_aws(), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        client = boto3.client("dynamodb")
+        tables = create_tables(client)
+        boto3.client("secretsmanager").create_secret(
+            Name=SECRET_ID, SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN})
+        )
+        for key, value in {
+            "MESSAGES_TABLE": tables["MessagesTable"],
+            "OPTOUTS_TABLE": tables["OptOutsTable"],
+            "TEMPLATES_TABLE": tables["TemplatesTable"],
+            "TWILIO_SECRET_ID": SECRET_ID,
+            "TWILIO_BASE_URL": BASE_URL,
+            "TWILIO_DEFAULT_FROM": "",
+            "CLAIM_LEASE_SECONDS": "120",
+        }.items():
+            monkeypatch.setenv(key, value)
+        stub = TwilioStub(mock)
+        clock = Clock(stub.clock)
+        wiring.override(dynamodb=AtomicClient(client), twilio=TwilioApi(BASE_URL, sleep=lambda _: None), clock=clock)
+        yield Stack(stub, clock, tables, client)
+
+
+def send(to: str = TO, body: str = "Your order shipped", **extra: object) -> Delivery:
+    return Delivery({"to": to, "from": FROM, "body": body, **extra})
+
+
+def test_a_record_is_sent_and_its_record_kept(stack: Stack) -> None:
+    delivery = send(body="Your order shipped €", metadata={"campaign": "fall"})
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert record.status == "queued" and record.twilio_sid == stack.stub.messages[0].sid
+    assert (record.num_segments, record.encoding, record.metadata) == (1, "GSM-7", {"campaign": "fall"})
+    assert [e["source"] for e in record.events] == ["send"]
+
+
+def test_a_redelivered_record_sends_nothing_twice(stack: Stack) -> None:
+    delivery = send()
+    assert stack.deliver(delivery) == []
+    assert stack.deliver(delivery.redelivered()) == []
+    assert stack.stub.create_attempts == 1 and len(stack.stub.messages) == 1
+
+
+def test_the_same_idempotency_key_on_two_sqs_messages_is_one_message(stack: Stack) -> None:
+    first, second = send(idempotency_key="order-42"), send(idempotency_key="order-42")
+    # In one batch, one copy claims the message and the other finds it in flight and waits.
+    failures = stack.deliver(first, second)
+    assert len(failures) == 1
+    waiting = first if failures == [first.message_id] else second
+    assert stack.deliver(waiting.redelivered()) == []
+    assert stack.stub.creates_per_message() == {(TO, "Your order shipped"): 1}
+
+
+def test_a_worker_that_died_between_claim_and_send_is_finished_once(stack: Stack) -> None:
+    delivery = send()
+    message_id = rules.message_id(None, delivery.message_id)
+    wiring.ledger().claim(
+        message_id,
+        {"to": TO, "from": FROM, "body_sha256": rules.body_digest("Your order shipped")},
+        "dead-worker",
+        stack.clock(),
+        timedelta(seconds=120),
+    )
+    stack.clock.advance(seconds=361)  # SQS redelivers after the visibility timeout
+    assert stack.deliver(delivery.redelivered()) == []
+    assert stack.stub.create_attempts == 1
+    assert stack.record(delivery).twilio_sid == stack.stub.messages[0].sid
+
+
+def test_a_worker_that_died_after_twilio_created_the_message_adopts_it(stack: Stack) -> None:
+    delivery = send()
+    message_id = rules.message_id(None, delivery.message_id)
+    wiring.ledger().claim(
+        message_id,
+        {"to": TO, "from": FROM, "body_sha256": rules.body_digest("Your order shipped")},
+        "dead-worker",
+        stack.clock(),
+        timedelta(seconds=120),
+    )
+    created = stack.stub.add_existing(TO, FROM, "Your order shipped", timedelta(0))
+    stack.stub.add_existing(TO, FROM, "Your order shipped", timedelta(days=2))  # an older, unrelated twin
+    stack.clock.advance(seconds=361)
+    assert stack.deliver(delivery.redelivered()) == []
+    assert stack.stub.create_attempts == 0
+    assert stack.record(delivery).twilio_sid == created.sid
+
+
+def test_an_answer_lost_after_twilio_created_the_message_is_not_sent_again(stack: Stack) -> None:
+    delivery = send()
+    stack.stub.fail_next("lost")
+    assert stack.deliver(delivery) == [delivery.message_id]
+    assert stack.record(delivery).status == "pending"
+    assert stack.deliver(delivery.redelivered()) == []
+    assert stack.stub.create_attempts == 1 and len(stack.stub.messages) == 1
+    assert stack.record(delivery).twilio_sid == stack.stub.messages[0].sid
+
+
+def test_a_timeout_where_twilio_created_nothing_sends_exactly_once(stack: Stack) -> None:
+    delivery = send()
+    stack.stub.fail_next("timeout_not_created")
+    assert stack.deliver(delivery) == [delivery.message_id]
+    assert stack.deliver(delivery.redelivered()) == []
+    assert stack.stub.create_attempts == 2 and len(stack.stub.messages) == 1
+    assert stack.record(delivery).status == "queued"
+
+
+def test_429_then_success_within_one_delivery(stack: Stack) -> None:
+    delivery = send()
+    stack.stub.fail_next("429")
+    assert stack.deliver(delivery) == []
+    assert stack.stub.create_attempts == 2 and len(stack.stub.messages) == 1
+
+
+def test_500_then_success_after_redelivery_and_reconciliation(stack: Stack) -> None:
+    delivery = send()
+    stack.stub.fail_next("500")
+    assert stack.deliver(delivery) == [delivery.message_id]
+    assert stack.deliver(delivery.redelivered()) == []
+    assert len(stack.stub.messages) == 1 and stack.record(delivery).status == "queued"
+
+
+def test_a_twilio_rejection_is_recorded_and_consumed(stack: Stack) -> None:
+    delivery = send()
+    stack.stub.fail_next("reject:21211")
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert (record.status, record.error_code) == ("error", 21211)
+    assert record.error_message == "rejected with 21211"
+    assert stack.deliver(delivery.redelivered()) == [] and stack.stub.create_attempts == 1
+
+
+def test_a_mixed_batch_hands_back_only_the_retryable_records(stack: Stack) -> None:
+    ok = send(to="+15550000001")
+    invalid = Delivery({"to": "12345", "from": FROM, "body": "x"})
+    throttled = send(to="+15550000003")
+    rejected = send(to="+15550000004")
+    lost = send(to="+15550000005")
+    stack.stub.fail_for("+15550000003", "429", "429", "429", "429")
+    stack.stub.fail_for("+15550000004", "reject:21614")
+    stack.stub.fail_for("+15550000005", "lost")
+    failures = stack.deliver(ok, invalid, throttled, rejected, lost)
+    assert sorted(failures) == sorted([throttled.message_id, lost.message_id])
+    assert stack.record(ok).status == "queued"
+    assert (stack.record(invalid).status, stack.record(invalid).error_code) == ("error", 21211)
+    assert stack.record(rejected).error_code == 21614
+    assert stack.record(throttled).claim.claim_token is None  # released: free to send on redelivery
+
+
+def test_a_batch_of_ten_is_sent_concurrently(stack: Stack) -> None:
+    # Every create waits until ten are in flight at once; sequential sends would break the barrier.
+    stack.stub.barrier = threading.Barrier(10)
+    batch = [send(to=f"+1555000{i:04d}") for i in range(10)]
+    assert stack.deliver(*batch) == []
+    assert not stack.stub.barrier.broken and len(stack.stub.messages) == 10
+
+
+def test_an_opted_out_recipient_gets_21610_without_a_call_to_twilio(stack: Stack) -> None:
+    wiring.opt_outs().opt_out(TO, FROM, stack.clock())
+    delivery = send()
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert (record.status, record.error_code) == ("error", 21610)
+    assert stack.stub.create_attempts == 0
+
+
+def test_a_stale_request_is_dropped_without_sending(stack: Stack) -> None:
+    delivery = send(not_after=rules.iso(stack.clock() - timedelta(minutes=1)))
+    assert stack.deliver(delivery) == []
+    assert stack.record(delivery).error_code == ConnectorCode.STALE_REQUEST
+    assert stack.stub.create_attempts == 0
+
+
+def test_a_body_that_is_not_json_becomes_a_clear_error(stack: Stack) -> None:
+    delivery = Delivery("to=+15551234567&body=hi")
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert record.status == "error" and "JSON object" in record.error_message
+
+
+def test_an_invalid_request_names_its_field_on_the_record(stack: Stack) -> None:
+    delivery = Delivery({"to": TO, "from": FROM, "body": "x" * 1601})
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert record.error_code == 21617 and "`body`" in record.error_message
+
+
+class TestTemplates:
+    @pytest.fixture(autouse=True)
+    def welcome(self, stack: Stack) -> None:
+        wiring.templates().put(
+            Template(
+                name="welcome",
+                body="Hi <First Name>, welcome to {{$store}}!",
+                from_=FROM,
+                field_map={"to": "mobile", "First Name": "fname"},
+            )
+        )
+
+    def test_a_raw_event_is_rendered_through_the_stored_template(self, stack: Stack) -> None:
+        delivery = Delivery({"template": "welcome", "fields": {"mobile": TO, "fname": "Ann", "store": "Oslo"}})
+        assert stack.deliver(delivery) == []
+        assert stack.stub.messages[0].body == "Hi Ann, welcome to Oslo!"
+        assert stack.stub.messages[0].to == TO
+
+    def test_a_missing_placeholder_value_is_an_error_not_a_broken_message(self, stack: Stack) -> None:
+        delivery = Delivery({"template": "welcome", "fields": {"mobile": TO, "store": "Oslo"}})
+        assert stack.deliver(delivery) == []
+        record = stack.record(delivery)
+        assert record.error_code == ConnectorCode.TEMPLATE_MISSING_VALUE and "<First Name>" in record.error_message
+        assert stack.stub.create_attempts == 0
+
+    def test_an_unknown_template_is_an_error_naming_it(self, stack: Stack) -> None:
+        delivery = Delivery({"template": "nope", "fields": {}})
+        assert stack.deliver(delivery) == []
+        assert stack.record(delivery).error_code == ConnectorCode.TEMPLATE_NOT_FOUND
+
+
+def test_wrong_credentials_keep_the_message_for_retry_instead_of_failing_it(stack: Stack) -> None:
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=SECRET_ID, SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": "rotated-away"})
+    )
+    delivery = send()
+    assert stack.deliver(delivery) == [delivery.message_id]
+    record = stack.record(delivery)
+    assert record.status == "pending" and record.claim.claim_token is None

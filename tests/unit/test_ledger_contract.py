@@ -1,0 +1,153 @@
+"""One contract, two ledgers: the in-memory fake and DynamoDB (moto) must agree on every rule."""
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.rules import ClaimOutcome
+from chalicelib.store import DynamoMessageLedger, DynamoOptOuts, SentMessage
+from tests.aws import AtomicClient, create_tables
+from tests.fakes import InMemoryLedger, InMemoryOptOuts
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=120)
+ATTRS = {
+    "to": "+15551234567",
+    "from": "+15005550006",
+    "num_segments": 1,
+    "encoding": "GSM-7",
+    "metadata": {"campaign": "c1", "score": 0.5},
+    "body_sha256": "abc",
+}
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def ledger(request) -> Iterator[object]:
+    if request.param == "memory":
+        yield InMemoryLedger()
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        names = create_tables(client)
+        yield DynamoMessageLedger(AtomicClient(client), names["MessagesTable"])  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def opt_outs(request) -> Iterator[object]:
+    if request.param == "memory":
+        yield InMemoryOptOuts()
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        names = create_tables(client)
+        yield DynamoOptOuts(client, names["OptOutsTable"])
+
+
+def test_a_new_message_is_claimed_fresh_and_described(ledger):
+    assert ledger.claim("m1", ATTRS, "t1", NOW, LEASE).outcome is ClaimOutcome.FRESH
+    record = ledger.get("m1")
+    assert record.status == "pending" and record.to == "+15551234567"
+    assert record.metadata == {"campaign": "c1", "score": 0.5}
+    assert record.first_claimed_at == NOW and record.claim.claim_token == "t1"
+    assert record.item["expires_at"] == int((NOW + timedelta(days=90)).timestamp())
+
+
+def test_a_live_claim_makes_others_wait(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    assert ledger.claim("m1", ATTRS, "t2", NOW + timedelta(seconds=5), LEASE).outcome is ClaimOutcome.BUSY
+    assert ledger.get("m1").claim.claim_token == "t1"
+
+
+def test_an_expired_claim_is_taken_over_and_keeps_the_first_claim_time(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    later = NOW + LEASE + timedelta(seconds=1)
+    result = ledger.claim("m1", ATTRS, "t2", later, LEASE)
+    assert result.outcome is ClaimOutcome.TAKEOVER and result.record.claim.claim_token == "t1"
+    record = ledger.get("m1")
+    assert record.claim.claim_token == "t2" and record.first_claimed_at == NOW
+
+
+def test_an_unknown_outcome_is_taken_over_at_once(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    ledger.mark_outcome_unknown("m1", "t1", NOW)
+    assert ledger.claim("m1", ATTRS, "t2", NOW, LEASE).outcome is ClaimOutcome.TAKEOVER
+
+
+def test_a_released_claim_can_be_claimed_fresh(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    ledger.release("m1", "t1", NOW)
+    assert ledger.claim("m1", ATTRS, "t2", NOW, LEASE).outcome is ClaimOutcome.FRESH
+
+
+def test_a_stale_token_cannot_release_or_mark_someone_elses_claim(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    ledger.claim("m1", ATTRS, "t2", NOW + LEASE, LEASE)  # takeover
+    ledger.release("m1", "t1", NOW + LEASE)
+    ledger.mark_outcome_unknown("m1", "t1", NOW + LEASE)
+    claim = ledger.get("m1").claim
+    assert claim.claim_token == "t2" and claim.claim_state == "in_flight"
+
+
+def test_a_sent_message_is_done_for_every_later_delivery(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    assert ledger.record_sent("m1", SentMessage("SM1", "queued", price=None, price_unit="USD"), NOW)
+    record = ledger.get("m1")
+    assert (record.status, record.twilio_sid, record.price_unit) == ("queued", "SM1", "USD")
+    assert [e["status"] for e in record.events] == ["queued"]
+    assert ledger.claim("m1", ATTRS, "t2", NOW + timedelta(days=1), LEASE).outcome is ClaimOutcome.DONE
+
+
+def test_a_second_sid_is_never_written_over_the_first(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    assert ledger.record_sent("m1", SentMessage("SM1", "queued"), NOW)
+    assert not ledger.record_sent("m1", SentMessage("SM2", "queued"), NOW)
+    assert ledger.get("m1").twilio_sid == "SM1"
+
+
+def test_an_error_before_any_claim_is_recorded_once(ledger):
+    assert ledger.record_error("m1", 21211, "bad number", NOW, attrs={"to": "555"})
+    record = ledger.get("m1")
+    assert (record.status, record.error_code, record.error_message, record.to) == ("error", 21211, "bad number", "555")
+    assert record.events == [
+        {"status": "error", "at": "2026-11-22T12:00:00.000Z", "source": "send", "error_code": 21211}
+    ]
+    assert not ledger.record_error("m1", 21211, "bad number", NOW)
+    assert ledger.claim("m1", ATTRS, "t1", NOW, LEASE).outcome is ClaimOutcome.DONE
+
+
+def test_an_error_never_overwrites_a_sent_message(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    ledger.record_sent("m1", SentMessage("SM1", "queued"), NOW)
+    assert not ledger.record_error("m1", 900001, "late validation failure", NOW)
+    assert not ledger.record_error("m1", 21211, "stale holder", NOW, token="t1")
+    assert ledger.get("m1").status == "queued"
+
+
+def test_the_claim_holder_records_twilios_rejection(ledger):
+    ledger.claim("m1", ATTRS, "t1", NOW, LEASE)
+    assert ledger.record_error("m1", 21610, "opted out", NOW, token="t1")
+    assert ledger.get("m1").status == "error"
+
+
+def test_an_unknown_message_reads_as_none(ledger):
+    assert ledger.get("nope") is None
+
+
+def test_opt_outs_match_the_sender_or_every_sender(opt_outs):
+    opt_outs.opt_out("+15551234567", "+15005550006", NOW)
+    opt_outs.opt_out("+15550000000", "*", NOW)
+    assert opt_outs.is_opted_out("+15551234567", ["+15005550006"])
+    assert not opt_outs.is_opted_out("+15551234567", ["+15005550010"])
+    assert opt_outs.is_opted_out("+15550000000", ["+15005550010", "MG" + "a" * 32])
+    assert not opt_outs.is_opted_out("+15559999999", ["+15005550006"])
+
+
+def test_of_many_concurrent_claims_exactly_one_wins(ledger):
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(lambda i: ledger.claim("m1", ATTRS, f"t{i}", NOW, LEASE).outcome, range(10)))
+    assert outcomes.count(ClaimOutcome.FRESH) == 1
+    assert outcomes.count(ClaimOutcome.BUSY) == 9
