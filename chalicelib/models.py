@@ -7,6 +7,7 @@ field, the rule, and a Twilio error code where Twilio has one for the same rule.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,49 +72,11 @@ _SCHEMA: dict[str, tuple[str | None, str]] = {
 _ALIASES = {alias: name for name, (alias, _) in _SCHEMA.items() if alias}
 
 
-@dataclass(frozen=True)
-class SendRequest:
-    """A request after type checks, before templates and content rules."""
+@dataclass(frozen=True, kw_only=True)
+class MessageOptions:
+    """What a request carries unchanged into its message: Twilio's pass-through
+    parameters and the connector's own per-message options."""
 
-    to: str | None = None
-    from_: str | None = None
-    messaging_service_sid: str | None = None
-    body: str | None = None
-    media_urls: tuple[str, ...] = ()
-    content_sid: str | None = None
-    content_variables: str | None = None
-    status_callback: str | None = None
-    validity_period: int | None = None
-    send_at: datetime | None = None
-    schedule_type: str | None = None
-    max_price: Decimal | None = None
-    provide_feedback: bool | None = None
-    application_sid: str | None = None
-    smart_encoded: bool | None = None
-    shorten_urls: bool | None = None
-    risk_check: str | None = None
-    attempt: int | None = None
-    force_delivery: bool | None = None
-    template: str | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    connection: str | None = None
-    idempotency_key: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    not_after: datetime | None = None
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """A fully resolved, valid message: what the send Lambda hands to Twilio."""
-
-    to: str
-    from_: str | None
-    messaging_service_sid: str | None
-    body: str | None
-    media_urls: tuple[str, ...]
-    connection: str
-    encoding: str
-    num_segments: int
     content_sid: str | None = None
     content_variables: str | None = None
     status_callback: str | None = None  # the caller's URL the connector forwards events to
@@ -131,6 +94,34 @@ class OutboundMessage:
     idempotency_key: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     not_after: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendRequest(MessageOptions):
+    """A request after type checks, before templates and content rules."""
+
+    to: str | None = None
+    from_: str | None = None
+    messaging_service_sid: str | None = None
+    body: str | None = None
+    media_urls: tuple[str, ...] = ()
+    template: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    connection: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboundMessage(MessageOptions):
+    """A fully resolved, valid message: what the send Lambda hands to Twilio."""
+
+    to: str
+    from_: str | None
+    messaging_service_sid: str | None
+    body: str | None
+    media_urls: tuple[str, ...]
+    connection: str
+    encoding: str
+    num_segments: int
 
 
 # --- type coercion -----------------------------------------------------------
@@ -315,6 +306,7 @@ def validate_outbound(
         raise ValidationError("max_price", "`max_price` must not be negative")
 
     info = rules.segment_info(req.body or "")
+    options = {f.name: getattr(req, f.name) for f in dataclasses.fields(MessageOptions)}
     return OutboundMessage(
         to=req.to,
         from_=sender,
@@ -324,23 +316,7 @@ def validate_outbound(
         connection=connection,
         encoding=info.encoding,
         num_segments=info.num_segments,
-        content_sid=req.content_sid,
-        content_variables=req.content_variables,
-        status_callback=req.status_callback,
-        validity_period=req.validity_period,
-        send_at=req.send_at,
-        schedule_type=req.schedule_type,
-        max_price=req.max_price,
-        provide_feedback=req.provide_feedback,
-        application_sid=req.application_sid,
-        smart_encoded=req.smart_encoded,
-        shorten_urls=req.shorten_urls,
-        risk_check=req.risk_check,
-        attempt=req.attempt,
-        force_delivery=req.force_delivery,
-        idempotency_key=req.idempotency_key,
-        metadata=req.metadata,
-        not_after=req.not_after,
+        **options,
     )
 
 

@@ -242,6 +242,21 @@ class _Update:
         }
 
 
+def sent_values(sent: SentMessage, now: datetime) -> dict[str, Any]:
+    """The attributes a successful send writes (None values are not written)."""
+    values = {
+        "status": sent.status,
+        "twilio_sid": sent.twilio_sid,
+        "price": sent.price,
+        "price_unit": sent.price_unit,
+        "claim_state": CLAIM_FINISHED,
+        "updated_at": rules.iso(now),
+        "sent_at": rules.iso(now),
+        **sent.extra,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def event(status: str, now: datetime, source: str, error_code: int | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"status": status, "at": rules.iso(now), "source": source}
     if error_code is not None:
@@ -308,18 +323,7 @@ class DynamoMessageLedger:
         return ClaimResult(ClaimOutcome.BUSY)
 
     def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool:
-        u = _Update().set(
-            {
-                "status": sent.status,
-                "twilio_sid": sent.twilio_sid,
-                "price": sent.price,
-                "price_unit": sent.price_unit,
-                "claim_state": CLAIM_FINISHED,
-                "updated_at": rules.iso(now),
-                "sent_at": rules.iso(now),
-                **sent.extra,
-            }
-        )
+        u = _Update().set(sent_values(sent, now))
         u.append("events", [event(sent.status, now, sent.source)]).remove("claim_token")
         try:
             self._call("update_item", **u.request({"id": message_id}, f"attribute_not_exists({u.n('twilio_sid')})"))

@@ -20,6 +20,7 @@ from chalicelib.store import (
     MessageRecord,
     SentMessage,
     event,
+    sent_values,
 )
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioCredentials
@@ -74,17 +75,7 @@ class InMemoryLedger:
             item = self.items.setdefault(message_id, {"id": message_id})
             if "twilio_sid" in item:
                 return False
-            values = {
-                "status": sent.status,
-                "twilio_sid": sent.twilio_sid,
-                "price": sent.price,
-                "price_unit": sent.price_unit,
-                "claim_state": CLAIM_FINISHED,
-                "updated_at": rules.iso(now),
-                "sent_at": rules.iso(now),
-                **sent.extra,
-            }
-            item.update({k: v for k, v in values.items() if v is not None})
+            item.update(sent_values(sent, now))
             item.setdefault("events", []).append(event(sent.status, now, sent.source))
             item.pop("claim_token", None)
             return True

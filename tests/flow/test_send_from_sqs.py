@@ -119,16 +119,20 @@ def test_the_same_idempotency_key_on_two_sqs_messages_is_one_message(stack: Stac
     assert stack.stub.creates_per_message() == {(TO, "Your order shipped"): 1}
 
 
-def test_a_worker_that_died_between_claim_and_send_is_finished_once(stack: Stack) -> None:
-    delivery = send()
-    message_id = rules.message_id(None, delivery.message_id)
+def claim_as_a_worker_that_then_dies(stack: Stack, delivery: Delivery) -> None:
+    """What a Lambda leaves behind when it is killed right after claiming: a live claim, no SID."""
     wiring.ledger().claim(
-        message_id,
-        {"to": TO, "from": FROM, "body_sha256": rules.body_digest("Your order shipped")},
+        rules.message_id(None, delivery.message_id),
+        {"to": delivery.body["to"], "from": FROM, "body_sha256": rules.body_digest(delivery.body["body"])},
         "dead-worker",
         stack.clock(),
         timedelta(seconds=120),
     )
+
+
+def test_a_worker_that_died_between_claim_and_send_is_finished_once(stack: Stack) -> None:
+    delivery = send()
+    claim_as_a_worker_that_then_dies(stack, delivery)
     stack.clock.advance(seconds=361)  # SQS redelivers after the visibility timeout
     assert stack.deliver(delivery.redelivered()) == []
     assert stack.stub.create_attempts == 1
@@ -137,14 +141,7 @@ def test_a_worker_that_died_between_claim_and_send_is_finished_once(stack: Stack
 
 def test_a_worker_that_died_after_twilio_created_the_message_adopts_it(stack: Stack) -> None:
     delivery = send()
-    message_id = rules.message_id(None, delivery.message_id)
-    wiring.ledger().claim(
-        message_id,
-        {"to": TO, "from": FROM, "body_sha256": rules.body_digest("Your order shipped")},
-        "dead-worker",
-        stack.clock(),
-        timedelta(seconds=120),
-    )
+    claim_as_a_worker_that_then_dies(stack, delivery)
     created = stack.stub.add_existing(TO, FROM, "Your order shipped", timedelta(0))
     stack.stub.add_existing(TO, FROM, "Your order shipped", timedelta(days=2))  # an older, unrelated twin
     stack.clock.advance(seconds=361)
