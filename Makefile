@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean
+.PHONY: test lint typecheck unit venv clean bench sim package format
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,15 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Figures, not assertions: ratios and rates measured side by side in one run.
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.simulator
+
+# The local Twilio simulator on its own (prints its account SID and auth token).
+sim: $(STAMP)
+	$(BIN)/python -m local.twilio_sim --port $(or $(PORT),8931)
+
+STAGE ?= dev
+package: $(STAMP)
+	AWS_DEFAULT_REGION=$(or $(AWS_DEFAULT_REGION),us-east-1) $(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json build/$(STAGE)

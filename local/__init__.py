@@ -1,0 +1,1 @@
+"""Local-only tooling: the Twilio simulator and the embedded stack. Never shipped in the Lambda zip."""

@@ -1,0 +1,6 @@
+"""A local stand-in for api.twilio.com/2010-04-01 (DESIGN §5)."""
+
+from local.twilio_sim.core import SCENARIOS, CallbackFaults, Fault, SimConfig, Simulator, new_account_sid
+from local.twilio_sim.server import TwilioSimulator
+
+__all__ = ["SCENARIOS", "CallbackFaults", "Fault", "SimConfig", "Simulator", "TwilioSimulator", "new_account_sid"]

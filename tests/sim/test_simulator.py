@@ -1,0 +1,463 @@
+"""The local Twilio simulator, checked against things no one here wrote: the official
+`twilio` package (its REST client and its RequestValidator) and Twilio's OpenAPI spec."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonschema
+import pytest
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from local.twilio_sim import CallbackFaults, Fault, SimConfig, TwilioSimulator
+from local.twilio_sim.core import ERROR_MESSAGES
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "twilio"
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "sim-auth-token"
+FROM = "+15005550006"
+TO = "+15551234567"
+MG = "MG" + "2" * 32
+
+
+def _nullable(schema: Any) -> Any:
+    """OpenAPI 3.0 `nullable` as JSON Schema: a null is allowed too."""
+    if isinstance(schema, dict):
+        out = {k: _nullable(v) for k, v in schema.items() if k not in ("nullable", "x-twilio", "description")}
+        if schema.get("nullable") and "type" in out:
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_nullable(v) for v in schema]
+    return schema
+
+
+MESSAGE_SCHEMA = _nullable(json.loads((SHARED / "message_subset.json").read_text())["MessageResource"])
+
+
+class Receiver:
+    """A webhook endpoint on loopback that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.requests
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def simulator(receiver: Receiver) -> Iterator[TwilioSimulator]:
+    config = SimConfig(ACCOUNT_SID, AUTH_TOKEN, time_scale=20, inbound_url=f"{receiver.url}/twilio/inbound", seed=7)
+    with TwilioSimulator(config) as sim:
+        yield sim
+
+
+@pytest.fixture
+def client(simulator: TwilioSimulator) -> Client:
+    twilio = Client(ACCOUNT_SID, AUTH_TOKEN)
+    twilio.api.base_url = simulator.origin
+    return twilio
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+class TestTheOfficialClient:
+    def test_creates_fetches_and_lists(self, client: Client) -> None:
+        created = client.messages.create(to=TO, from_=FROM, body="Hello from the simulator")
+        assert created.sid.startswith("SM") and created.status == "queued" and created.num_segments == "1"
+        assert client.messages(created.sid).fetch().body == "Hello from the simulator"
+        assert [m.sid for m in client.messages.list(to=TO)] == [created.sid]
+
+    def test_mms_gets_an_mm_sid_and_a_service_send_is_accepted(self, client: Client) -> None:
+        mms = client.messages.create(to=TO, from_=FROM, media_url=["https://x.test/a.png"])
+        assert mms.sid.startswith("MM") and mms.num_media == "1"
+        service = client.messages.create(to=TO, messaging_service_sid=MG, body="hi")
+        assert service.status == "accepted" and service.messaging_service_sid == MG
+
+    @pytest.mark.parametrize(
+        ("kwargs", "code"),
+        [
+            ({"to": "+15005550001", "from_": FROM, "body": "x"}, 21211),
+            ({"to": "+15005550002", "from_": FROM, "body": "x"}, 21612),
+            ({"to": "+15005550003", "from_": FROM, "body": "x"}, 21408),
+            ({"to": "+15005550004", "from_": FROM, "body": "x"}, 21610),
+            ({"to": "+15005550009", "from_": FROM, "body": "x"}, 21614),
+            ({"to": TO, "from_": "+15005550001", "body": "x"}, 21212),
+            ({"to": TO, "from_": "+15005550007", "body": "x"}, 21606),
+            ({"to": TO, "from_": "+15005550008", "body": "x"}, 21611),
+            ({"to": "not-a-number", "from_": FROM, "body": "x"}, 21211),
+            ({"to": TO, "body": "x"}, 21603),
+            ({"to": TO, "from_": FROM}, 21602),
+            ({"to": TO, "from_": FROM, "body": "x" * 1601}, 21617),
+            ({"to": TO, "from_": FROM, "media_url": ["https://x.test/a"] * 11}, 21623),
+            ({"to": TO, "from_": FROM, "media_url": ["ftp://x.test/a"]}, 21620),
+            ({"to": TO, "from_": FROM, "body": "x", "status_callback": "not a url"}, 21609),
+            ({"to": TO, "from_": FROM, "body": "x", "validity_period": 0}, 21624),
+            ({"to": TO, "messaging_service_sid": MG, "body": "x", "schedule_type": "fixed"}, 35111),
+        ],
+    )
+    def test_twilio_error_codes_reach_the_client(self, client: Client, kwargs: dict[str, Any], code: int) -> None:
+        with pytest.raises(TwilioRestException) as info:
+            client.messages.create(**kwargs)
+        assert info.value.code == code and info.value.status == 400
+
+    def test_wrong_credentials_are_401_with_20003(self, simulator: TwilioSimulator) -> None:
+        wrong = Client(ACCOUNT_SID, "not-the-token")
+        wrong.api.base_url = simulator.origin
+        with pytest.raises(TwilioRestException) as info:
+            wrong.messages.create(to=TO, from_=FROM, body="x")
+        assert (info.value.status, info.value.code) == (401, 20003)
+
+    def test_an_unknown_sid_is_404_with_20404(self, client: Client) -> None:
+        with pytest.raises(TwilioRestException) as info:
+            client.messages("SM" + "0" * 32).fetch()
+        assert (info.value.status, info.value.code) == (404, 20404)
+
+    def test_the_account_can_be_fetched(self, client: Client) -> None:
+        assert client.api.accounts(ACCOUNT_SID).fetch().status == "active"
+
+
+class TestSpecConformance:
+    def test_every_message_response_matches_twilios_schema(self, simulator: TwilioSimulator) -> None:
+        session = requests.Session()
+        session.auth = (ACCOUNT_SID, AUTH_TOKEN)
+        url = f"{simulator.base_url}/Accounts/{ACCOUNT_SID}/Messages.json"
+        created = session.post(url, data={"To": TO, "From": FROM, "Body": "schema"})
+        assert created.status_code == 201
+        jsonschema.validate(created.json(), MESSAGE_SCHEMA)
+        simulator.sim.clock.advance(10)
+        fetched = session.get(f"{simulator.base_url}/Accounts/{ACCOUNT_SID}/Messages/{created.json()['sid']}.json")
+        jsonschema.validate(fetched.json(), MESSAGE_SCHEMA)
+        assert fetched.json()["status"] == "delivered" and fetched.json()["date_sent"].endswith("GMT")
+        for message in session.get(url).json()["messages"]:
+            jsonschema.validate(message, MESSAGE_SCHEMA)
+
+    def test_error_messages_are_twilios_own(self) -> None:
+        dictionary = {
+            e["code"]: e["message"].strip()
+            for e in json.loads((SHARED / "twilio-error-codes.2023-05.json").read_text())
+        }
+        differing = {
+            code: (text, dictionary.get(code))
+            for code, text in ERROR_MESSAGES.items()
+            if code not in (20003, 20404) and dictionary.get(code) != text.strip()
+        }
+        assert differing == {}
+
+
+class TestStatusOverTime:
+    def test_a_message_moves_to_delivered(self, client: Client, simulator: TwilioSimulator) -> None:
+        sid = client.messages.create(to=TO, from_=FROM, body="x").sid
+        simulator.sim.clock.advance(1.5)
+        assert client.messages(sid).fetch().status == "sending"
+        simulator.sim.clock.advance(1)
+        assert client.messages(sid).fetch().status == "sent"
+        simulator.sim.clock.advance(5)
+        assert client.messages(sid).fetch().status == "delivered"
+
+    @pytest.mark.parametrize(
+        ("scenario", "code", "status", "expected_code"),
+        [
+            ("undelivered", 30007, "undelivered", 30007),
+            ("undelivered", None, "undelivered", 30003),
+            ("failed", 30001, "failed", 30001),
+            ("stuck_sent", None, "sent", None),
+        ],
+    )
+    def test_scenarios_per_recipient(
+        self,
+        client: Client,
+        simulator: TwilioSimulator,
+        scenario: str,
+        code: int | None,
+        status: str,
+        expected_code: int | None,
+    ) -> None:
+        simulator.sim.set_scenario(TO, scenario, code)
+        sid = client.messages.create(to=TO, from_=FROM, body="x").sid
+        simulator.sim.clock.advance(3600)
+        fetched = client.messages(sid).fetch()
+        assert (fetched.status, fetched.error_code) == (status, expected_code)
+
+    def test_a_slow_receipt_is_sent_long_before_it_is_delivered(
+        self, client: Client, simulator: TwilioSimulator
+    ) -> None:
+        simulator.sim.set_scenario(TO, "slow_receipt")
+        sid = client.messages.create(to=TO, from_=FROM, body="x").sid
+        simulator.sim.clock.advance(60)
+        assert client.messages(sid).fetch().status == "sent"
+        simulator.sim.clock.advance(120)
+        assert client.messages(sid).fetch().status == "delivered"
+
+    def test_the_time_scale_moves_messages_without_manual_advances(self, client: Client) -> None:
+        sid = client.messages.create(to=TO, from_=FROM, body="x").sid  # 4 simulated seconds at 20x: 0.2 s
+        eventually(lambda: client.messages(sid).fetch().status == "delivered")
+
+
+class TestStatusCallbacks:
+    def test_callbacks_are_signed_as_twilio_signs_them(self, client: Client, receiver: Receiver) -> None:
+        url = f"{receiver.url}/twilio/status?tenant=a"
+        sid = client.messages.create(to=TO, from_=FROM, body="x", status_callback=url).sid
+        calls = receiver.wait_for(3)
+        assert [dict(parse_qsl(c["body"]))["MessageStatus"] for c in calls] == ["sending", "sent", "delivered"]
+        validator = RequestValidator(AUTH_TOKEN)
+        for call in calls:
+            params = dict(parse_qsl(call["body"]))
+            signature = call["headers"]["X-Twilio-Signature"]
+            assert params["MessageSid"] == sid
+            assert call["headers"]["Content-Type"] == "application/x-www-form-urlencoded; charset=utf-8"
+            assert validator.validate(url, params, signature)
+            assert not validator.validate(url, {**params, "MessageStatus": "failed"}, signature)
+            assert not validator.validate(url.replace("tenant=a", "tenant=b"), params, signature)
+            assert not RequestValidator("another-token").validate(url, params, signature)
+        assert "RawDlrDoneDate" in dict(parse_qsl(calls[-1]["body"]))
+
+    def test_failed_messages_carry_their_error_code(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        simulator.sim.set_scenario(TO, "undelivered", 30005)
+        client.messages.create(to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/s")
+        last = dict(parse_qsl(receiver.wait_for(3)[-1]["body"]))
+        assert (last["MessageStatus"], last["ErrorCode"]) == ("undelivered", "30005")
+
+    def test_callbacks_can_be_duplicated_dropped_and_reordered(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        simulator.sim.callback_faults = CallbackFaults(duplicate=1.0)
+        client.messages.create(to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/dup")
+        assert len(receiver.wait_for(6)) == 6
+        receiver.requests.clear()
+        simulator.sim.callback_faults = CallbackFaults(reorder=1.0)
+        client.messages.create(to=TO, from_=FROM, body="y", status_callback=f"{receiver.url}/reorder")
+        order = [dict(parse_qsl(c["body"]))["MessageStatus"] for c in receiver.wait_for(3)]
+        assert order == ["sending", "delivered", "sent"]
+        receiver.requests.clear()
+        simulator.sim.callback_faults = CallbackFaults(drop=1.0)
+        client.messages.create(to=TO, from_=FROM, body="z", status_callback=f"{receiver.url}/drop")
+        time.sleep(0.5)  # 10 simulated seconds: every callback would have arrived
+        assert receiver.requests == []
+
+
+class TestInbound:
+    def test_a_stop_reply_is_posted_signed_and_blocks_later_sends(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        result = simulator.sim.inbound(TO, FROM, "stop")
+        assert result["opt_out_type"] == "STOP" and result["webhook_status"] == 200
+        call = receiver.requests[-1]
+        params = dict(parse_qsl(call["body"]))
+        assert (params["From"], params["To"], params["Body"], params["OptOutType"]) == (TO, FROM, "stop", "STOP")
+        assert RequestValidator(AUTH_TOKEN).validate(
+            f"{receiver.url}/twilio/inbound", params, call["headers"]["X-Twilio-Signature"]
+        )
+        with pytest.raises(TwilioRestException) as info:
+            client.messages.create(to=TO, from_=FROM, body="after stop")
+        assert info.value.code == 21610
+        simulator.sim.inbound(TO, FROM, "START")
+        assert client.messages.create(to=TO, from_=FROM, body="after start").status == "queued"
+
+    def test_free_text_replies_have_no_opt_out_type(self, simulator: TwilioSimulator, receiver: Receiver) -> None:
+        simulator.sim.inbound(TO, FROM, "What time do you open?")
+        assert "OptOutType" not in dict(parse_qsl(receiver.requests[-1]["body"]))
+
+
+class TestFaults:
+    @pytest.fixture
+    def http(self, simulator: TwilioSimulator) -> tuple[requests.Session, str]:
+        session = requests.Session()
+        session.auth = (ACCOUNT_SID, AUTH_TOKEN)
+        return session, f"{simulator.base_url}/Accounts/{ACCOUNT_SID}/Messages.json"
+
+    def test_429_with_retry_after(self, simulator: TwilioSimulator, http: tuple[requests.Session, str]) -> None:
+        session, url = http
+        simulator.sim.add_fault(Fault("429", retry_after=3))
+        answer = session.post(url, data={"To": TO, "From": FROM, "Body": "x"})
+        assert answer.status_code == 429 and answer.json()["code"] == 20429 and answer.headers["Retry-After"] == "3"
+        assert session.post(url, data={"To": TO, "From": FROM, "Body": "x"}).status_code == 201
+
+    @pytest.mark.parametrize(("kind", "status", "code"), [("500", 500, 20500), ("503", 503, 20503)])
+    def test_server_errors(
+        self, simulator: TwilioSimulator, http: tuple[requests.Session, str], kind: str, status: int, code: int
+    ) -> None:
+        session, url = http
+        simulator.sim.add_fault(Fault(kind))
+        answer = session.post(url, data={"To": TO, "From": FROM, "Body": "x"})
+        assert (answer.status_code, answer.json()["code"]) == (status, code)
+        assert simulator.sim.creates() == []
+
+    def test_a_reset_creates_nothing_and_a_lost_response_creates_the_message(
+        self, simulator: TwilioSimulator, http: tuple[requests.Session, str]
+    ) -> None:
+        session, url = http
+        simulator.sim.add_fault(Fault("reset"))
+        with pytest.raises(requests.ConnectionError):
+            session.post(url, data={"To": TO, "From": FROM, "Body": "reset"})
+        simulator.sim.add_fault(Fault("lost"))
+        with pytest.raises(requests.ConnectionError):
+            session.post(url, data={"To": TO, "From": FROM, "Body": "lost"})
+        assert [c["body"] for c in simulator.sim.creates()] == ["lost"]
+
+    def test_faults_can_target_one_recipient_and_fire_at_a_rate(
+        self, simulator: TwilioSimulator, http: tuple[requests.Session, str]
+    ) -> None:
+        session, url = http
+        simulator.sim.add_fault(Fault("500", to="+15550000001", count=None, rate=1.0))
+        assert session.post(url, data={"To": "+15550000001", "From": FROM, "Body": "x"}).status_code == 500
+        assert session.post(url, data={"To": "+15550000002", "From": FROM, "Body": "x"}).status_code == 201
+        assert session.post(url, data={"To": "+15550000001", "From": FROM, "Body": "x"}).status_code == 500
+
+    def test_added_latency(self, simulator: TwilioSimulator, http: tuple[requests.Session, str]) -> None:
+        session, url = http
+        simulator.sim.add_fault(Fault("latency", latency_ms=150))
+        started = time.monotonic()
+        assert session.post(url, data={"To": TO, "From": FROM, "Body": "x"}).status_code == 201
+        assert time.monotonic() - started >= 0.15
+
+    def test_a_concurrency_limit_answers_429_past_n_in_flight(
+        self, simulator: TwilioSimulator, http: tuple[requests.Session, str]
+    ) -> None:
+        _, url = http
+        simulator.sim.config.max_in_flight = 2
+        simulator.sim.config.latency_ms = 300
+        codes: list[int] = []
+
+        def post() -> None:
+            codes.append(
+                requests.post(
+                    url, data={"To": TO, "From": FROM, "Body": "x"}, auth=(ACCOUNT_SID, AUTH_TOKEN)
+                ).status_code
+            )
+
+        threads = [threading.Thread(target=post) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(codes) == [201, 201, 429, 429, 429]
+
+
+class TestListing:
+    def test_filters_and_pages(self, client: Client, simulator: TwilioSimulator) -> None:
+        for i in range(5):
+            client.messages.create(to=TO, from_=FROM, body=f"m{i}")
+        client.messages.create(to="+15550000000", from_=FROM, body="other")
+        page = client.messages.page(to=TO, page_size=2)
+        assert [m.body for m in page] == ["m4", "m3"]
+        assert [m.body for m in client.messages.list(to=TO, page_size=2)] == ["m4", "m3", "m2", "m1", "m0"]
+
+    def test_date_sent_filters_only_sent_messages(self, client: Client, simulator: TwilioSimulator) -> None:
+        client.messages.create(to=TO, from_=FROM, body="x")
+        today = simulator.sim.clock.now().date()
+        assert client.messages.list(to=TO, date_sent=today) == []  # still queued: no date_sent yet
+        simulator.sim.clock.advance(10)
+        assert len(client.messages.list(to=TO, date_sent=today)) == 1
+        assert len(client.messages.list(to=TO, date_sent_after=today - timedelta(days=1))) == 1
+        assert client.messages.list(to=TO, date_sent_before=today - timedelta(days=1)) == []
+
+
+class TestControlApi:
+    def test_scenarios_creates_and_counts_over_http(self, simulator: TwilioSimulator, client: Client) -> None:
+        control = simulator.origin + "/_sim"
+        assert requests.post(f"{control}/scenarios", json={"to": TO, "scenario": "failed", "error_code": 30001}).ok
+        sid = client.messages.create(to=TO, from_=FROM, body="dup").sid
+        client.messages.create(to=TO, from_=FROM, body="dup")
+        counts = requests.get(f"{control}/creates").json()["counts"]
+        assert counts == [{"to": TO, "body": "dup", "count": 2}]
+        assert requests.get(f"{control}/messages/{sid}").json()["final_status"] == "failed"
+        assert requests.post(f"{control}/faults", json={"kind": "429"}).ok
+        assert requests.delete(f"{control}/faults").ok
+        assert requests.post(f"{control}/clock/advance", json={"seconds": 5}).ok
+        assert (
+            requests.post(f"{control}/inbound", json={"from": TO, "to": FROM, "body": "HELP"}).json()["opt_out_type"]
+            == "HELP"
+        )
+
+    def test_fetches_are_counted_per_message(self, simulator: TwilioSimulator, client: Client) -> None:
+        sid = client.messages.create(to=TO, from_=FROM, body="x").sid
+        client.messages(sid).fetch()
+        client.messages(sid).fetch()
+        assert simulator.sim.truth(sid)["fetches"] == 2
+
+
+def test_runs_on_its_own_and_accepts_only_its_credentials() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.twilio_sim",
+            "--port",
+            "0",
+            "--account-sid",
+            ACCOUNT_SID,
+            "--auth-token",
+            AUTH_TOKEN,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        base_url = first.rsplit(" ", 1)[1].strip()
+        url = f"{base_url}/Accounts/{ACCOUNT_SID}/Messages.json"
+        assert (
+            requests.post(
+                url, data={"To": TO, "From": FROM, "Body": "x"}, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5
+            ).status_code
+            == 201
+        )
+        assert (
+            requests.post(
+                url, data={"To": TO, "From": FROM, "Body": "x"}, auth=(ACCOUNT_SID, "other"), timeout=5
+            ).status_code
+            == 401
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
