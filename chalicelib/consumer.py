@@ -5,6 +5,9 @@ pool sized for a whole batch, so ten sends overlap instead of queueing. A record
 whose send must be retried raises, and Powertools lists it in batchItemFailures
 (the merge template sets ReportBatchItemFailures); SQS then redelivers it, and
 after maxReceiveCount moves it to the DLQ.
+
+After the batch, its status events go to EventBridge in one call and one poll
+execution starts for the messages Twilio took (DESIGN §3.4).
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from chalicelib import events
+from chalicelib.events import EventPublisher
 from chalicelib.observability import logger, metrics
 from chalicelib.services import SendOutcome, SendService
+from chalicelib.workflow import PollTarget, PollWorkflow, WorkflowError
 
 # The API (POST /messages) names the ledger record it already wrote with this attribute.
 MESSAGE_ID_ATTRIBUTE = "connector_message_id"
@@ -25,24 +31,35 @@ BATCH_CONCURRENCY = 10
 
 
 class SendConsumer:
-    def __init__(self, service: SendService, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        service: SendService,
+        publisher: EventPublisher,
+        workflow: PollWorkflow | None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.service = service
+        self.publisher = publisher
+        self.workflow = workflow
         self.executor = executor or ThreadPoolExecutor(max_workers=BATCH_CONCURRENCY, thread_name_prefix="send")
 
     def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        outcomes: list[SendOutcome] = []
+        loop_executor = self.executor
+
+        # Powertools passes the record by keyword: the parameter must be named `record`.
+        async def handle_record(record: SQSRecord) -> SendOutcome:
+            outcome = await asyncio.get_running_loop().run_in_executor(loop_executor, self.send_one, record)
+            outcomes.append(outcome)
+            return outcome
+
         processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         try:
-            result: dict[str, Any] = dict(
-                async_process_partial_response(event, self._handle_record, processor, context)
-            )
+            result: dict[str, Any] = dict(async_process_partial_response(event, handle_record, processor, context))
+            self._after_batch(outcomes)
             return result
         finally:
             metrics.flush_metrics()
-
-    # Powertools passes the record by keyword: the parameter must be named `record`.
-    async def _handle_record(self, record: SQSRecord) -> SendOutcome:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.send_one, record)
 
     def send_one(self, record: SQSRecord) -> SendOutcome:
         attributes = record.raw_event.get("messageAttributes") or {}
@@ -52,3 +69,16 @@ class SendConsumer:
         except Exception:
             logger.warning("record returned to the queue", extra={"sqs_message_id": record.message_id}, exc_info=True)
             raise
+
+    def _after_batch(self, outcomes: list[SendOutcome]) -> None:
+        changed = [o.record for o in outcomes if o.record is not None]
+        if changed:
+            self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(r) for r in changed])
+        targets = [PollTarget(o.message_id, o.record.twilio_sid) for o in outcomes if o.needs_polling and o.record]
+        if targets and self.workflow is not None:
+            try:
+                self.workflow.start(targets)
+            except WorkflowError as exc:
+                # The messages are sent; callbacks still report their status. Count it, don't fail the batch.
+                metrics.add_metric(name="PollStartFailed", unit="Count", value=1)
+                logger.error("poll execution not started", extra={"error": str(exc), "messages": len(targets)})

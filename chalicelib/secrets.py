@@ -43,3 +43,9 @@ class SecretsCredentials:
             auth_token=str(value["auth_token"]),
             secondary_auth_token=value.get("secondary_auth_token") or None,
         )
+
+    def signing_key(self, connection: ConnectionSettings) -> str | None:
+        """The key that signs status events forwarded to a request's own status_callback."""
+        value: Any = self.provider.get(connection.secret_id, max_age=self.max_age, transform="json")
+        key = value.get("callback_signing_key") if isinstance(value, dict) else None
+        return str(key) if key else None

@@ -52,6 +52,12 @@ class SendOutcome:
     result: str  # sent | adopted | error | duplicate
     status: str | None = None
     error_code: int | None = None
+    record: MessageRecord | None = None  # the record as this attempt left it, when it changed it
+
+    @property
+    def needs_polling(self) -> bool:
+        record = self.record
+        return bool(record and record.twilio_sid and record.status not in rules.TERMINAL_STATUSES)
 
 
 def _utcnow() -> datetime:
@@ -183,13 +189,16 @@ class SendService:
             early = self._refusal(msg, now)
             if early is not None:
                 code, text = early
-                self.ledger.record_error(message_id, code, text, now, token=token)
-                return self._errored(message_id, code, text, log)
-            sent = self.twilio.create_message(creds, msg)
+                record = self.ledger.record_error(message_id, code, text, now, token=token)
+                return self._errored(message_id, code, text, log, record)
+            sent = self.twilio.create_message(creds, msg, self.settings.status_callback_url(message_id))
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
-            self.ledger.record_error(message_id, code, exc.message, now, token=token)
-            return self._errored(message_id, code, exc.message, log)
+            record = self.ledger.record_error(message_id, code, exc.message, now, token=token)
+            if code in rules.OPT_OUT_CODES:
+                for sender in filter(None, (msg.from_, msg.messaging_service_sid)):
+                    self.opt_outs.opt_out(msg.to, sender, now)
+            return self._errored(message_id, code, exc.message, log, record)
         except TwilioOutcomeUnknown as exc:
             self.ledger.mark_outcome_unknown(message_id, token, now)
             metrics.add_metric(name="SendOutcomeUnknown", unit="Count", value=1)
@@ -241,26 +250,29 @@ class SendService:
             SentMessage(twilio_sid=sent.sid, status=sent.status, price=sent.price, price_unit=sent.price_unit),
             now,
         )
-        if not recorded:
+        if recorded is None:
             # Another worker recorded a SID first: only possible if a claim outlived its lease.
             metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
             logger.error("a second SID for one message", extra={**log, "twilio_sid": sent.sid})
         metrics.add_metric(name="MessagesAdopted" if result == "adopted" else "MessagesSent", unit="Count", value=1)
         logger.info("message handed to Twilio", extra={**log, "twilio_sid": sent.sid, "result": result})
-        return SendOutcome(message_id, result, sent.status)
+        return SendOutcome(message_id, result, sent.status, record=recorded)
 
-    def _errored(self, message_id: str, code: int, text: str, log: dict[str, Any]) -> SendOutcome:
+    def _errored(
+        self, message_id: str, code: int, text: str, log: dict[str, Any], record: MessageRecord | None
+    ) -> SendOutcome:
         metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
         logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
-        return SendOutcome(message_id, "error", "error", int(code))
+        return SendOutcome(message_id, "error", "error", int(code), record)
 
     def _reject_invalid(self, message_id: str, raw: Any, exc: ValidationError, now: datetime) -> SendOutcome:
         log = {"message_id": message_id, "field": exc.field, "error_code": exc.code}
         try:
-            if self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw)):
+            record = self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw))
+            if record is not None:
                 metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
                 logger.info("invalid request", extra={**log, "error": exc.message})
-                return SendOutcome(message_id, "error", "error", exc.code)
+                return SendOutcome(message_id, "error", "error", exc.code, record)
             existing = self.ledger.get(message_id)
         except StoreError as err:
             raise RetryLater(str(err)) from err

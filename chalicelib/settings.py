@@ -10,9 +10,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
 DEFAULT_CONNECTION = "default"
+STATUS_PATH = "/twilio/status"
+INBOUND_PATH = "/twilio/inbound"
+MESSAGE_ID_PARAM = "mid"
 
 
 class ConfigurationError(Exception):
@@ -42,6 +46,7 @@ class Settings:
     templates_table: str = "twilio-connector-templates"
     send_queue: str = "twilio-connector-send"
     state_machine_arn: str | None = None
+    event_bus_name: str = "default"
     claim_lease_seconds: int = 120
     record_ttl_days: int = 90
     secret_max_age_seconds: int = 300
@@ -51,6 +56,12 @@ class Settings:
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
         return self.connections.get(name or DEFAULT_CONNECTION)
+
+    def status_callback_url(self, message_id: str) -> str | None:
+        """The StatusCallback a send gives Twilio: it names the message, so a callback needs no lookup."""
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -118,7 +129,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         twilio_base_url=(env.get("TWILIO_BASE_URL") or DEFAULT_TWILIO_BASE_URL).rstrip("/"),
         connections=_connections(env),
-        retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=1000),
+        retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),
@@ -126,6 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),
         send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
         state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
+        event_bus_name=env.get("EVENT_BUS_NAME") or "default",
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 120, minimum=1),
         record_ttl_days=_int(env, "RECORD_TTL_DAYS", 90, minimum=1),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 CLAIM_RELEASED = "released"
+RECIPIENT_INDEX = "by_recipient"
 CLAIM_FINISHED = "finished"
 
 # Attributes that describe the message; written when it is claimed or fails.
@@ -123,6 +124,37 @@ class SentMessage:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A status report from a poll or a callback; applied only if it moves the status forward."""
+
+    status: str
+    source: str  # poll | callback
+    twilio_sid: str | None = None  # when given, must match the record's SID
+    error_code: int | None = None
+    error_message: str | None = None
+    price: str | None = None
+    price_unit: str | None = None
+    raw_dlr_done_date: str | None = None
+
+    def values(self, now: datetime) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "price": self.price,
+            "price_unit": self.price_unit,
+            "raw_dlr_done_date": self.raw_dlr_done_date,
+            "updated_at": rules.iso(now),
+        }
+
+
+def lower_statuses(status: str) -> list[str]:
+    """Every status a record may be in for `status` to be an advance."""
+    rank = rules.STATUS_RANK.get(status, -1)
+    return [s for s, r in rules.STATUS_RANK.items() if r < rank]
+
+
 class MessageLedger(Protocol):
     def get(self, message_id: str) -> MessageRecord | None: ...
 
@@ -130,7 +162,7 @@ class MessageLedger(Protocol):
         self, message_id: str, attrs: Mapping[str, Any], token: str, now: datetime, lease: timedelta
     ) -> ClaimResult: ...
 
-    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool: ...
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None: ...
 
     def record_error(
         self,
@@ -140,15 +172,31 @@ class MessageLedger(Protocol):
         now: datetime,
         attrs: Mapping[str, Any] | None = None,
         token: str | None = None,
-    ) -> bool: ...
+    ) -> MessageRecord | None: ...
 
     def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None: ...
 
     def release(self, message_id: str, token: str, now: datetime) -> None: ...
 
+    def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]: ...
+
+    def apply_status(self, message_id: str, update: StatusUpdate, now: datetime) -> MessageRecord | None: ...
+
+    def count_poll(self, message_id: str, now: datetime) -> None: ...
+
+    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None: ...
+
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None: ...
+
+    def last_message_to(self, phone: str) -> str | None: ...
+
 
 class OptOutStore(Protocol):
     def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool: ...
+
+    def opt_out(self, phone: str, sender: str, now: datetime) -> None: ...
+
+    def opt_in(self, phone: str, sender: str) -> None: ...
 
 
 class TemplateStore(Protocol):
@@ -322,14 +370,18 @@ class DynamoMessageLedger:
             return ClaimResult(outcome, existing)
         return ClaimResult(ClaimOutcome.BUSY)
 
-    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool:
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None:
         u = _Update().set(sent_values(sent, now))
         u.append("events", [event(sent.status, now, sent.source)]).remove("claim_token")
+        return self._update_returning(message_id, u, f"attribute_not_exists({u.n('twilio_sid')})")
+
+    def _update_returning(self, message_id: str, u: _Update, condition: str) -> MessageRecord | None:
+        """Apply a conditional update: the record as it now is, or None if the condition failed."""
         try:
-            self._call("update_item", **u.request({"id": message_id}, f"attribute_not_exists({u.n('twilio_sid')})"))
-            return True
+            result = self._call("update_item", **u.request({"id": message_id}, condition), ReturnValues="ALL_NEW")
         except _ConditionFailed:
-            return False
+            return None
+        return MessageRecord(deserialize(result["Attributes"]))
 
     def record_error(
         self,
@@ -339,16 +391,12 @@ class DynamoMessageLedger:
         now: datetime,
         attrs: Mapping[str, Any] | None = None,
         token: str | None = None,
-    ) -> bool:
+    ) -> MessageRecord | None:
         u = self._lifetime(_Update(), now).set(dict(attrs or {}))
         u.set({"status": "error", "error_code": code, "error_message": message, "claim_state": CLAIM_FINISHED})
         u.append("events", [event("error", now, "send", code)]).remove("claim_token")
         condition = self._fresh_condition(u) if token is None else f"{u.n('claim_token')} = {u.v(token)}"
-        try:
-            self._call("update_item", **u.request({"id": message_id}, condition))
-            return True
-        except _ConditionFailed:
-            return False
+        return self._update_returning(message_id, u, condition)
 
     def _finish_claim(self, message_id: str, token: str, u: _Update) -> None:
         # If the condition fails, someone took the claim over and owns the outcome now.
@@ -362,6 +410,72 @@ class DynamoMessageLedger:
     def release(self, message_id: str, token: str, now: datetime) -> None:
         u = _Update().set({"claim_state": CLAIM_RELEASED, "updated_at": rules.iso(now)})
         self._finish_claim(message_id, token, u.remove("claim_token", "claimed_at"))
+
+    # --- status tracking -------------------------------------------------------
+
+    def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        found: dict[str, MessageRecord] = {}
+        ids = list(dict.fromkeys(message_ids))
+        for start in range(0, len(ids), 100):
+            keys: list[dict[str, Any]] = [serialize({"id": i}) for i in ids[start : start + 100]]
+            while keys:
+                try:
+                    result: Any = self.client.batch_get_item(
+                        RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    raise StoreError(f"DynamoDB batch_get_item on {self.table} failed: {exc}") from exc
+                for item in result.get("Responses", {}).get(self.table, []):
+                    record = MessageRecord(deserialize(item))
+                    found[record.id] = record
+                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return found
+
+    def apply_status(self, message_id: str, update: StatusUpdate, now: datetime) -> MessageRecord | None:
+        lower = lower_statuses(update.status)
+        if not lower:
+            return None
+        u = _Update().set(update.values(now))
+        u.append("events", [event(update.status, now, update.source, update.error_code)])
+        condition = f"{u.n('status')} IN ({', '.join(u.v(s) for s in lower)})"
+        if update.twilio_sid:
+            condition += f" AND {u.n('twilio_sid')} = {u.v(update.twilio_sid)}"
+        return self._update_returning(message_id, u, condition)
+
+    def count_poll(self, message_id: str, now: datetime) -> None:
+        self._call(
+            "update_item",
+            Key=serialize({"id": message_id}),
+            UpdateExpression="ADD poll_attempts :one SET last_polled_at = :now",
+            ConditionExpression="attribute_exists(id)",
+            ExpressionAttributeValues=serialize({":one": 1, ":now": rules.iso(now)}),
+        )
+
+    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None:
+        with contextlib.suppress(_ConditionFailed):
+            self._call(
+                "update_item",
+                Key=serialize({"id": message_id}),
+                UpdateExpression="SET polling = :exhausted, updated_at = :now",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues=serialize({":exhausted": "exhausted", ":now": rules.iso(now)}),
+            )
+
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
+        self._call("put_item", Item=serialize({**item, "expires_at": int((now + self.ttl).timestamp())}))
+
+    def last_message_to(self, phone: str) -> str | None:
+        result = self._call(
+            "query",
+            IndexName=RECIPIENT_INDEX,
+            KeyConditionExpression="#to = :to",
+            ExpressionAttributeNames={"#to": "to"},
+            ExpressionAttributeValues=serialize({":to": phone}),
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        items = result.get("Items") or []
+        return str(deserialize(items[0])["id"]) if items else None
 
 
 class _ConditionFailed(Exception):
@@ -396,6 +510,12 @@ class DynamoOptOuts:
             self.client.put_item(TableName=self.table, Item=serialize(item))
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc
+
+    def opt_in(self, phone: str, sender: str) -> None:
+        try:
+            self.client.delete_item(TableName=self.table, Key=serialize({"phone": phone, "sender": sender}))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"DynamoDB delete on {self.table} failed: {exc}") from exc
 
 
 class DynamoTemplates:

@@ -113,7 +113,70 @@ def send_service() -> Any:
     )
 
 
+def events_client() -> Any:
+    return _once("events_client", lambda: _boto_client("events"))
+
+
+def publisher() -> Any:
+    from chalicelib.events import EventPublisher
+
+    return _once("publisher", lambda: EventPublisher(events_client(), settings().event_bus_name))
+
+
+def workflow() -> Any:
+    from chalicelib.workflow import PollWorkflow
+
+    s = settings()
+    if not s.state_machine_arn:
+        return None
+    arn = s.state_machine_arn
+    return _once(
+        "workflow",
+        lambda: PollWorkflow(_boto_client("stepfunctions"), arn, s.retry_interval_ms, s.retry_attempts),
+    )
+
+
 def send_consumer() -> Any:
     from chalicelib.consumer import SendConsumer
 
-    return _once("send_consumer", lambda: SendConsumer(send_service()))
+    return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow()))
+
+
+def tracking() -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.tracking import TrackingService
+
+    return _once(
+        "tracking",
+        lambda: TrackingService(
+            settings(),
+            ledger(),
+            opt_outs(),
+            twilio(),
+            credentials(),
+            publisher(),
+            clock(),
+            ThreadPoolExecutor(max_workers=10, thread_name_prefix="poll"),
+        ),
+    )
+
+
+def webhooks() -> Any:
+    from chalicelib.webhooks import Webhooks
+
+    return _once("webhooks", lambda: Webhooks(settings(), credentials(), tracking()))
+
+
+def forwarder() -> Any:
+    import requests
+
+    from chalicelib.events import CallbackForwarder
+    from chalicelib.settings import DEFAULT_CONNECTION
+
+    def build() -> Any:
+        connection = settings().connection(DEFAULT_CONNECTION)
+        key = credentials().signing_key(connection) if connection else None
+        return CallbackForwarder(requests.Session(), key or "")
+
+    return _once("forwarder", build)

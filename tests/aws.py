@@ -29,11 +29,13 @@ def table_names(stage: str = STAGE) -> dict[str, str]:
 def create_tables(client: Any, stage: str = STAGE) -> dict[str, str]:
     names = table_names(stage)
     for logical, props in template_resources("AWS::DynamoDB::Table").items():
+        extra = {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}
         client.create_table(
             TableName=names[logical],
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
             BillingMode=props["BillingMode"],
+            **extra,
         )
     return names
 

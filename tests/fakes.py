@@ -19,7 +19,9 @@ from chalicelib.store import (
     ClaimResult,
     MessageRecord,
     SentMessage,
+    StatusUpdate,
     event,
+    lower_statuses,
     sent_values,
 )
 from chalicelib.templates import Template
@@ -70,15 +72,15 @@ class InMemoryLedger:
                 )
             return ClaimResult(outcome, existing)
 
-    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> bool:
+    def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None:
         with self.lock:
             item = self.items.setdefault(message_id, {"id": message_id})
             if "twilio_sid" in item:
-                return False
+                return None
             item.update(sent_values(sent, now))
             item.setdefault("events", []).append(event(sent.status, now, sent.source))
             item.pop("claim_token", None)
-            return True
+            return MessageRecord(copy.deepcopy(item))
 
     def record_error(
         self,
@@ -88,18 +90,18 @@ class InMemoryLedger:
         now: datetime,
         attrs: Mapping[str, Any] | None = None,
         token: str | None = None,
-    ) -> bool:
+    ) -> MessageRecord | None:
         with self.lock:
             item = self.items.get(message_id)
             allowed = self._fresh_ok(item) if token is None else (item is not None and item.get("claim_token") == token)
             if not allowed:
-                return False
+                return None
             item = self.items.setdefault(message_id, {"id": message_id})
             self._touch(item, attrs or {}, now)
             item.update(status="error", error_code=code, error_message=message, claim_state=CLAIM_FINISHED)
             item.setdefault("events", []).append(event("error", now, "send", code))
             item.pop("claim_token", None)
-            return True
+            return MessageRecord(copy.deepcopy(item))
 
     def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None:
         with self.lock:
@@ -115,6 +117,40 @@ class InMemoryLedger:
                 item.pop("claim_token", None)
                 item.pop("claimed_at", None)
 
+    def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        return {i: r for i in message_ids if (r := self.get(i)) is not None}
+
+    def apply_status(self, message_id: str, update: StatusUpdate, now: datetime) -> MessageRecord | None:
+        with self.lock:
+            item = self.items.get(message_id)
+            if item is None or item.get("status") not in lower_statuses(update.status):
+                return None
+            if update.twilio_sid and item.get("twilio_sid") != update.twilio_sid:
+                return None
+            item.update({k: v for k, v in update.values(now).items() if v is not None})
+            item.setdefault("events", []).append(event(update.status, now, update.source, update.error_code))
+            return MessageRecord(copy.deepcopy(item))
+
+    def count_poll(self, message_id: str, now: datetime) -> None:
+        with self.lock:
+            item = self.items[message_id]
+            item["poll_attempts"] = item.get("poll_attempts", 0) + 1
+            item["last_polled_at"] = rules.iso(now)
+
+    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None:
+        with self.lock:
+            if message_id in self.items:
+                self.items[message_id].update(polling="exhausted", updated_at=rules.iso(now))
+
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
+        with self.lock:
+            self.items[item["id"]] = {**copy.deepcopy(dict(item)), "expires_at": int((now + self.ttl).timestamp())}
+
+    def last_message_to(self, phone: str) -> str | None:
+        with self.lock:
+            mine = [i for i in self.items.values() if i.get("to") == phone and "created_at" in i]
+        return max(mine, key=lambda i: i["created_at"])["id"] if mine else None
+
 
 class InMemoryOptOuts:
     def __init__(self) -> None:
@@ -122,6 +158,9 @@ class InMemoryOptOuts:
 
     def opt_out(self, phone: str, sender: str, now: datetime) -> None:
         self.entries.add((phone, sender))
+
+    def opt_in(self, phone: str, sender: str) -> None:
+        self.entries.discard((phone, sender))
 
     def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool:
         return any((phone, s) in self.entries for s in (ANY_SENDER, *senders))

@@ -1,0 +1,107 @@
+"""Status events to EventBridge, so a CDP can trigger on "undelivered" or "opted out",
+and their forwarding to a request's own `status_callback`, signed with the connector's HMAC.
+
+Publishing never fails the caller: a lost event is logged and counted, while the
+message record (the source of truth) is already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.observability import logger, metrics
+from chalicelib.store import MessageRecord
+
+SOURCE = "twilio.connector"
+STATUS_CHANGED = "Message Status Changed"
+OPTED_OUT = "Recipient Opted Out"
+OPTED_IN = "Recipient Opted In"
+REPLY_RECEIVED = "Reply Received"
+SIGNATURE_HEADER = "X-Connector-Signature"
+TIMESTAMP_HEADER = "X-Connector-Timestamp"
+
+
+def status_detail(record: MessageRecord) -> dict[str, Any]:
+    latest = (record.events or [{}])[-1]
+    detail = {
+        "id": record.id,
+        "status": record.status,
+        "error_code": record.error_code,
+        "error_message": record.error_message,
+        "twilio_sid": record.twilio_sid,
+        "to": record.to,
+        "from": record.item.get("from"),
+        "messaging_service_sid": record.messaging_service_sid,
+        "source": latest.get("source"),
+        "at": latest.get("at") or record.updated_at,
+        "metadata": dict(record.metadata or {}),
+    }
+    if record.status_callback:
+        detail["status_callback"] = record.status_callback
+    return detail
+
+
+class EventPublisher:
+    def __init__(self, client: Any, bus_name: str) -> None:
+        self.client = client
+        self.bus_name = bus_name
+
+    def publish(self, detail_type: str, details: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(details), 10):  # PutEvents takes at most 10 entries
+            chunk = details[start : start + 10]
+            entries = [
+                {"Source": SOURCE, "DetailType": detail_type, "Detail": json.dumps(d), "EventBusName": self.bus_name}
+                for d in chunk
+            ]
+            try:
+                result = self.client.put_events(Entries=entries)
+                failed = int(result.get("FailedEntryCount") or 0)
+            except (ClientError, BotoCoreError) as exc:
+                failed = len(entries)
+                logger.warning("status events not published", extra={"error": str(exc)})
+            if failed:
+                metrics.add_metric(name="EventsNotPublished", unit="Count", value=failed)
+            metrics.add_metric(name="EventsPublished", unit="Count", value=len(entries) - failed)
+
+
+def sign(key: str, timestamp: str, body: str) -> str:
+    """`v1=` + hex HMAC-SHA256 of "<timestamp>.<body>": what a receiver recomputes to trust a forward."""
+    return "v1=" + hmac.new(key.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+
+
+class ForwardFailed(Exception):
+    """The caller's status_callback did not take the event; EventBridge's Lambda retries re-deliver it."""
+
+
+class CallbackForwarder:
+    def __init__(self, session: requests.Session, signing_key: str, timeout: float = 5.0) -> None:
+        self.session = session
+        self.signing_key = signing_key
+        self.timeout = timeout
+
+    def forward(self, detail: Mapping[str, Any], now: float | None = None) -> int:
+        if not self.signing_key:
+            raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
+        url = str(detail["status_callback"])
+        body = json.dumps({k: v for k, v in detail.items() if k != "status_callback"}, separators=(",", ":"))
+        timestamp = str(int(now if now is not None else time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self.signing_key, timestamp, body),
+        }
+        try:
+            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ForwardFailed(f"status_callback unreachable: {type(exc).__name__}") from exc
+        if response.status_code >= 300:
+            raise ForwardFailed(f"status_callback answered {response.status_code}")
+        return response.status_code

@@ -1,0 +1,210 @@
+"""Use cases after the send: what became of each message, and what recipients say back.
+
+Three sources report status — the poll loop, Twilio's status callbacks and the
+send itself — and whichever is first wins; the ledger only ever moves a status
+forward (DESIGN §3.3), so late and duplicate reports change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib import events, rules
+from chalicelib.events import EventPublisher
+from chalicelib.observability import logger, metrics
+from chalicelib.secrets import SecretsCredentials
+from chalicelib.settings import Settings
+from chalicelib.store import MessageLedger, MessageRecord, OptOutStore, StatusUpdate
+from chalicelib.twilio_api import TwilioApi, TwilioError, TwilioMessage, TwilioRetryable
+
+OPT_OUT = "STOP"
+OPT_IN = "START"
+HELP = "HELP"
+KEYWORDS = {
+    **{w: OPT_OUT for w in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT")},
+    **{w: OPT_IN for w in ("START", "YES", "UNSTOP")},
+    **{w: HELP for w in ("HELP", "INFO")},
+}
+
+
+def keyword_of(body: str, opt_out_type: str | None) -> str | None:
+    """Twilio's OptOutType when present, else a single case-insensitive keyword."""
+    if opt_out_type and opt_out_type.upper() in (OPT_OUT, OPT_IN, HELP):
+        return opt_out_type.upper()
+    return KEYWORDS.get(body.strip().upper())
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: str  # applied | stale | unknown
+
+
+class TrackingService:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: MessageLedger,
+        opt_outs: OptOutStore,
+        twilio: TwilioApi,
+        credentials: SecretsCredentials,
+        publisher: EventPublisher,
+        clock: Callable[[], datetime],
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.opt_outs = opt_outs
+        self.twilio = twilio
+        self.credentials = credentials
+        self.publisher = publisher
+        self.clock = clock
+        self.executor = executor
+
+    # --- shared: one status report ------------------------------------------
+
+    def apply(self, message_id: str, update: StatusUpdate) -> MessageRecord | None:
+        """Apply a report if it moves the message forward; publish it and honour opt-out codes."""
+        updated = self.ledger.apply_status(message_id, update, self.clock())
+        if updated is None:
+            return None
+        metrics.add_metric(name=f"StatusFrom{update.source.capitalize()}", unit="Count", value=1)
+        self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(updated)])
+        if update.error_code in rules.OPT_OUT_CODES and updated.to:
+            self.record_opt_out(updated.to, [updated.item.get("from"), updated.messaging_service_sid])
+        return updated
+
+    def record_opt_out(self, phone: str, senders: Sequence[str | None]) -> None:
+        now = self.clock()
+        named = [s for s in senders if s]
+        for sender in named:
+            self.opt_outs.opt_out(phone, sender, now)
+        self.publisher.publish(events.OPTED_OUT, [{"phone": phone, "senders": named, "at": rules.iso(now)}])
+
+    # --- the poll loop (Step Functions) -------------------------------------
+
+    def poll(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """One poll attempt over a batch: skip what callbacks finished, fetch the rest concurrently."""
+        targets = list(state.get("messages") or [])
+        records = self.ledger.get_many([t["id"] for t in targets])
+        open_ = [r for r in records.values() if r.status not in rules.TERMINAL_STATUSES and r.twilio_sid]
+        fetched = list(self.executor.map(self._fetch, open_))
+        failures = [f for f in fetched if isinstance(f, TwilioError)]
+        if open_ and len(failures) == len(open_) and all(isinstance(f, TwilioRetryable) for f in failures):
+            raise failures[0]  # Twilio is down for all of them: let the state machine's Retry wait
+        now = self.clock()
+        still_open: set[str] = set()
+        for record, result in zip(open_, fetched, strict=True):
+            self.ledger.count_poll(record.id, now)
+            status = record.status
+            if isinstance(result, TwilioMessage) and rules.advances(record.status, result.status):
+                updated = self.apply(record.id, _update_from(result, "poll"))
+                status = updated.status if updated else status
+            if status not in rules.TERMINAL_STATUSES:
+                still_open.add(record.id)
+        remaining = [t for t in targets if t["id"] in still_open]
+        attempt = int(state.get("attempt") or 0) + 1
+        logger.info("poll attempt", extra={"attempt": attempt, "polled": len(open_), "remaining": len(remaining)})
+        return {**state, "messages": remaining, "remaining": len(remaining), "attempt": attempt}
+
+    def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
+        try:
+            connection = self.settings.connection(record.connection)
+            if connection is None:
+                raise TwilioError(f"unknown connection {record.connection}")
+            return self.twilio.fetch_message(self.credentials.for_connection(connection), record.twilio_sid)
+        except TwilioError as exc:
+            logger.warning("poll fetch failed", extra={"message_id": record.id, "error": exc.message})
+            return exc
+
+    def finalize(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Polling is over: whatever is still open keeps its last status, marked as exhausted."""
+        now = self.clock()
+        remaining = list(state.get("messages") or [])
+        for target in remaining:
+            self.ledger.mark_poll_exhausted(target["id"], now)
+        if remaining:
+            metrics.add_metric(name="PollsExhausted", unit="Count", value=len(remaining))
+        return {"finalized": len(remaining), "attempts": state.get("attempt", 0), "error": state.get("error")}
+
+    # --- Twilio's webhooks ----------------------------------------------------
+
+    def status_callback(self, message_id: str | None, params: Mapping[str, str]) -> CallbackResult:
+        sid = params.get("MessageSid") or params.get("SmsSid")
+        status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+        log = {"message_id": message_id, "twilio_sid": sid, "status": status}
+        if not message_id or not sid or status not in rules.STATUS_RANK:
+            logger.warning("status callback for no message of ours", extra=log)
+            return CallbackResult("unknown")
+        update = StatusUpdate(
+            status=status,
+            source="callback",
+            twilio_sid=sid,
+            error_code=_int(params.get("ErrorCode")),
+            raw_dlr_done_date=params.get("RawDlrDoneDate") or None,
+        )
+        if self.apply(message_id, update) is not None:
+            return CallbackResult("applied")
+        if self.ledger.get(message_id) is None:
+            logger.warning("status callback for an unknown message", extra=log)
+            return CallbackResult("unknown")
+        return CallbackResult("stale")  # duplicate or out of order: the status already moved past it
+
+    def inbound(self, params: Mapping[str, str]) -> str:
+        """A recipient wrote back: opt out, opt in, ask for help, or reply."""
+        phone, our_number = params.get("From", ""), params.get("To", "")
+        service = params.get("MessagingServiceSid") or None
+        body = params.get("Body", "")
+        keyword = keyword_of(body, params.get("OptOutType"))
+        now = self.clock()
+        senders = [our_number, service]
+        if keyword == OPT_OUT:
+            self.record_opt_out(phone, senders)
+        elif keyword == OPT_IN:
+            for sender in filter(None, senders):
+                self.opt_outs.opt_in(phone, sender)
+            self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
+        sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        reply = {
+            "id": f"in_{sid}",
+            "direction": "inbound",
+            "status": "received",
+            "twilio_sid": sid,
+            "from": phone,
+            "received_by": our_number,
+            "messaging_service_sid": service,
+            "body": body,
+            "keyword": keyword,
+            "in_reply_to": self.ledger.last_message_to(phone),
+            "created_at": rules.iso(now),
+            "updated_at": rules.iso(now),
+        }
+        self.ledger.record_reply({k: v for k, v in reply.items() if v is not None}, now)
+        if keyword is None:
+            self.publisher.publish(
+                events.REPLY_RECEIVED, [{k: reply[k] for k in ("id", "from", "body", "in_reply_to")}]
+            )
+        logger.info("inbound message", extra={"from": rules.mask_phone(phone), "keyword": keyword})
+        return keyword or "reply"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _update_from(message: TwilioMessage, source: str) -> StatusUpdate:
+    return StatusUpdate(
+        status=message.status,
+        source=source,
+        twilio_sid=message.sid,
+        error_code=message.error_code,
+        error_message=message.error_message,
+        price=message.price,
+        price_unit=message.price_unit,
+    )
