@@ -1,0 +1,175 @@
+"""AWS resources for the local stack and the tests, made from the deployment's own merge
+template (infra/resources.json), and Lambda invocations routed to the Chalice handlers.
+
+moto's Step Functions runs the real ASL, but its Lambda would need Docker to run a
+function; `LambdaRouter` answers moto's Invoke with the handler in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "resources.json"
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def template() -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(TEMPLATE.read_text())
+    return result
+
+
+def resolve(value: Any, stage: str) -> str:
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        return str(value["Fn::Sub"]).replace("${Stage}", stage)
+    return str(value)
+
+
+def resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in template()["Resources"].items() if r.get("Type") == kind}
+
+
+def function_arn(stage: str, name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:twilio-connector-{stage}-{name}"
+
+
+def state_machine_definition(stage: str) -> str:
+    """The poll loop's ASL with its Lambda ARNs filled in, as CloudFormation would."""
+    (props,) = resources("AWS::StepFunctions::StateMachine").values()
+    text = json.dumps(props["Definition"])
+    for placeholder, ref in props["DefinitionSubstitutions"].items():
+        logical = ref["Fn::GetAtt"][0]
+        text = text.replace("${" + placeholder + "}", function_arn(stage, logical.lower()))
+    return text
+
+
+def create_tables(client: Any, stage: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for logical, props in resources("AWS::DynamoDB::Table").items():
+        names[logical] = resolve(props["TableName"], stage)
+        extra = {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}
+        client.create_table(
+            TableName=names[logical],
+            AttributeDefinitions=props["AttributeDefinitions"],
+            KeySchema=props["KeySchema"],
+            BillingMode=props["BillingMode"],
+            **extra,
+        )
+    return names
+
+
+def create_state_machine(client: Any, stage: str) -> str:
+    (props,) = resources("AWS::StepFunctions::StateMachine").values()
+    result = client.create_state_machine(
+        name=resolve(props["StateMachineName"], stage),
+        definition=state_machine_definition(stage),
+        roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/twilio-connector-{stage}-poll",
+    )
+    return str(result["stateMachineArn"])
+
+
+def create_queues(client: Any, stage: str) -> dict[str, str]:
+    """The send queue and its DLQ, with the template's redrive policy and visibility timeout."""
+    queues = resources("AWS::SQS::Queue")
+    dlq = queues["SendDeadLetterQueue"]
+    dlq_url = client.create_queue(QueueName=resolve(dlq["QueueName"], stage))["QueueUrl"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    send = queues["SendQueue"]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": send["RedrivePolicy"]["maxReceiveCount"]}
+    send_url = client.create_queue(
+        QueueName=resolve(send["QueueName"], stage),
+        Attributes={"VisibilityTimeout": str(send["VisibilityTimeout"]), "RedrivePolicy": json.dumps(redrive)},
+    )["QueueUrl"]
+    return {"SendQueue": send_url, "SendDeadLetterQueue": dlq_url}
+
+
+class AtomicClient:
+    """A boto3 client whose calls run one at a time.
+
+    moto checks a ConditionExpression and writes without a lock, so two threads can
+    both pass the same condition; DynamoDB does both atomically per item. Serialising
+    the calls restores the guarantee the ledger relies on, for tests that run sends
+    concurrently.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+class LambdaRouter:
+    """Routes moto's Lambda Invoke (as Step Functions makes it) to handlers in this process.
+
+    An exception becomes an Unhandled function error whose errorType is the exception's
+    class name, which is what the ASL's Retry and Catch match, as on AWS.
+    """
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Handler] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def register(self, function_name: str, handler: Handler) -> None:
+        self.routes[function_name] = handler
+
+    def _invoke(self, response: Any) -> tuple[int, dict[str, str], bytes]:
+        from urllib.parse import unquote
+
+        name = unquote(response.path.rsplit("/", 2)[-2]).rsplit(":", 1)[-1]
+        handler = self.routes.get(name)
+        if handler is None:
+            body = {"errorType": "ResourceNotFoundException", "errorMessage": f"no local handler for {name}"}
+            return 404, {"content-type": "application/json"}, json.dumps(body).encode()
+        event = json.loads(response.body or "{}")
+        with self._lock:
+            self.calls.append((name, event))
+        headers = {"content-type": "application/json"}
+        try:
+            payload: Any = handler(event, _Context(name))
+        except Exception as exc:
+            headers["x-amz-function-error"] = "Unhandled"
+            payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+        return 200, headers, json.dumps(payload).encode()
+
+    @contextmanager
+    def installed(self) -> Iterator[LambdaRouter]:
+        from moto.awslambda.responses import LambdaResponse
+
+        router = self
+
+        def invoke(response: Any) -> tuple[int, dict[str, str], bytes]:
+            return router._invoke(response)
+
+        with mock.patch.object(LambdaResponse, "invoke", invoke):
+            yield self
+
+
+class _Context:
+    def __init__(self, name: str) -> None:
+        self.function_name = name
+        self.aws_request_id = "local"
+        self.memory_limit_in_mb = 256
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60000

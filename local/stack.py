@@ -1,0 +1,247 @@
+"""The embedded local stack (DESIGN §4): everything in one process, no AWS account, no Docker.
+
+- moto (in-process) for SQS, DynamoDB, Secrets Manager, EventBridge and Step Functions,
+  the latter executing the real ASL from infra/resources.json;
+- every resource created from that same merge template;
+- Lambda invocations from Step Functions routed to the Chalice handlers (LambdaRouter);
+- an SQS poller that runs the send Lambda with partial-batch semantics;
+- Chalice's local server for the HTTP routes and Twilio's webhooks;
+- the local Twilio simulator, its callbacks and inbound messages wired to those webhooks.
+
+Tests start it with small intervals; `python -m local.run` starts it for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from local import aws as local_aws
+from local.aws import AtomicClient, LambdaRouter
+from local.twilio_sim import SimConfig, TwilioSimulator
+
+SECRET_KEYS = ("account_sid", "auth_token", "secondary_auth_token", "callback_signing_key")
+
+
+@dataclass
+class StackConfig:
+    stage: str = "local"
+    host: str = "127.0.0.1"
+    api_port: int = 0
+    retry_interval_ms: int = 1000
+    retry_attempts: int = 5
+    time_scale: float = 10.0
+    visibility_timeout: int = 2  # seconds before a record handed back is retried locally
+    account_sid: str = "AC" + "5" * 32
+    auth_token: str = "local-auth-token"
+    default_from: str = "+15005550006"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.router = LambdaRouter()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._exits: list[Any] = []
+        self._saved_env: dict[str, str | None] = {}
+        self.send_invocations = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        import boto3
+        from moto import mock_aws
+
+        cfg = self.config
+        self._set_env(
+            {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": local_aws.REGION}
+        )
+        aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+        aws.start()
+        self._exits.append(aws.stop)
+
+        self.dynamodb = boto3.client("dynamodb")
+        self.sqs = boto3.client("sqs")
+        self.tables = local_aws.create_tables(self.dynamodb, cfg.stage)
+        self.queues = local_aws.create_queues(self.sqs, cfg.stage)
+        self.sqs.set_queue_attributes(
+            QueueUrl=self.queues["SendQueue"], Attributes={"VisibilityTimeout": str(cfg.visibility_timeout)}
+        )
+        self.secret_id = f"twilio-connector-{cfg.stage}/twilio"
+        self.put_secret({"account_sid": cfg.account_sid, "auth_token": cfg.auth_token, "callback_signing_key": "local"})
+        self.state_machine_arn = local_aws.create_state_machine(boto3.client("stepfunctions"), cfg.stage)
+
+        self.simulator = TwilioSimulator(SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)).start()
+        self._exits.append(self.simulator.stop)
+        self._start_api()
+        self.simulator.sim.config.inbound_url = f"{self.api_url}/twilio/inbound"
+
+        self._set_env(
+            {
+                "MESSAGES_TABLE": self.tables["MessagesTable"],
+                "OPTOUTS_TABLE": self.tables["OptOutsTable"],
+                "TEMPLATES_TABLE": self.tables["TemplatesTable"],
+                "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",
+                "TWILIO_SECRET_ID": self.secret_id,
+                "TWILIO_BASE_URL": self.simulator.base_url,
+                "TWILIO_DEFAULT_FROM": cfg.default_from,
+                "PUBLIC_BASE_URL": self.api_url,
+                "POLL_STATE_MACHINE_ARN": self.state_machine_arn,
+                "RETRY_INTERVAL_MS": str(cfg.retry_interval_ms),
+                "RETRY_ATTEMPTS": str(cfg.retry_attempts),
+                "SECRET_MAX_AGE_SECONDS": "0",
+                **cfg.extra_env,
+            }
+        )
+        from chalicelib import wiring
+
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(self.dynamodb))
+        self._exits.append(wiring.reset)
+
+        import app
+
+        self.app = app
+        self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll)
+        self.router.register(f"twilio-connector-{cfg.stage}-finalize", app.finalize)
+        patch = self.router.installed()
+        patch.__enter__()
+        self._exits.append(lambda: patch.__exit__(None, None, None))
+
+        poller = threading.Thread(target=self._poll_queue, name="sqs-poller", daemon=True)
+        poller.start()
+        self._threads.append(poller)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for undo in reversed(self._exits):
+            try:
+                undo()
+            except Exception:  # noqa: S112 - best effort: keep tearing the rest down
+                continue
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def put_secret(self, value: dict[str, str]) -> None:
+        import boto3
+
+        client = boto3.client("secretsmanager")
+        body = json.dumps({k: v for k, v in value.items() if k in SECRET_KEYS})
+        try:
+            client.put_secret_value(SecretId=self.secret_id, SecretString=body)
+        except client.exceptions.ResourceNotFoundException:
+            client.create_secret(Name=self.secret_id, SecretString=body)
+
+    # --- the API -----------------------------------------------------------------
+
+    def _start_api(self) -> None:
+        from chalice.config import Config
+        from chalice.local import create_local_server
+
+        import app
+
+        config = Config.create(chalice_stage=self.config.stage, app_name="twilio-connector", lambda_timeout=60)
+        server = create_local_server(app.app, config, self.config.host, self.config.api_port)
+        server.server.timeout = 0.2
+        thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self._exits.append(server.server.server_close)
+        self._exits.append(server.shutdown)
+        host, port = server.server.server_address[:2]
+        self.api_url = f"http://{host}:{port}"
+
+    # --- SQS -> the send Lambda ----------------------------------------------------
+
+    def enqueue(self, body: dict[str, Any] | str, attributes: dict[str, str] | None = None) -> str:
+        message = {
+            "QueueUrl": self.queues["SendQueue"],
+            "MessageBody": body if isinstance(body, str) else json.dumps(body),
+        }
+        if attributes:
+            message["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+        return str(self.sqs.send_message(**message)["MessageId"])
+
+    def _poll_queue(self) -> None:
+        url = self.queues["SendQueue"]
+        while not self._stopping.is_set():
+            try:
+                received = self.sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    MessageAttributeNames=["All"],
+                    AttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:  # noqa: S112 - moto is shutting down
+                continue
+            if not received:
+                self._stopping.wait(0.05)
+                continue
+            self.run_send_batch(received)
+
+    def run_send_batch(self, received: list[dict[str, Any]]) -> list[str]:
+        """Invoke the send Lambda as Lambda's SQS poller does; delete what it did not hand back."""
+        event = {"Records": [_lambda_record(m, self.queues["SendQueue"]) for m in received]}
+        self.send_invocations += 1
+        try:
+            result = self.app.send(event, _context(f"twilio-connector-{self.config.stage}-send"))
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:
+            failed = {m["MessageId"] for m in received}  # the whole batch comes back
+        done = [m for m in received if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queues["SendQueue"],
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        return sorted(failed)
+
+
+def _lambda_record(message: dict[str, Any], queue_url: str) -> dict[str, Any]:
+    name = queue_url.rsplit("/", 1)[-1]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {
+            k: {"stringValue": v.get("StringValue"), "dataType": v.get("DataType", "String")}
+            for k, v in (message.get("MessageAttributes") or {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{local_aws.REGION}:{local_aws.ACCOUNT_ID}:{name}",
+        "awsRegion": local_aws.REGION,
+    }
+
+
+def _context(name: str) -> Any:
+    from local.aws import _Context
+
+    context = _Context(name)
+    context.aws_request_id = str(uuid.uuid4())
+    return context
