@@ -37,7 +37,7 @@ class StackConfig:
     time_scale: float = 10.0
     visibility_timeout: int = 2  # seconds before a record handed back is retried locally
     account_sid: str = "AC" + "5" * 32
-    auth_token: str = "local-auth-token"
+    auth_token: str = "local-auth-token"  # noqa: S105 - the simulator's, not a real secret
     default_from: str = "+15005550006"
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -176,7 +176,7 @@ class LocalStack:
     # --- SQS -> the send Lambda ----------------------------------------------------
 
     def enqueue(self, body: dict[str, Any] | str, attributes: dict[str, str] | None = None) -> str:
-        message = {
+        message: dict[str, Any] = {
             "QueueUrl": self.queues["SendQueue"],
             "MessageBody": body if isinstance(body, str) else json.dumps(body),
         }
