@@ -159,12 +159,15 @@ class LocalStack:
 
     def _start_api(self) -> None:
         from chalice.config import Config
-        from chalice.local import create_local_server
+        from chalice.local import CustomLocalChalice, LocalDevServer, create_local_server
 
         import app
 
         config = Config.create(chalice_stage=self.config.stage, app_name="twilio-connector", lambda_timeout=60)
-        server = create_local_server(app.app, config, self.config.host, self.config.api_port)
+        if isinstance(app.app, CustomLocalChalice):  # a second stack in this process: the app is already local
+            server = LocalDevServer(app.app, config, self.config.host, self.config.api_port)
+        else:
+            server = create_local_server(app.app, config, self.config.host, self.config.api_port)
         server.server.timeout = 0.2
         thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.rules import ClaimOutcome
-from chalicelib.store import DynamoMessageLedger, DynamoOptOuts, SentMessage
+from chalicelib.store import DynamoMessageLedger, DynamoOptOuts, SentMessage, StatusUpdate
 from tests.aws import AtomicClient, create_tables
 from tests.fakes import InMemoryLedger, InMemoryOptOuts
 
@@ -151,3 +151,64 @@ def test_of_many_concurrent_claims_exactly_one_wins(ledger):
         outcomes = list(pool.map(lambda i: ledger.claim("m1", ATTRS, f"t{i}", NOW, LEASE).outcome, range(10)))
     assert outcomes.count(ClaimOutcome.FRESH) == 1
     assert outcomes.count(ClaimOutcome.BUSY) == 9
+
+
+def sent(ledger, message_id="m1", sid="SM1", status="queued"):
+    ledger.claim(message_id, ATTRS, "t1", NOW, LEASE)
+    ledger.record_sent(message_id, SentMessage(sid, status), NOW)
+
+
+def test_status_only_moves_forward(ledger):
+    sent(ledger)
+    assert ledger.apply_status("m1", StatusUpdate("delivered", "callback", "SM1"), NOW).status == "delivered"
+    assert ledger.apply_status("m1", StatusUpdate("sent", "callback", "SM1"), NOW) is None  # late
+    assert ledger.apply_status("m1", StatusUpdate("delivered", "poll", "SM1"), NOW) is None  # duplicate
+    record = ledger.get("m1")
+    assert record.status == "delivered" and [e["source"] for e in record.events] == ["send", "callback"]
+
+
+def test_a_report_for_another_sid_is_ignored(ledger):
+    sent(ledger)
+    assert ledger.apply_status("m1", StatusUpdate("delivered", "callback", "SM-other"), NOW) is None
+    assert ledger.apply_status("nope", StatusUpdate("delivered", "callback", "SM1"), NOW) is None
+
+
+def test_error_codes_and_receipts_are_kept(ledger):
+    sent(ledger)
+    update = StatusUpdate("undelivered", "callback", "SM1", error_code=30007, raw_dlr_done_date="2611221200")
+    record = ledger.apply_status("m1", update, NOW)
+    assert (record.error_code, record.item["raw_dlr_done_date"]) == (30007, "2611221200")
+    assert record.events[-1] == {
+        "status": "undelivered",
+        "at": "2026-11-22T12:00:00.000Z",
+        "source": "callback",
+        "error_code": 30007,
+    }
+
+
+def test_polls_are_counted_and_exhaustion_marked(ledger):
+    sent(ledger)
+    ledger.count_poll("m1", NOW)
+    ledger.count_poll("m1", NOW)
+    ledger.mark_poll_exhausted("m1", NOW)
+    record = ledger.get("m1")
+    assert record.poll_attempts == 2 and record.item["polling"] == "exhausted"
+
+
+def test_many_records_are_read_at_once(ledger):
+    for i in range(3):
+        sent(ledger, f"m{i}", f"SM{i}")
+    assert set(ledger.get_many(["m0", "m2", "missing", "m0"])) == {"m0", "m2"}
+
+
+def test_the_last_message_to_a_number_is_found(ledger):
+    ledger.claim("old", {**ATTRS, "to": "+15550001111"}, "t", NOW, LEASE)
+    ledger.claim("new", {**ATTRS, "to": "+15550001111"}, "t", NOW + timedelta(minutes=1), LEASE)
+    assert ledger.last_message_to("+15550001111") == "new"
+    assert ledger.last_message_to("+15559999999") is None
+
+
+def test_opt_in_lifts_an_opt_out(opt_outs):
+    opt_outs.opt_out("+15551234567", "+15005550006", NOW)
+    opt_outs.opt_in("+15551234567", "+15005550006")
+    assert not opt_outs.is_opted_out("+15551234567", ["+15005550006"])
