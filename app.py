@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice, Response
-from chalice.app import CloudWatchEvent, SQSEvent
+from chalice.app import CloudWatchEvent, Request, SQSEvent
 
 from chalicelib import wiring
 from chalicelib.settings import INBOUND_PATH, STATUS_PATH
@@ -17,13 +19,103 @@ app = Chalice(app_name="twilio-connector")
 SEND_QUEUE = os.environ.get("SEND_QUEUE_NAME", "twilio-connector-send")
 # Twilio posts `application/x-www-form-urlencoded; charset=utf-8`; Chalice answers 415 unless listed.
 FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
+# JSON routes parse the raw body themselves, so a wrong type or bad JSON gets our error body, not Chalice's.
+ANY = ["*/*"]
+UNSIGNED_BY_KEY = {STATUS_PATH, INBOUND_PATH}  # Twilio's signature guards these instead
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None  # always set inside a route
+    return request
+
+
+def _json(result: Any) -> Response:
+    return Response(
+        body=json.dumps(result.body), status_code=result.status, headers={"Content-Type": "application/json"}
+    )
+
+
+def _with_body(handle: Callable[[Any], Any]) -> Response:
+    from chalicelib.api import invalid, parse_json
+    from chalicelib.models import ValidationError
+
+    try:
+        body = parse_json(_request().raw_body)
+    except ValidationError as exc:
+        return _json(invalid(exc))
+    return _json(handle(body))
+
+
+@app.middleware("http")
+def require_api_key(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    if event.path not in UNSIGNED_BY_KEY:
+        refusal = wiring.api_keys().check(event.headers)
+        if refusal is not None:
+            return _json(refusal)
+    return get_response(event)
+
+
+# --- the API for CDPs ---------------------------------------------------------
+
+
+@app.route("/messages", methods=["POST"], content_types=ANY)
+def post_message() -> Response:
+    key = _request().headers.get("idempotency-key")
+    return _with_body(lambda body: wiring.messages_api().accept(body, key))
+
+
+@app.route("/messages/batch", methods=["POST"], content_types=ANY)
+def post_batch() -> Response:
+    return _with_body(wiring.messages_api().accept_batch)
+
+
+@app.route("/messages/{message_id}", methods=["GET"])
+def get_message(message_id: str) -> Response:
+    return _json(wiring.messages_api().get(message_id))
+
+
+@app.route("/templates/{name}", methods=["PUT"], content_types=ANY)
+def put_template(name: str) -> Response:
+    return _with_body(lambda body: wiring.messages_api().put_template(name, body))
+
+
+@app.route("/templates/{name}", methods=["GET"])
+def get_template(name: str) -> Response:
+    return _json(wiring.messages_api().get_template(name))
+
+
+@app.route("/connection/test", methods=["POST"], content_types=ANY)
+def connection_test() -> Response:
+    query: Any = _request().query_params or {}
+    return _json(wiring.connection_check().run(query.get("connection")))
+
+
+@app.route("/stats", methods=["GET"])
+def stats() -> Response:
+    return _json(wiring.messages_api().stats_for(_request().query_params or {}))
+
+
+# --- Twilio's webhooks ----------------------------------------------------------
 
 
 def _webhook(handle: Any) -> Response:
-    request = app.current_request
-    assert request is not None  # always set inside a route
+    request = _request()
     result = handle(request.query_params, request.raw_body, request.headers.get("x-twilio-signature"))
     return Response(body=result.body, status_code=result.status, headers=result.headers)
+
+
+@app.route(STATUS_PATH, methods=["POST"], content_types=FORM)
+def twilio_status() -> Response:
+    return _webhook(wiring.webhooks().status)
+
+
+@app.route(INBOUND_PATH, methods=["POST"], content_types=FORM)
+def twilio_inbound() -> Response:
+    return _webhook(wiring.webhooks().inbound)
+
+
+# --- queue, poll loop and events -------------------------------------------------
 
 
 @app.on_sqs_message(queue=SEND_QUEUE, batch_size=10, name="send")
@@ -42,16 +134,6 @@ def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result: dict[str, Any] = wiring.tracking().finalize(event)
     return result
-
-
-@app.route(STATUS_PATH, methods=["POST"], content_types=FORM)
-def twilio_status() -> Response:
-    return _webhook(wiring.webhooks().status)
-
-
-@app.route(INBOUND_PATH, methods=["POST"], content_types=FORM)
-def twilio_inbound() -> Response:
-    return _webhook(wiring.webhooks().inbound)
 
 
 @app.on_cw_event(

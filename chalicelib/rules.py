@@ -29,6 +29,8 @@ STATUS_RANK: dict[str, int] = {
     "read": 6,
 }
 TERMINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "error", "read"})
+# Statuses the daily counters keep (`sending` is a moment, not a milestone: not worth a write).
+COUNTED_STATUSES = frozenset(STATUS_RANK) - {"sending"}
 
 
 def advances(current: str | None, new: str) -> bool:

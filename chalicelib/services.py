@@ -25,6 +25,7 @@ from chalicelib.store import (
     MessageRecord,
     OptOutStore,
     SentMessage,
+    StatsStore,
     StoreError,
     TemplateStore,
 )
@@ -106,6 +107,7 @@ class SendService:
         templates: TemplateStore,
         twilio: TwilioApi,
         credentials: SecretsCredentials,
+        stats: StatsStore,
         clock: Callable[[], datetime] = _utcnow,
         new_token: Callable[[], str] = _new_token,
     ) -> None:
@@ -115,6 +117,7 @@ class SendService:
         self.templates = templates
         self.twilio = twilio
         self.credentials = credentials
+        self.stats = stats
         self.clock = clock
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
@@ -250,7 +253,9 @@ class SendService:
             SentMessage(twilio_sid=sent.sid, status=sent.status, price=sent.price, price_unit=sent.price_unit),
             now,
         )
-        if recorded is None:
+        if recorded is not None:
+            self.stats.count(recorded.status, None, now)
+        else:
             # Another worker recorded a SID first: only possible if a claim outlived its lease.
             metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
             logger.error("a second SID for one message", extra={**log, "twilio_sid": sent.sid})
@@ -261,6 +266,8 @@ class SendService:
     def _errored(
         self, message_id: str, code: int, text: str, log: dict[str, Any], record: MessageRecord | None
     ) -> SendOutcome:
+        if record is not None:
+            self.stats.count("error", int(code), self.clock())
         metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
         logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
         return SendOutcome(message_id, "error", "error", int(code), record)
@@ -270,9 +277,8 @@ class SendService:
         try:
             record = self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw))
             if record is not None:
-                metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
                 logger.info("invalid request", extra={**log, "error": exc.message})
-                return SendOutcome(message_id, "error", "error", exc.code, record)
+                return self._errored(message_id, exc.code, exc.message, log, record)
             existing = self.ledger.get(message_id)
         except StoreError as err:
             raise RetryLater(str(err)) from err

@@ -44,6 +44,8 @@ class Settings:
     messages_table: str = "twilio-connector-messages"
     optouts_table: str = "twilio-connector-optouts"
     templates_table: str = "twilio-connector-templates"
+    counters_table: str = "twilio-connector-counters"
+    api_keys_secret_id: str | None = None
     send_queue: str = "twilio-connector-send"
     state_machine_arn: str | None = None
     event_bus_name: str = "default"
@@ -135,6 +137,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),
         optouts_table=env.get("OPTOUTS_TABLE", "twilio-connector-optouts"),
         templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),
+        counters_table=env.get("COUNTERS_TABLE", "twilio-connector-counters"),
+        api_keys_secret_id=env.get("API_KEYS_SECRET_ID") or None,
         send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
         state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
         event_bus_name=env.get("EVENT_BUS_NAME") or "default",

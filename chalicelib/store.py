@@ -12,7 +12,7 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +20,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import rules
+from chalicelib.observability import logger, metrics
 from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome, ClaimState
 from chalicelib.templates import Template
 
@@ -177,6 +178,10 @@ class MessageLedger(Protocol):
     def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None: ...
 
     def release(self, message_id: str, token: str, now: datetime) -> None: ...
+
+    def create_pending(self, message_id: str, attrs: Mapping[str, Any], now: datetime) -> MessageRecord | None: ...
+
+    def mark_enqueued(self, message_id: str, now: datetime) -> None: ...
 
     def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]: ...
 
@@ -411,6 +416,22 @@ class DynamoMessageLedger:
         u = _Update().set({"claim_state": CLAIM_RELEASED, "updated_at": rules.iso(now)})
         self._finish_claim(message_id, token, u.remove("claim_token", "claimed_at"))
 
+    # --- accepted through the API ----------------------------------------------
+
+    def create_pending(self, message_id: str, attrs: Mapping[str, Any], now: datetime) -> MessageRecord | None:
+        """Write a new `pending` record; None if the id exists (a repeated idempotency key)."""
+        u = self._lifetime(_Update(), now).set({**attrs, "status": "pending"})
+        u.append("events", [event("pending", now, "api")])
+        return self._update_returning(message_id, u, f"attribute_not_exists({u.n('id')})")
+
+    def mark_enqueued(self, message_id: str, now: datetime) -> None:
+        self._call(
+            "update_item",
+            Key=serialize({"id": message_id}),
+            UpdateExpression="SET enqueued_at = :now",
+            ExpressionAttributeValues=serialize({":now": rules.iso(now)}),
+        )
+
     # --- status tracking -------------------------------------------------------
 
     def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
@@ -536,3 +557,59 @@ class DynamoTemplates:
             self.client.put_item(TableName=self.table, Item=serialize(template.to_dict()))
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc
+
+
+class StatsStore(Protocol):
+    def count(self, status: str, error_code: int | None, now: datetime) -> None: ...
+
+    def totals(self, days: Sequence[str]) -> dict[str, Any]: ...
+
+
+def stats_day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+class DynamoStats:
+    """Counters per UTC day, bumped as messages change: `GET /stats` never scans the messages."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def count(self, status: str, error_code: int | None, now: datetime) -> None:
+        names = {"#s": f"status#{status}"}
+        expression = "ADD #s :one"
+        if error_code is not None:
+            names["#c"] = f"code#{error_code}"
+            expression += ", #c :one"
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"day": {"S": stats_day(now)}},
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # Best effort: a counter must never fail or repeat a send. The records stay the truth.
+            metrics.add_metric(name="StatsNotCounted", unit="Count", value=1)
+            logger.warning("stats counter not updated", extra={"error": str(exc)})
+
+    def totals(self, days: Sequence[str]) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        by_code: dict[str, int] = {}
+        for start in range(0, len(days), 100):
+            keys = [{"day": {"S": d}} for d in days[start : start + 100]]
+            while keys:
+                try:
+                    result: Any = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys}})
+                except (ClientError, BotoCoreError) as exc:
+                    raise StoreError(f"DynamoDB batch_get_item on {self.table} failed: {exc}") from exc
+                for item in result.get("Responses", {}).get(self.table, []):
+                    for name, value in deserialize(item).items():
+                        kind, _, key = name.partition("#")
+                        target = by_status if kind == "status" else by_code if kind == "code" else None
+                        if target is not None:
+                            target[key] = target.get(key, 0) + int(value)
+                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        return {"by_status": by_status, "by_error_code": by_code}

@@ -18,7 +18,7 @@ from chalicelib.events import EventPublisher
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import SecretsCredentials
 from chalicelib.settings import Settings
-from chalicelib.store import MessageLedger, MessageRecord, OptOutStore, StatusUpdate
+from chalicelib.store import MessageLedger, MessageRecord, OptOutStore, StatsStore, StatusUpdate
 from chalicelib.twilio_api import TwilioApi, TwilioError, TwilioMessage, TwilioRetryable
 
 OPT_OUT = "STOP"
@@ -52,6 +52,7 @@ class TrackingService:
         twilio: TwilioApi,
         credentials: SecretsCredentials,
         publisher: EventPublisher,
+        stats: StatsStore,
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor,
     ) -> None:
@@ -61,6 +62,7 @@ class TrackingService:
         self.twilio = twilio
         self.credentials = credentials
         self.publisher = publisher
+        self.stats = stats
         self.clock = clock
         self.executor = executor
 
@@ -72,6 +74,8 @@ class TrackingService:
         if updated is None:
             return None
         metrics.add_metric(name=f"StatusFrom{update.source.capitalize()}", unit="Count", value=1)
+        if update.status in rules.COUNTED_STATUSES:
+            self.stats.count(update.status, update.error_code, self.clock())
         self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(updated)])
         if update.error_code in rules.OPT_OUT_CODES and updated.to:
             self.record_opt_out(updated.to, [updated.item.get("from"), updated.messaging_service_sid])

@@ -70,6 +70,12 @@ def templates() -> Any:
     return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
+def stats() -> Any:
+    from chalicelib.store import DynamoStats
+
+    return _once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
+
+
 def twilio() -> Any:
     from chalicelib.twilio_api import TwilioApi
 
@@ -86,16 +92,9 @@ def twilio() -> Any:
 
 
 def credentials() -> Any:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
     from chalicelib.secrets import SecretsCredentials
 
-    return _once(
-        "credentials",
-        lambda: SecretsCredentials(
-            SecretsProvider(boto3_client=_boto_client("secretsmanager")), settings().secret_max_age_seconds
-        ),
-    )
+    return _once("credentials", lambda: SecretsCredentials(secrets_provider(), settings().secret_max_age_seconds))
 
 
 def clock() -> Any:
@@ -109,7 +108,9 @@ def send_service() -> Any:
 
     return _once(
         "send_service",
-        lambda: SendService(settings(), ledger(), opt_outs(), templates(), twilio(), credentials(), clock=clock()),
+        lambda: SendService(
+            settings(), ledger(), opt_outs(), templates(), twilio(), credentials(), stats(), clock=clock()
+        ),
     )
 
 
@@ -156,6 +157,7 @@ def tracking() -> Any:
             twilio(),
             credentials(),
             publisher(),
+            stats(),
             clock(),
             ThreadPoolExecutor(max_workers=10, thread_name_prefix="poll"),
         ),
@@ -180,3 +182,36 @@ def forwarder() -> Any:
         return CallbackForwarder(requests.Session(), key or "")
 
     return _once("forwarder", build)
+
+
+def secrets_provider() -> Any:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return _once("secrets_provider", lambda: SecretsProvider(boto3_client=_boto_client("secretsmanager")))
+
+
+def api_keys() -> Any:
+    from chalicelib.api import ApiKeys
+
+    s = settings()
+    return _once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
+
+
+def messages_api() -> Any:
+    from chalicelib.api import MessagesApi, SendQueue
+
+    s = settings()
+    return _once(
+        "messages_api",
+        lambda: MessagesApi(
+            s, send_service(), ledger(), templates(), stats(), SendQueue(_boto_client("sqs"), s.send_queue), clock()
+        ),
+    )
+
+
+def connection_check() -> Any:
+    import requests
+
+    from chalicelib.api import ConnectionCheck
+
+    return _once("connection_check", lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post))

@@ -39,6 +39,7 @@ class StackConfig:
     account_sid: str = "AC" + "5" * 32
     auth_token: str = "local-auth-token"  # noqa: S105 - the simulator's, not a real secret
     default_from: str = "+15005550006"
+    api_key: str = "local-dev-key"
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,6 +77,13 @@ class LocalStack:
         self.secret_id = f"twilio-connector-{cfg.stage}/twilio"
         self.put_secret({"account_sid": cfg.account_sid, "auth_token": cfg.auth_token, "callback_signing_key": "local"})
         self.state_machine_arn = local_aws.create_state_machine(boto3.client("stepfunctions"), cfg.stage)
+        self.api_keys_secret_id = f"twilio-connector-{cfg.stage}/api-keys"
+        from chalicelib.api import key_hash
+
+        boto3.client("secretsmanager").create_secret(
+            Name=self.api_keys_secret_id,
+            SecretString=json.dumps({"keys": [{"name": "local", "sha256": key_hash(cfg.api_key)}]}),
+        )
 
         self.simulator = TwilioSimulator(SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)).start()
         self._exits.append(self.simulator.stop)
@@ -87,8 +95,10 @@ class LocalStack:
                 "MESSAGES_TABLE": self.tables["MessagesTable"],
                 "OPTOUTS_TABLE": self.tables["OptOutsTable"],
                 "TEMPLATES_TABLE": self.tables["TemplatesTable"],
+                "COUNTERS_TABLE": self.tables["CountersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",
                 "TWILIO_SECRET_ID": self.secret_id,
+                "API_KEYS_SECRET_ID": self.api_keys_secret_id,
                 "TWILIO_BASE_URL": self.simulator.base_url,
                 "TWILIO_DEFAULT_FROM": cfg.default_from,
                 "PUBLIC_BASE_URL": self.api_url,

@@ -117,6 +117,19 @@ class InMemoryLedger:
                 item.pop("claim_token", None)
                 item.pop("claimed_at", None)
 
+    def create_pending(self, message_id: str, attrs: Mapping[str, Any], now: datetime) -> MessageRecord | None:
+        with self.lock:
+            if message_id in self.items:
+                return None
+            item = self.items[message_id] = {"id": message_id}
+            self._touch(item, {**attrs, "status": "pending"}, now)
+            item["events"] = [event("pending", now, "api")]
+            return MessageRecord(copy.deepcopy(item))
+
+    def mark_enqueued(self, message_id: str, now: datetime) -> None:
+        with self.lock:
+            self.items[message_id]["enqueued_at"] = rules.iso(now)
+
     def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
         return {i: r for i in message_ids if (r := self.get(i)) is not None}
 
@@ -187,3 +200,26 @@ class StaticCredentials:
     def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
         self.reads += 1
         return self.creds
+
+
+class InMemoryStats:
+    def __init__(self) -> None:
+        self.days: dict[str, dict[str, int]] = {}
+
+    def count(self, status: str, error_code: int | None, now: datetime) -> None:
+        from chalicelib.store import stats_day
+
+        day = self.days.setdefault(stats_day(now), {})
+        day[f"status#{status}"] = day.get(f"status#{status}", 0) + 1
+        if error_code is not None:
+            day[f"code#{error_code}"] = day.get(f"code#{error_code}", 0) + 1
+
+    def totals(self, days: Sequence[str]) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        by_code: dict[str, int] = {}
+        for day in days:
+            for name, value in self.days.get(day, {}).items():
+                kind, _, key = name.partition("#")
+                target = by_status if kind == "status" else by_code
+                target[key] = target.get(key, 0) + value
+        return {"by_status": by_status, "by_error_code": by_code}

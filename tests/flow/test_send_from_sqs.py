@@ -77,6 +77,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             "MESSAGES_TABLE": tables["MessagesTable"],
             "OPTOUTS_TABLE": tables["OptOutsTable"],
             "TEMPLATES_TABLE": tables["TemplatesTable"],
+            "COUNTERS_TABLE": tables["CountersTable"],
             "TWILIO_SECRET_ID": SECRET_ID,
             "TWILIO_BASE_URL": BASE_URL,
             "TWILIO_DEFAULT_FROM": "",
