@@ -14,3 +14,43 @@ STAGE = "test"
 
 def create_tables(client: Any, stage: str = STAGE) -> dict[str, str]:
     return local_aws.create_tables(client, stage)
+
+
+SECRET_ID = f"twilio-connector-{STAGE}/twilio"
+API_KEYS_SECRET_ID = f"twilio-connector-{STAGE}/api-keys"
+API_KEY = "test-api-key"
+
+
+def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str, **env: str) -> dict[str, str]:
+    """Inside mock_aws: the template's tables and queues, the secrets, and the env the app reads."""
+    import json
+
+    import boto3
+
+    from chalicelib.api import key_hash
+
+    names = create_tables(boto3.client("dynamodb"))
+    names.update(local_aws.create_queues(boto3.client("sqs"), STAGE))
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(
+        Name=SECRET_ID, SecretString=json.dumps({"account_sid": account_sid, "auth_token": auth_token})
+    )
+    secrets.create_secret(
+        Name=API_KEYS_SECRET_ID, SecretString=json.dumps({"keys": [{"name": "tests", "sha256": key_hash(API_KEY)}]})
+    )
+    values = {
+        "MESSAGES_TABLE": names["MessagesTable"],
+        "OPTOUTS_TABLE": names["OptOutsTable"],
+        "TEMPLATES_TABLE": names["TemplatesTable"],
+        "COUNTERS_TABLE": names["CountersTable"],
+        "SEND_QUEUE_NAME": f"twilio-connector-{STAGE}-send",
+        "TWILIO_SECRET_ID": SECRET_ID,
+        "API_KEYS_SECRET_ID": API_KEYS_SECRET_ID,
+        "TWILIO_BASE_URL": base_url,
+        "TWILIO_DEFAULT_FROM": "",
+        "CLAIM_LEASE_SECONDS": "120",
+        **env,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return names

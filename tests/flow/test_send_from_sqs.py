@@ -24,13 +24,12 @@ from chalicelib.rules import ConnectorCode
 from chalicelib.store import MessageRecord
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioApi
-from tests.aws import STAGE, AtomicClient, create_tables
+from tests.aws import SECRET_ID, AtomicClient, provision
 from tests.events import Delivery, LambdaContext, sqs_event
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
 FROM = "+15005550006"
 TO = "+15551234567"
-SECRET_ID = f"twilio-connector-{STAGE}/twilio"
 
 
 class Clock:
@@ -69,21 +68,7 @@ class Stack:
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with mock_aws(), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         client = boto3.client("dynamodb")
-        tables = create_tables(client)
-        boto3.client("secretsmanager").create_secret(
-            Name=SECRET_ID, SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN})
-        )
-        for key, value in {
-            "MESSAGES_TABLE": tables["MessagesTable"],
-            "OPTOUTS_TABLE": tables["OptOutsTable"],
-            "TEMPLATES_TABLE": tables["TemplatesTable"],
-            "COUNTERS_TABLE": tables["CountersTable"],
-            "TWILIO_SECRET_ID": SECRET_ID,
-            "TWILIO_BASE_URL": BASE_URL,
-            "TWILIO_DEFAULT_FROM": "",
-            "CLAIM_LEASE_SECONDS": "120",
-        }.items():
-            monkeypatch.setenv(key, value)
+        tables = provision(monkeypatch, BASE_URL, ACCOUNT_SID, AUTH_TOKEN)
         stub = TwilioStub(mock)
         clock = Clock(stub.clock)
         wiring.override(dynamodb=AtomicClient(client), twilio=TwilioApi(BASE_URL, sleep=lambda _: None), clock=clock)

@@ -1,0 +1,203 @@
+"""The HTTP API through Chalice's test client (the same gateway `chalice local` runs),
+with moto for DynamoDB, SQS and Secrets Manager. Every 4xx a CDP can meet is here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import responses
+from chalice.test import Client
+from moto import mock_aws
+
+from chalicelib import wiring
+from tests.aws import API_KEY, AtomicClient, provision
+from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TO = "+15551234567"
+FROM = "+15005550006"
+AUTH = {"x-api-key": API_KEY, "Content-Type": "application/json"}
+
+
+class Api:
+    def __init__(self, client: Client, queue_url: str, stub: TwilioStub) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.stub = stub
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        raw = body if isinstance(body, str) else (json.dumps(body) if body is not None else "")
+        response = getattr(self.client.http, method)(path, body=raw, headers={**AUTH, **(headers or {})})
+        return response.status_code, json.loads(response.body) if response.body else None
+
+    def queued(self) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs")
+        found = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+        return found.get("Messages", [])
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Api]:
+    with mock_aws(), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        names = provision(monkeypatch, BASE_URL, ACCOUNT_SID, AUTH_TOKEN, TWILIO_DEFAULT_FROM=FROM)
+        import app
+
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        with Client(app.app, project_dir=str(tmp_path)) as client:
+            yield Api(client, names["SendQueue"], TwilioStub(mock))
+
+
+class TestApiKeys:
+    def test_no_key_is_401_and_nothing_happens(self, api: Api) -> None:
+        status, body = api.call("post", "/messages", {"to": TO, "body": "hi"}, headers={"x-api-key": ""})
+        assert status == 401 and "x-api-key" in body["error"]["message"]
+        assert api.queued() == []
+
+    def test_a_wrong_key_is_403(self, api: Api) -> None:
+        status, body = api.call("get", "/stats", headers={"x-api-key": "guess"})
+        assert (status, body["error"]["code"]) == (403, "forbidden")
+
+    def test_a_bearer_token_works_too(self, api: Api) -> None:
+        status, _ = api.call("get", "/stats", headers={"x-api-key": "", "Authorization": f"Bearer {API_KEY}"})
+        assert status == 200
+
+
+class TestPostMessages:
+    def test_a_valid_message_is_accepted_recorded_and_enqueued_as_posted(self, api: Api) -> None:
+        body = {"To": TO, "Body": "Hi <name>", "fields": {"name": "Ann"}, "metadata": {"c": 1}}
+        status, answer = api.call("post", "/messages", body)
+        assert status == 202 and answer["status"] == "pending"
+        (queued,) = api.queued()
+        assert json.loads(queued["Body"]) == body
+        assert queued["MessageAttributes"]["connector_message_id"]["StringValue"] == answer["id"]
+        status, record = api.call("get", f"/messages/{answer['id']}")
+        assert status == 200 and record["status"] == "pending" and record["from"] == FROM
+        assert record["events"] == [{"status": "pending", "at": "2026-11-22T12:00:00.000Z", "source": "api"}]
+
+    @pytest.mark.parametrize(
+        ("body", "field", "code"),
+        [
+            ({"body": "hi"}, "to", 21604),
+            ({"to": "555", "body": "hi"}, "to", 21211),
+            ({"to": TO}, "body", 21602),
+            ({"to": TO, "body": "hi", "colour": "red"}, "colour", 20001),
+            ({"to": TO, "body": "Hi <name>"}, "fields", 900003),
+            ({"to": TO, "template": "missing"}, "template", 900002),
+            ({"to": TO, "body": "hi", "connection": "eu"}, "connection", 900005),
+            ({"to": TO, "body": "hi", "not_after": "2026-11-22T11:00:00Z"}, "not_after", 900004),
+            ("[1, 2", "", 900001),
+            ("", "", 900001),
+            ([1, 2], "", 900001),
+        ],
+    )
+    def test_bad_input_is_400_naming_the_field_and_rule(self, api: Api, body: Any, field: str, code: int) -> None:
+        status, answer = api.call("post", "/messages", body)
+        assert status == 400
+        assert (answer["error"]["field"], answer["error"]["code"]) == (field, code)
+        assert answer["error"]["message"]
+        assert api.queued() == []
+
+    def test_a_repeated_idempotency_key_returns_the_record_and_sends_nothing(self, api: Api) -> None:
+        first_status, first = api.call("post", "/messages", {"to": TO, "body": "hi"}, {"Idempotency-Key": "order-7"})
+        again_status, again = api.call("post", "/messages", {"to": TO, "body": "hi"}, {"Idempotency-Key": "order-7"})
+        assert (first_status, again_status) == (202, 200)
+        assert again["id"] == first["id"] and again["status"] == "pending"
+        assert len(api.queued()) == 1
+
+    def test_the_header_and_the_body_key_must_agree(self, api: Api) -> None:
+        status, answer = api.call(
+            "post", "/messages", {"to": TO, "body": "hi", "idempotency_key": "a"}, {"Idempotency-Key": "b"}
+        )
+        assert (status, answer["error"]["field"]) == (400, "idempotency_key")
+
+    def test_a_queue_outage_is_503_and_the_retry_enqueues_it(self, api: Api) -> None:
+        sqs = boto3.client("sqs")
+        sqs.delete_queue(QueueUrl=api.queue_url)
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        status, answer = api.call("post", "/messages", {"to": TO, "body": "hi"}, {"Idempotency-Key": "k-503"})
+        assert status == 503 and answer["error"]["code"] == "queue_unavailable"
+        api.queue_url = sqs.create_queue(QueueName="twilio-connector-test-send")["QueueUrl"]
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        status, _ = api.call("post", "/messages", {"to": TO, "body": "hi"}, {"Idempotency-Key": "k-503"})
+        assert status == 202 and len(api.queued()) == 1
+
+
+class TestBatch:
+    def test_invalid_items_do_not_sink_valid_ones(self, api: Api) -> None:
+        status, answer = api.call(
+            "post",
+            "/messages/batch",
+            {"messages": [{"to": TO, "body": "a"}, {"to": "nope", "body": "b"}, {"to": TO, "body": "c"}]},
+        )
+        assert status == 200
+        assert [r["http_status"] for r in answer["results"]] == [202, 400, 202]
+        assert answer["results"][1]["error"]["field"] == "to"
+        assert len(api.queued()) == 2
+
+    @pytest.mark.parametrize("body", [{"messages": []}, {"messages": [{"to": TO, "body": "x"}] * 101}, {"items": []}])
+    def test_the_batch_shape_is_checked(self, api: Api, body: Any) -> None:
+        status, answer = api.call("post", "/messages/batch", body)
+        assert status == 400 and answer["error"]["field"] == "messages"
+
+
+def test_an_unknown_message_is_404(api: Api) -> None:
+    status, answer = api.call("get", "/messages/msg_nope")
+    assert (status, answer["error"]["code"]) == (404, "not_found")
+
+
+class TestTemplates:
+    WELCOME = {"body": "Hi <First Name>!", "from": FROM, "field_map": {"to": "mobile", "First Name": "fname"}}
+
+    def test_store_read_and_send_through_a_template(self, api: Api) -> None:
+        assert api.call("put", "/templates/welcome", self.WELCOME)[0] == 200
+        status, stored = api.call("get", "/templates/welcome")
+        assert status == 200 and stored["field_map"] == self.WELCOME["field_map"]
+        status, _ = api.call("post", "/messages", {"template": "welcome", "fields": {"mobile": TO, "fname": "Ann"}})
+        assert status == 202
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"body": "Hi <First Name> from <Shop>", "field_map": {"First Name": "fname"}}, "field_map"),
+            ({"body": "Hi", "field_map": {"Shop": "shop"}}, "field_map"),
+            ({"body": "Hi", "colour": "red"}, "colour"),
+            ({"field_map": {}}, "body"),
+            ({"body": "Hi", "from": "not a sender!"}, "from"),
+            ({"body": "Hi", "media_urls": ["ftp://x"]}, "media_urls"),
+            ({"body": "Hi", "connection": "eu"}, "connection"),
+        ],
+    )
+    def test_a_template_that_cannot_work_is_400(self, api: Api, body: Any, field: str) -> None:
+        status, answer = api.call("put", "/templates/t1", body)
+        assert (status, answer["error"]["field"]) == (400, field)
+
+    def test_an_unknown_template_is_404(self, api: Api) -> None:
+        assert api.call("get", "/templates/none")[0] == 404
+
+
+class TestStats:
+    def test_counts_by_status_and_error_code_come_from_counters(self, api: Api) -> None:
+        stats = wiring.stats()
+        for status, code in [("pending", None), ("delivered", None), ("delivered", None), ("undelivered", 30007)]:
+            stats.count(status, code, NOW)
+        stats.count("delivered", None, NOW - timedelta(days=3))
+        status, answer = api.call("get", "/stats?from=2026-11-22&to=2026-11-22")
+        assert status == 200
+        assert answer["by_status"] == {"pending": 1, "delivered": 2, "undelivered": 1}
+        assert answer["by_error_code"] == {"30007": 1}
+        assert api.call("get", "/stats?from=2026-11-19&to=2026-11-22")[1]["by_status"]["delivered"] == 3
+
+    @pytest.mark.parametrize(
+        "query", ["from=yesterday", "from=2026-11-22&to=2026-11-01", "from=2026-01-01&to=2026-11-22"]
+    )
+    def test_a_bad_window_is_400(self, api: Api, query: str) -> None:
+        status, answer = api.call("get", f"/stats?{query}")
+        assert status == 400 and answer["error"]["field"] in ("from", "to")
