@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -154,7 +154,11 @@ def test_an_unknown_message_is_404(api: Api) -> None:
 
 
 class TestTemplates:
-    WELCOME = {"body": "Hi <First Name>!", "from": FROM, "field_map": {"to": "mobile", "First Name": "fname"}}
+    WELCOME: ClassVar[dict[str, Any]] = {
+        "body": "Hi <First Name>!",
+        "from": FROM,
+        "field_map": {"to": "mobile", "First Name": "fname"},
+    }
 
     def test_store_read_and_send_through_a_template(self, api: Api) -> None:
         assert api.call("put", "/templates/welcome", self.WELCOME)[0] == 200
