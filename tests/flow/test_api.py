@@ -190,8 +190,8 @@ class TestTemplates:
 class TestStats:
     def test_counts_by_status_and_error_code_come_from_counters(self, api: Api) -> None:
         stats = wiring.stats()
-        for status, code in [("pending", None), ("delivered", None), ("delivered", None), ("undelivered", 30007)]:
-            stats.count(status, code, NOW)
+        for name, code in [("pending", None), ("delivered", None), ("delivered", None), ("undelivered", 30007)]:
+            stats.count(name, code, NOW)
         stats.count("delivered", None, NOW - timedelta(days=3))
         status, answer = api.call("get", "/stats?from=2026-11-22&to=2026-11-22")
         assert status == 200
