@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package format
+.PHONY: test lint typecheck unit venv clean bench sim package format run
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The whole connector on this machine: DEMO=1 sends a few messages, REAL_TWILIO=1 uses your Twilio account.
+run: $(STAMP)
+	$(BIN)/python -m local.run --port $(or $(PORT),8000) $(if $(DEMO),--demo) $(if $(REAL_TWILIO),--real-twilio)
 
 # Figures, not assertions: ratios and rates measured side by side in one run.
 bench: $(STAMP)

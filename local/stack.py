@@ -40,6 +40,8 @@ class StackConfig:
     auth_token: str = "local-auth-token"  # noqa: S105 - the simulator's, not a real secret
     default_from: str = "+15005550006"
     api_key: str = "local-dev-key"
+    use_simulator: bool = True
+    verbose: bool = False  # log every HTTP request to the API
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -51,6 +53,7 @@ class LocalStack:
         self._threads: list[threading.Thread] = []
         self._exits: list[Any] = []
         self._saved_env: dict[str, str | None] = {}
+        self.simulator: TwilioSimulator | None = None
         self.send_invocations = 0
 
     # --- lifecycle ---------------------------------------------------------------
@@ -85,10 +88,15 @@ class LocalStack:
             SecretString=json.dumps({"keys": [{"name": "local", "sha256": key_hash(cfg.api_key)}]}),
         )
 
-        self.simulator = TwilioSimulator(SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)).start()
-        self._exits.append(self.simulator.stop)
         self._start_api()
-        self.simulator.sim.config.inbound_url = f"{self.api_url}/twilio/inbound"
+        if cfg.use_simulator:
+            sim_config = SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)
+            self.simulator = TwilioSimulator(sim_config).start()
+            self._exits.append(self.simulator.stop)
+            self.simulator.sim.config.inbound_url = f"{self.api_url}/twilio/inbound"
+            twilio_env = {"TWILIO_BASE_URL": self.simulator.base_url, "PUBLIC_BASE_URL": self.api_url}
+        else:  # real Twilio cannot call back to this machine unless PUBLIC_BASE_URL reaches it
+            twilio_env = {"TWILIO_BASE_URL": "", "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "")}
 
         self._set_env(
             {
@@ -99,9 +107,8 @@ class LocalStack:
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",
                 "TWILIO_SECRET_ID": self.secret_id,
                 "API_KEYS_SECRET_ID": self.api_keys_secret_id,
-                "TWILIO_BASE_URL": self.simulator.base_url,
                 "TWILIO_DEFAULT_FROM": cfg.default_from,
-                "PUBLIC_BASE_URL": self.api_url,
+                **twilio_env,
                 "POLL_STATE_MACHINE_ARN": self.state_machine_arn,
                 "RETRY_INTERVAL_MS": str(cfg.retry_interval_ms),
                 "RETRY_ATTEMPTS": str(cfg.retry_attempts),
@@ -169,15 +176,21 @@ class LocalStack:
 
     def _start_api(self) -> None:
         from chalice.config import Config
-        from chalice.local import CustomLocalChalice, LocalDevServer, create_local_server
+        from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
         import app
 
+        class Handler(ChaliceRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                if verbose:
+                    super().log_message(format, *args)
+
+        verbose = self.config.verbose
+        if not isinstance(app.app, CustomLocalChalice):  # what chalice.local.create_local_server does, once
+            CustomLocalChalice.__bases__ = (LocalChalice, app.app.__class__)
+            app.app.__class__ = CustomLocalChalice
         config = Config.create(chalice_stage=self.config.stage, app_name="twilio-connector", lambda_timeout=60)
-        if isinstance(app.app, CustomLocalChalice):  # a second stack in this process: the app is already local
-            server = LocalDevServer(app.app, config, self.config.host, self.config.api_port)
-        else:
-            server = create_local_server(app.app, config, self.config.host, self.config.api_port)
+        server = LocalDevServer(app.app, config, self.config.host, self.config.api_port, handler_cls=Handler)
         server.server.timeout = 0.2
         thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()

@@ -37,6 +37,7 @@ def wait_until(check: Callable[[], Any], timeout: float = 20, what: str = "condi
 class Harness:
     def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
+        assert stack.simulator is not None
         self.sim = stack.simulator.sim
         self.sfn = boto3.client("stepfunctions")
         self.validator = RequestValidator(stack.config.auth_token)
