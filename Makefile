@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package format run
+.PHONY: test lint typecheck unit venv clean bench sim package format run fuzz
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ run: $(STAMP)
 # Figures, not assertions: ratios and rates measured side by side in one run.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.simulator
+
+# The property tests at a size too slow for every `make test`.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit/test_properties.py
 
 # The local Twilio simulator on its own (prints its account SID and auth token).
 sim: $(STAMP)
