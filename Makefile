@@ -39,7 +39,7 @@ run: $(STAMP)
 
 # Figures, not assertions: ratios and rates measured side by side in one run.
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.simulator
+	$(BIN)/python -m tests.bench
 
 # The property tests at a size too slow for every `make test`.
 fuzz: $(STAMP)

@@ -39,12 +39,19 @@ def settings() -> Settings:
     return result
 
 
-def _boto_client(service: str) -> Any:
+def _session() -> Any:
     import boto3
+
+    # One session for every client: each new session reloads botocore's data files (~50 ms).
+    return _once("session", boto3.session.Session)
+
+
+def _boto_client(service: str) -> Any:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
-    return boto3.session.Session().client(service, config=config)
+    with _lock:  # a boto3 session is not thread-safe while it creates clients
+        return _session().client(service, config=config)
 
 
 def dynamodb() -> Any:

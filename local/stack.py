@@ -42,6 +42,7 @@ class StackConfig:
     api_key: str = "local-dev-key"
     use_simulator: bool = True
     verbose: bool = False  # log every HTTP request to the API
+    pollers: int = 1  # concurrent send "Lambdas" reading the queue
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -131,9 +132,10 @@ class LocalStack:
         patch.__enter__()
         self._exits.append(lambda: patch.__exit__(None, None, None))
 
-        poller = threading.Thread(target=self._poll_queue, name="sqs-poller", daemon=True)
-        poller.start()
-        self._threads.append(poller)
+        for _ in range(cfg.pollers):
+            poller = threading.Thread(target=self._poll_queue, name="sqs-poller", daemon=True)
+            poller.start()
+            self._threads.append(poller)
         return self
 
     def stop(self) -> None:
@@ -224,7 +226,7 @@ class LocalStack:
             except Exception:  # noqa: S112 - moto is shutting down
                 continue
             if not received:
-                self._stopping.wait(0.05)
+                self._stopping.wait(0.25)  # moto's receive is CPU work under our GIL: don't spin
                 continue
             self.run_send_batch(received)
 

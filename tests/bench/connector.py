@@ -1,0 +1,202 @@
+"""The connector's own figures, measured side by side in one run (`make bench`).
+
+1. Batch send latency: one SQS batch of 10 against the simulator with 200 ms added
+   latency, divided by one create's round trip (target <= 1.3; sequential would be ~10).
+2. Cold start: fresh-interpreter import time of the entry module, and of the send path
+   built ready to run, divided by `import boto3, requests` (target <= 1.6); zip size.
+3. Pipeline throughput through the local stack, and the AWS calls it made, priced.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- 1. batch send latency --------------------------------------------------------
+
+
+def batch_latency(latency_ms: int = 200) -> dict[str, float]:
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import wiring
+    from local import aws as local_aws
+    from local.twilio_sim import SimConfig, TwilioSimulator
+
+    account, token = "AC" + "6" * 32, "bench"
+    with mock_aws(), TwilioSimulator(SimConfig(account, token, latency_ms=latency_ms)) as sim:
+        stage = "bench"
+        tables = local_aws.create_tables(boto3.client("dynamodb"), stage)
+        boto3.client("secretsmanager").create_secret(
+            Name="bench/twilio", SecretString=json.dumps({"account_sid": account, "auth_token": token})
+        )
+        env = {
+            "MESSAGES_TABLE": tables["MessagesTable"],
+            "OPTOUTS_TABLE": tables["OptOutsTable"],
+            "TEMPLATES_TABLE": tables["TemplatesTable"],
+            "COUNTERS_TABLE": tables["CountersTable"],
+            "TWILIO_SECRET_ID": "bench/twilio",
+            "TWILIO_BASE_URL": sim.base_url,
+            "TWILIO_DEFAULT_FROM": "+15005550006",
+            "EVENT_BUS_NAME": "default",
+        }
+        import os
+
+        os.environ.update(env)
+        wiring.reset()
+        import app
+        from chalicelib.models import parse_send_request, validate_outbound
+        from chalicelib.twilio_api import TwilioCredentials
+
+        def batch() -> float:
+            records = [_record(i) for i in range(10)]
+            started = time.perf_counter()
+            result = app.send({"Records": records}, None)
+            elapsed = time.perf_counter() - started
+            assert result["batchItemFailures"] == [], result
+            return elapsed
+
+        api = wiring.twilio()
+        creds = TwilioCredentials(account, token)
+        message = validate_outbound(
+            parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),
+            "default",
+            (),
+            None,
+            datetime_now(),
+        )
+
+        def one() -> float:
+            started = time.perf_counter()
+            api.create_message(creds, message)
+            return time.perf_counter() - started
+
+        batch()  # warm: imports, clients, pooled connections
+        singles = [one() for _ in range(5)]
+        batches = [batch() for _ in range(5)]
+        wiring.reset()
+    single, whole = statistics.median(singles), statistics.median(batches)
+    return {"single_s": single, "batch_s": whole, "ratio": whole / single}
+
+
+def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
+    """The same batch with the stores in memory: the connector's own concurrency, without moto's
+    CPU-bound emulation of DynamoDB (which holds the GIL; the real service is network I/O)."""
+    from chalicelib.consumer import SendConsumer
+    from chalicelib.models import parse_send_request, validate_outbound
+    from chalicelib.services import SendService
+    from chalicelib.settings import load_settings
+    from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+    from local.twilio_sim import SimConfig, TwilioSimulator
+    from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
+
+    class NoEvents:
+        def publish(self, detail_type: str, details: Any) -> None:
+            pass
+
+    account, token = "AC" + "7" * 32, "bench"
+    with TwilioSimulator(SimConfig(account, token, latency_ms=latency_ms)) as sim:
+        settings = load_settings({"TWILIO_SECRET_ID": "x", "TWILIO_DEFAULT_FROM": "+15005550006"})
+        api = TwilioApi(sim.base_url)
+        creds = TwilioCredentials(account, token)
+        service = SendService(
+            settings,
+            InMemoryLedger(),
+            InMemoryOptOuts(),
+            InMemoryTemplates(),
+            api,
+            StaticCredentials(creds),
+            InMemoryStats(),
+        )
+        consumer = SendConsumer(service, NoEvents(), None)  # type: ignore[arg-type]
+
+        def batch() -> float:
+            records = [_record(i) for i in range(10)]
+            started = time.perf_counter()
+            result = consumer.handle({"Records": records})
+            elapsed = time.perf_counter() - started
+            assert result["batchItemFailures"] == [], result
+            return elapsed
+
+        message = validate_outbound(
+            parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),
+            "default",
+            (),
+            None,
+            datetime_now(),
+        )
+
+        def one() -> float:
+            started = time.perf_counter()
+            api.create_message(creds, message)
+            return time.perf_counter() - started
+
+        batch()
+        singles = [one() for _ in range(5)]
+        batches = [batch() for _ in range(5)]
+    single, whole = statistics.median(singles), statistics.median(batches)
+    return {"single_s": single, "batch_s": whole, "ratio": whole / single}
+
+
+def _record(i: int) -> dict[str, Any]:
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": "r",
+        "body": json.dumps({"to": f"+1555{i:07d}", "body": f"bench {uuid.uuid4().hex[:6]}"}),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bench",
+        "awsRegion": "us-east-1",
+    }
+
+
+def datetime_now() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)
+
+
+# --- 2. cold start ------------------------------------------------------------------
+
+BASELINE = "import boto3, requests"
+ENTRY = "import app"
+# What the send function has done before its first record: imports and every client built.
+SEND_PATH = (
+    "import os; os.environ.setdefault('AWS_DEFAULT_REGION','us-east-1'); "
+    "os.environ.setdefault('POLL_STATE_MACHINE_ARN','arn:aws:states:us-east-1:1:stateMachine:x'); import app; "
+    "from chalicelib import wiring; c = wiring.send_consumer(); c.service.credentials.provider.client"
+)
+
+
+def _fresh(code: str) -> float:
+    script = f"import time; t=time.perf_counter(); {code}; print(time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def cold_start(runs: int = 7) -> dict[str, float]:
+    samples: dict[str, list[float]] = {"baseline": [], "entry": [], "send_path": []}
+    for _ in range(runs):  # interleaved, so machine noise hits all three alike
+        samples["baseline"].append(_fresh(BASELINE))
+        samples["entry"].append(_fresh(ENTRY))
+        samples["send_path"].append(_fresh(SEND_PATH))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {**med, "entry_ratio": med["entry"] / med["baseline"], "send_path_ratio": med["send_path"] / med["baseline"]}
+
+
+def zip_size() -> int | None:
+    built = ROOT / "build" / "dev" / "deployment.zip"
+    if not built.exists():
+        subprocess.run(["make", "package"], cwd=ROOT, capture_output=True, check=False)
+    return built.stat().st_size if built.exists() else None

@@ -1,0 +1,186 @@
+"""Pipeline throughput through the local stack (SQS → send → simulator → DynamoDB → callback),
+and the AWS bill those messages would run up, from the calls actually counted.
+
+Prices: published us-east-1 list prices (x86 Lambda, Step Functions Standard, DynamoDB
+on-demand, SQS standard, EventBridge custom events, Secrets Manager, API Gateway REST).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+PRICES = {
+    "lambda_request": 0.20 / 1e6,
+    "lambda_gb_second": 0.0000166667,
+    "sfn_transition": 25.0 / 1e6,
+    "dynamodb_wru": 0.625 / 1e6,
+    "dynamodb_rru": 0.125 / 1e6,
+    "sqs_request": 0.40 / 1e6,
+    "eventbridge_event": 1.00 / 1e6,
+    "secrets_call": 0.05 / 1e4,
+    "apigw_request": 3.50 / 1e6,
+}
+MEMORY_GB = {"send": 0.25, "poll": 0.25, "finalize": 0.125, "api": 0.125}
+WRITES = {"UpdateItem", "PutItem", "DeleteItem"}
+
+
+@dataclass
+class Meter:
+    """AWS calls and Lambda time, counted while the pipeline runs."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    wru: float = 0.0
+    rru: float = 0.0
+    events: int = 0
+    invocations: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def api_call(self, service: str, operation: str, params: dict[str, Any]) -> None:
+        if threading.current_thread().name == "sqs-poller" and service == "sqs":
+            return  # the local poller stands in for Lambda's; its SQS calls are modelled per batch below
+        with self.lock:
+            self.calls[f"{service}.{operation}"] += 1
+            if service == "dynamodb":
+                if operation in WRITES:
+                    expression = params.get("UpdateExpression", "")
+                    gsi = "#to" in expression or "#created_at" in expression or operation == "PutItem"
+                    self.wru += 2 if gsi else 1  # items stay under 1 KB; a write of the index keys also writes the GSI
+                elif operation == "GetItem":
+                    self.rru += 1
+                elif operation == "BatchGetItem":
+                    self.rru += sum(len(v["Keys"]) for v in params["RequestItems"].values())
+                elif operation == "Query":
+                    self.rru += 1 if params.get("ConsistentRead") else 0.5
+            elif service == "events" and operation == "PutEvents":
+                self.events += len(params["Entries"])
+
+    def timed(self, name: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.invocations[name] += 1
+                    self.seconds[name] += time.perf_counter() - started
+
+        return run
+
+
+def install_meter(meter: Meter) -> Callable[[], None]:
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+
+    def counted(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        meter.api_call(client.meta.service_model.endpoint_prefix, operation, params)
+        return original(client, operation, params)
+
+    BaseClient._make_api_call = counted  # type: ignore[method-assign]
+
+    def undo() -> None:
+        BaseClient._make_api_call = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def run(messages: int, time_scale: float = 20.0) -> dict[str, Any]:
+    import boto3
+
+    from chalicelib import wiring
+    from local.stack import LocalStack, StackConfig
+
+    meter = Meter()
+    config = StackConfig(
+        stage="bench",
+        time_scale=time_scale,
+        retry_interval_ms=1000,
+        retry_attempts=10,
+        pollers=2,
+        visibility_timeout=60,
+    )
+    config.extra_env = {"SECRET_MAX_AGE_SECONDS": "300"}
+    with LocalStack(config) as stack:
+        undo = install_meter(meter)
+        stack.run_send_batch = meter.timed("send", stack.run_send_batch)  # type: ignore[method-assign]
+        for name, handler in list(stack.router.routes.items()):
+            stack.router.routes[name] = meter.timed("poll" if name.endswith("-poll") else "finalize", handler)
+        hooks = wiring.webhooks()
+        hooks.status = meter.timed("api", hooks.status)  # type: ignore[method-assign]
+        sqs = boto3.client("sqs")
+        started = time.perf_counter()
+        bodies = [
+            {"to": f"+1555{i:07d}", "body": f"Order {i} shipped", "idempotency_key": f"bench-{i}"}
+            for i in range(messages)
+        ]
+        for start in range(0, messages, 10):
+            entries = [{"Id": str(j), "MessageBody": json.dumps(b)} for j, b in enumerate(bodies[start : start + 10])]
+            sqs.send_message_batch(QueueUrl=stack.queues["SendQueue"], Entries=entries)
+        stats = wiring.stats()
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        deadline = time.monotonic() + 60 + messages / 10
+        while time.monotonic() < deadline:
+            done = stats.totals([day])["by_status"].get("delivered", 0)
+            if done >= messages:
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        sfn = boto3.client("stepfunctions")
+        time.sleep(2.5)  # let the last poll executions finish
+        transitions = executions = 0
+        for execution in sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]:
+            executions += 1
+            history = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+            transitions += sum(1 for e in history if e["type"].endswith("StateEntered"))
+        undo()
+        assert stack.simulator is not None
+        callbacks = len(stack.simulator.sim.callbacks)
+        doubles = [k for k, n in stack.simulator.sim.create_counts().items() if n > 1]
+    return {
+        "messages": messages,
+        "delivered": done,
+        "seconds": elapsed,
+        "per_second": done / elapsed,
+        "meter": meter,
+        "executions": executions,
+        "transitions": transitions,
+        "callbacks": callbacks,
+        "sent_twice": len(doubles),
+    }
+
+
+def cost_per_million(result: dict[str, Any], callbacks_via_api_gateway: bool, naive: bool = False) -> dict[str, float]:
+    meter: Meter = result["meter"]
+    n = result["messages"]
+    scale = 1e6 / n
+    batches = meter.invocations["send"]
+    lambda_requests = sum(meter.invocations.values())
+    gb_seconds = sum(meter.seconds[name] * MEMORY_GB[name] for name in meter.seconds)
+    transitions = result["transitions"]
+    if naive:  # one execution per message: every message pays a whole execution's transitions
+        per_execution = transitions / max(result["executions"], 1)
+        transitions = per_execution * n
+        lambda_requests += (meter.invocations["poll"] + meter.invocations["finalize"]) * (
+            n / max(result["executions"], 1) - 1
+        )
+    sqs_requests = meter.calls["sqs.SendMessageBatch"] + meter.calls["sqs.SendMessage"] + 2 * batches
+    costs = {
+        "Lambda": (lambda_requests * PRICES["lambda_request"] + gb_seconds * PRICES["lambda_gb_second"]) * scale,
+        "Step Functions": transitions * PRICES["sfn_transition"] * scale,
+        "DynamoDB": (meter.wru * PRICES["dynamodb_wru"] + meter.rru * PRICES["dynamodb_rru"]) * scale,
+        "SQS": sqs_requests * PRICES["sqs_request"] * scale,
+        "EventBridge": meter.events * PRICES["eventbridge_event"] * scale,
+        "Secrets Manager": meter.calls["secretsmanager.GetSecretValue"] * PRICES["secrets_call"] * scale,
+        "API Gateway (callbacks)": (result["callbacks"] * PRICES["apigw_request"] * scale)
+        if callbacks_via_api_gateway
+        else 0.0,
+    }
+    costs["total"] = sum(costs.values())
+    return costs
