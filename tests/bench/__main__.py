@@ -16,7 +16,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 
 
-def quietly(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def quietly(fn, *args, **kwargs):
     with contextlib.redirect_stdout(io.StringIO()):
         return fn(*args, **kwargs)
 

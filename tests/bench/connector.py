@@ -115,7 +115,7 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
             InMemoryOptOuts(),
             InMemoryTemplates(),
             api,
-            StaticCredentials(creds),
+            StaticCredentials(creds),  # type: ignore[arg-type]
             InMemoryStats(),
         )
         consumer = SendConsumer(service, NoEvents(), None)  # type: ignore[arg-type]
