@@ -15,8 +15,12 @@ from chalicelib.settings import INBOUND_PATH, STATUS_PATH
 
 app = Chalice(app_name="twilio-connector")
 
-# Chalice needs the queue name when it reads this module (deploy and package time).
+# Chalice reads these when it loads this module (deploy and package time), with the stage's variables set.
 SEND_QUEUE = os.environ.get("SEND_QUEUE_NAME", "twilio-connector-send")
+# 50 records per invocation (gathered for up to 2 s) make one poll execution follow 50 messages:
+# Step Functions bills per transition, so this is what keeps polling cheap (README, "Cost").
+SEND_BATCH_SIZE = int(os.environ.get("SEND_BATCH_SIZE", "50"))
+SEND_BATCH_WINDOW = 0 if SEND_BATCH_SIZE <= 10 else int(os.environ.get("SEND_BATCH_WINDOW_SECONDS", "2"))
 # Twilio posts `application/x-www-form-urlencoded; charset=utf-8`; Chalice answers 415 unless listed.
 FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
 # JSON routes parse the raw body themselves, so a wrong type or bad JSON gets our error body, not Chalice's.
@@ -118,7 +122,9 @@ def twilio_inbound() -> Response:
 # --- queue, poll loop and events -------------------------------------------------
 
 
-@app.on_sqs_message(queue=SEND_QUEUE, batch_size=10, name="send")
+@app.on_sqs_message(
+    queue=SEND_QUEUE, batch_size=SEND_BATCH_SIZE, maximum_batching_window_in_seconds=SEND_BATCH_WINDOW, name="send"
+)
 def send(event: SQSEvent) -> dict[str, Any]:
     result: dict[str, Any] = wiring.send_consumer().handle(event.to_dict(), event.context)
     return result

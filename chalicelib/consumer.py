@@ -27,7 +27,7 @@ from chalicelib.workflow import PollTarget, PollWorkflow, WorkflowError
 
 # The API (POST /messages) names the ledger record it already wrote with this attribute.
 MESSAGE_ID_ATTRIBUTE = "connector_message_id"
-BATCH_CONCURRENCY = 10
+BATCH_CONCURRENCY = 25  # sends in flight per invocation: a batch of 50 goes out in two rounds
 
 
 class SendConsumer:

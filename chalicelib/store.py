@@ -137,9 +137,11 @@ class StatusUpdate:
     price: str | None = None
     price_unit: str | None = None
     raw_dlr_done_date: str | None = None
+    poll_attempts: int | None = None  # the poll attempt that learned this status
 
     def values(self, now: datetime) -> dict[str, Any]:
         return {
+            "poll_attempts": self.poll_attempts,
             "status": self.status,
             "error_code": self.error_code,
             "error_message": self.error_message,
@@ -187,9 +189,7 @@ class MessageLedger(Protocol):
 
     def apply_status(self, message_id: str, update: StatusUpdate, now: datetime) -> MessageRecord | None: ...
 
-    def count_poll(self, message_id: str, now: datetime) -> None: ...
-
-    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None: ...
+    def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None: ...
 
     def record_reply(self, item: Mapping[str, Any], now: datetime) -> None: ...
 
@@ -463,23 +463,16 @@ class DynamoMessageLedger:
             condition += f" AND {u.n('twilio_sid')} = {u.v(update.twilio_sid)}"
         return self._update_returning(message_id, u, condition)
 
-    def count_poll(self, message_id: str, now: datetime) -> None:
-        self._call(
-            "update_item",
-            Key=serialize({"id": message_id}),
-            UpdateExpression="ADD poll_attempts :one SET last_polled_at = :now",
-            ConditionExpression="attribute_exists(id)",
-            ExpressionAttributeValues=serialize({":one": 1, ":now": rules.iso(now)}),
-        )
-
-    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None:
+    def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None:
         with contextlib.suppress(_ConditionFailed):
             self._call(
                 "update_item",
                 Key=serialize({"id": message_id}),
-                UpdateExpression="SET polling = :exhausted, updated_at = :now",
+                UpdateExpression="SET polling = :exhausted, poll_attempts = :attempts, updated_at = :now",
                 ConditionExpression="attribute_exists(id)",
-                ExpressionAttributeValues=serialize({":exhausted": "exhausted", ":now": rules.iso(now)}),
+                ExpressionAttributeValues=serialize(
+                    {":exhausted": "exhausted", ":attempts": attempts, ":now": rules.iso(now)}
+                ),
             )
 
     def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:

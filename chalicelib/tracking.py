@@ -99,18 +99,17 @@ class TrackingService:
         failures = [f for f in fetched if isinstance(f, TwilioError)]
         if open_ and len(failures) == len(open_) and all(isinstance(f, TwilioRetryable) for f in failures):
             raise failures[0]  # Twilio is down for all of them: let the state machine's Retry wait
-        now = self.clock()
+        attempt = int(state.get("attempt") or 0) + 1
         still_open: set[str] = set()
         for record, result in zip(open_, fetched, strict=True):
-            self.ledger.count_poll(record.id, now)
             status = record.status
+            # Only a change is written (with the attempt that saw it): an unchanged poll costs no write.
             if isinstance(result, TwilioMessage) and rules.advances(record.status, result.status):
-                updated = self.apply(record.id, _update_from(result, "poll"))
+                updated = self.apply(record.id, _update_from(result, "poll", attempt))
                 status = updated.status if updated else status
             if status not in rules.TERMINAL_STATUSES:
                 still_open.add(record.id)
         remaining = [t for t in targets if t["id"] in still_open]
-        attempt = int(state.get("attempt") or 0) + 1
         logger.info("poll attempt", extra={"attempt": attempt, "polled": len(open_), "remaining": len(remaining)})
         return {**state, "messages": remaining, "remaining": len(remaining), "attempt": attempt}
 
@@ -128,8 +127,9 @@ class TrackingService:
         """Polling is over: whatever is still open keeps its last status, marked as exhausted."""
         now = self.clock()
         remaining = list(state.get("messages") or [])
+        attempts = int(state.get("attempt") or 0)
         for target in remaining:
-            self.ledger.mark_poll_exhausted(target["id"], now)
+            self.ledger.mark_poll_exhausted(target["id"], attempts, now)
         if remaining:
             metrics.add_metric(name="PollsExhausted", unit="Count", value=len(remaining))
         return {"finalized": len(remaining), "attempts": state.get("attempt", 0), "error": state.get("error")}
@@ -202,8 +202,9 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _update_from(message: TwilioMessage, source: str) -> StatusUpdate:
+def _update_from(message: TwilioMessage, source: str, attempt: int) -> StatusUpdate:
     return StatusUpdate(
+        poll_attempts=attempt,
         status=message.status,
         source=source,
         twilio_sid=message.sid,

@@ -43,6 +43,7 @@ class StackConfig:
     use_simulator: bool = True
     verbose: bool = False  # log every HTTP request to the API
     pollers: int = 1  # concurrent send "Lambdas" reading the queue
+    batch_size: int = 10  # records per send invocation (SQS hands out 10 per receive; more are gathered)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -215,14 +216,19 @@ class LocalStack:
     def _poll_queue(self) -> None:
         url = self.queues["SendQueue"]
         while not self._stopping.is_set():
+            received: list[dict[str, Any]] = []
             try:
-                received = self.sqs.receive_message(
-                    QueueUrl=url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=0,
-                    MessageAttributeNames=["All"],
-                    AttributeNames=["All"],
-                ).get("Messages", [])
+                while len(received) < self.config.batch_size:
+                    got = self.sqs.receive_message(
+                        QueueUrl=url,
+                        MaxNumberOfMessages=min(10, self.config.batch_size - len(received)),
+                        WaitTimeSeconds=0,
+                        MessageAttributeNames=["All"],
+                        AttributeNames=["All"],
+                    ).get("Messages", [])
+                    received += got
+                    if len(got) < 10:
+                        break
             except Exception:  # noqa: S112 - moto is shutting down
                 continue
             if not received:

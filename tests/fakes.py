@@ -144,16 +144,10 @@ class InMemoryLedger:
             item.setdefault("events", []).append(event(update.status, now, update.source, update.error_code))
             return MessageRecord(copy.deepcopy(item))
 
-    def count_poll(self, message_id: str, now: datetime) -> None:
-        with self.lock:
-            item = self.items[message_id]
-            item["poll_attempts"] = item.get("poll_attempts", 0) + 1
-            item["last_polled_at"] = rules.iso(now)
-
-    def mark_poll_exhausted(self, message_id: str, now: datetime) -> None:
+    def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None:
         with self.lock:
             if message_id in self.items:
-                self.items[message_id].update(polling="exhausted", updated_at=rules.iso(now))
+                self.items[message_id].update(polling="exhausted", poll_attempts=attempts, updated_at=rules.iso(now))
 
     def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
         with self.lock:

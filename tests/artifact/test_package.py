@@ -77,8 +77,9 @@ def test_cfn_lint_passes(package: Path) -> None:
 
 def test_the_send_trigger_reports_partial_batch_failures(cfn: dict[str, Any]) -> None:
     (mapping,) = resources(cfn, "AWS::Lambda::EventSourceMapping").values()
-    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["Properties"]["BatchSize"] == 10
+    props = mapping["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == 50 and 0 < props["MaximumBatchingWindowInSeconds"] <= 5
 
 
 def test_the_queue_has_a_dead_letter_queue(sam: dict[str, Any]) -> None:

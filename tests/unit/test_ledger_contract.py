@@ -186,13 +186,13 @@ def test_error_codes_and_receipts_are_kept(ledger):
     }
 
 
-def test_polls_are_counted_and_exhaustion_marked(ledger):
+def test_polls_record_the_attempt_that_learned_a_status_and_exhaustion(ledger):
     sent(ledger)
-    ledger.count_poll("m1", NOW)
-    ledger.count_poll("m1", NOW)
-    ledger.mark_poll_exhausted("m1", NOW)
+    ledger.apply_status("m1", StatusUpdate("sent", "poll", "SM1", poll_attempts=2), NOW)
+    assert ledger.get("m1").poll_attempts == 2
+    ledger.mark_poll_exhausted("m1", 5, NOW)
     record = ledger.get("m1")
-    assert record.poll_attempts == 2 and record.item["polling"] == "exhausted"
+    assert record.poll_attempts == 5 and record.item["polling"] == "exhausted"
 
 
 def test_many_records_are_read_at_once(ledger):
