@@ -119,6 +119,14 @@ def twilio_inbound() -> Response:
     return _webhook(wiring.webhooks().inbound)
 
 
+@app.lambda_function(name="webhooks")
+def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The same two webhooks on a Lambda function URL (WEBHOOK_BASE_URL): no API Gateway fee per callback."""
+    from chalicelib.webhooks import handle_function_url
+
+    return handle_function_url(wiring.webhooks(), event)
+
+
 # --- queue, poll loop and events -------------------------------------------------
 
 

@@ -41,6 +41,7 @@ class Settings:
     retry_interval_ms: int = 10000
     retry_attempts: int = 10
     public_base_url: str | None = None
+    webhook_base_url: str | None = None  # where Twilio calls the webhooks (a function URL); else public_base_url
     messages_table: str = "twilio-connector-messages"
     optouts_table: str = "twilio-connector-optouts"
     templates_table: str = "twilio-connector-templates"
@@ -59,11 +60,16 @@ class Settings:
     def connection(self, name: str | None) -> ConnectionSettings | None:
         return self.connections.get(name or DEFAULT_CONNECTION)
 
+    @property
+    def webhooks_url(self) -> str | None:
+        """The base of the URLs Twilio calls and signs: the webhook function URL, else the API."""
+        return self.webhook_base_url or self.public_base_url
+
     def status_callback_url(self, message_id: str) -> str | None:
         """The StatusCallback a send gives Twilio: it names the message, so a callback needs no lookup."""
-        if not self.public_base_url:
+        if not self.webhooks_url:
             return None
-        return f"{self.public_base_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}"
+        return f"{self.webhooks_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -134,6 +140,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        webhook_base_url=(env.get("WEBHOOK_BASE_URL") or "").rstrip("/") or None,
         messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),
         optouts_table=env.get("OPTOUTS_TABLE", "twilio-connector-optouts"),
         templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),

@@ -8,8 +8,10 @@ wrongly signed is refused with 403 before any state changes.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from chalicelib.observability import logger, metrics
@@ -46,10 +48,11 @@ class Webhooks:
     def _verified(
         self, path: str, query: Mapping[str, str] | None, raw_body: bytes, signature: str | None
     ) -> list[tuple[str, str]] | HttpResult:
-        if not self.settings.public_base_url:
-            logger.error("webhook refused: PUBLIC_BASE_URL is not set, so no signature can be checked")
-            return HttpResult(403, "PUBLIC_BASE_URL is not configured; webhooks are refused")
-        url = self.settings.public_base_url + path + (f"?{urlencode(dict(query))}" if query else "")
+        base = self.settings.webhooks_url
+        if not base:
+            logger.error("webhook refused: neither WEBHOOK_BASE_URL nor PUBLIC_BASE_URL is set to check signatures")
+            return HttpResult(403, "WEBHOOK_BASE_URL / PUBLIC_BASE_URL is not configured; webhooks are refused")
+        url = base + path + (f"?{urlencode(dict(query))}" if query else "")
         params = parse_qsl(raw_body.decode("utf-8", errors="replace"), keep_blank_values=True)
         try:
             valid = is_valid(url, params, signature, self._tokens())
@@ -83,3 +86,27 @@ class Webhooks:
             logger.error("inbound message not stored", extra={"error": str(exc)})
             return HttpResult(503, "storage unavailable; try again")
         return HttpResult(200, EMPTY_TWIML, {"Content-Type": "text/xml"})
+
+
+def function_url_event(event: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes, str | None]:
+    """A Lambda function URL request (payload 2.0): path, query, raw body, X-Twilio-Signature."""
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    query = dict(parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True))
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    return str(event.get("rawPath") or "/"), query, raw, headers.get("x-twilio-signature")
+
+
+def handle_function_url(hooks: Webhooks, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Twilio's webhooks on a function URL: no API Gateway request fee for every callback."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "POST")
+    path, query, raw, signature = function_url_event(event)
+    if method != "POST":
+        result = HttpResult(405, "POST only")
+    elif path.endswith(STATUS_PATH):
+        result = hooks.status(query, raw, signature)
+    elif path.endswith(INBOUND_PATH):
+        result = hooks.inbound(query, raw, signature)
+    else:
+        result = HttpResult(404, f"no webhook at {path}; use {STATUS_PATH} or {INBOUND_PATH}")
+    return {"statusCode": result.status, "headers": result.headers, "body": result.body}

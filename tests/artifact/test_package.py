@@ -148,3 +148,12 @@ def test_the_zip_ships_the_app_and_not_the_local_tooling(package: Path) -> None:
     names = zipfile.ZipFile(package / "deployment.zip").namelist()
     assert "app.py" in names and "chalicelib/services.py" in names
     assert not any(n.startswith(("local/", "tests/")) for n in names)
+
+
+def test_twilios_webhooks_have_a_function_url_signed_in_code(sam: dict[str, Any]) -> None:
+    url = sam["Resources"]["WebhooksUrl"]["Properties"]
+    assert url == {"TargetFunctionArn": {"Fn::GetAtt": ["Webhooks", "Arn"]}, "AuthType": "NONE"}
+    permission = sam["Resources"]["WebhooksUrlPermission"]["Properties"]
+    assert (permission["Action"], permission["FunctionUrlAuthType"]) == ("lambda:InvokeFunctionUrl", "NONE")
+    assert sam["Resources"]["Webhooks"]["Properties"]["Handler"] == "app.webhooks"
+    assert "WebhooksUrl" in sam["Outputs"]

@@ -205,3 +205,70 @@ class TestStats:
     def test_a_bad_window_is_400(self, api: Api, query: str) -> None:
         status, answer = api.call("get", f"/stats?{query}")
         assert status == 400 and answer["error"]["field"] in ("from", "to")
+
+
+class TestWebhooksOnAFunctionUrl:
+    BASE = "https://abc123.lambda-url.us-east-1.on.aws"
+
+    def event(
+        self, path: str, params: dict[str, str], signature: str | None, query: str = "", method: str = "POST"
+    ) -> dict[str, Any]:
+        import base64
+        from urllib.parse import urlencode
+
+        headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+        if signature:
+            headers["x-twilio-signature"] = signature
+        return {
+            "version": "2.0",
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": headers,
+            "requestContext": {"http": {"method": method, "path": path}},
+            "body": base64.b64encode(urlencode(params).encode()).decode(),
+            "isBase64Encoded": True,
+        }
+
+    @pytest.fixture
+    def sent(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> str:
+        from chalicelib.store import SentMessage
+
+        monkeypatch.setenv("WEBHOOK_BASE_URL", self.BASE)
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        ledger = wiring.ledger()
+        ledger.claim("m-url", {"to": TO, "from": FROM}, "t", NOW, timedelta(seconds=60))
+        ledger.record_sent("m-url", SentMessage("SM" + "9" * 32, "queued"), NOW)
+        return "m-url"
+
+    def test_a_signed_callback_is_applied(self, api: Api, sent: str) -> None:
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        params = {"MessageSid": "SM" + "9" * 32, "MessageStatus": "delivered"}
+        url = f"{self.BASE}/twilio/status?mid={sent}"
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+        answer = app.webhooks(self.event("/twilio/status", params, signature, f"mid={sent}"), None)
+        assert answer["statusCode"] == 200
+        assert wiring.ledger().get(sent).status == "delivered"
+
+    def test_a_bad_signature_wrong_method_or_path_is_refused(self, api: Api, sent: str) -> None:
+        import app
+
+        params = {"MessageSid": "SM" + "9" * 32, "MessageStatus": "delivered"}
+        assert app.webhooks(self.event("/twilio/status", params, "bad", f"mid={sent}"), None)["statusCode"] == 403
+        assert app.webhooks(self.event("/twilio/status", params, None, "", "GET"), None)["statusCode"] == 405
+        assert app.webhooks(self.event("/elsewhere", params, "x"), None)["statusCode"] == 404
+        assert wiring.ledger().get(sent).status == "queued"
+
+    def test_a_stop_reply_opts_out_and_answers_twiml(self, api: Api, sent: str) -> None:
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        params = {"From": TO, "To": FROM, "Body": "STOP", "MessageSid": "SM" + "8" * 32}
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{self.BASE}/twilio/inbound", params)
+        answer = app.webhooks(self.event("/twilio/inbound", params, signature), None)
+        assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
+        assert wiring.opt_outs().is_opted_out(TO, [FROM])
