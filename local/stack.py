@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class StackConfig:
     verbose: bool = False  # log every HTTP request to the API
     pollers: int = 1  # concurrent send "Lambdas" reading the queue
     batch_size: int = 10  # records per send invocation (SQS hands out 10 per receive; more are gathered)
+    batch_window: float = 0.0  # seconds to gather a batch, as Lambda's MaximumBatchingWindowInSeconds
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -217,6 +219,7 @@ class LocalStack:
         url = self.queues["SendQueue"]
         while not self._stopping.is_set():
             received: list[dict[str, Any]] = []
+            window_ends = time.monotonic() + self.config.batch_window
             try:
                 while len(received) < self.config.batch_size:
                     got = self.sqs.receive_message(
@@ -227,8 +230,10 @@ class LocalStack:
                         AttributeNames=["All"],
                     ).get("Messages", [])
                     received += got
-                    if len(got) < 10:
+                    if not got and (not received or time.monotonic() >= window_ends):
                         break
+                    if not got:
+                        self._stopping.wait(0.1)
             except Exception:  # noqa: S112 - moto is shutting down
                 continue
             if not received:
