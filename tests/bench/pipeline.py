@@ -145,16 +145,21 @@ def run(messages: int, time_scale: float = 20.0) -> dict[str, Any]:
                 break
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        assert stack.simulator is not None
+        sim = stack.simulator.sim
+        settle = time.monotonic() + 60
+        while sim.pending_jobs() and time.monotonic() < settle:  # every callback Twilio would send is counted
+            time.sleep(0.2)
         sfn = boto3.client("stepfunctions")
         time.sleep(2.5)  # let the last poll executions finish
         transitions = executions = 0
-        for execution in sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]:
+        listed = sfn.get_paginator("list_executions").paginate(stateMachineArn=stack.state_machine_arn)
+        for execution in (e for page in listed for e in page["executions"]):
             executions += 1
             history = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
             transitions += sum(1 for e in history if e["type"].endswith("StateEntered"))
         undo()
-        assert stack.simulator is not None
-        callbacks = len(stack.simulator.sim.callbacks)
+        callbacks = len(sim.callbacks)
         doubles = [k for k, n in stack.simulator.sim.create_counts().items() if n > 1]
     return {
         "messages": messages,
