@@ -272,6 +272,7 @@ class Simulator:
         self.requests: Counter[str] = Counter()
         self._schedule: list[tuple[datetime, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._running = 0
         self._stopping = threading.Event()
         self._http = requests.Session()
         self._http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
@@ -645,11 +646,21 @@ class Simulator:
                     continue
                 heapq.heappop(self._schedule)
             if head is not None:
+                with self.lock:
+                    self._running += 1
                 try:
-                    self._pool.submit(head[2])
+                    self._pool.submit(self._run_job, head[2])
                 except RuntimeError:
                     return  # shutting down
 
+    def _run_job(self, job: Callable[[], Any]) -> None:
+        try:
+            job()
+        finally:
+            with self.lock:
+                self._running -= 1
+
     def pending_jobs(self) -> int:
+        """Callbacks scheduled or being delivered."""
         with self.lock:
-            return len(self._schedule)
+            return len(self._schedule) + self._running
