@@ -55,45 +55,19 @@ def batch_latency(latency_ms: int = 200) -> dict[str, float]:
         os.environ.update(env)
         wiring.reset()
         import app
-        from chalicelib.models import parse_send_request, validate_outbound
         from chalicelib.twilio_api import TwilioCredentials
 
-        def batch() -> float:
-            records = [_record(i) for i in range(10)]
-            started = time.perf_counter()
-            result = app.send({"Records": records}, None)
-            elapsed = time.perf_counter() - started
-            assert result["batchItemFailures"] == [], result
-            return elapsed
-
-        api = wiring.twilio()
-        creds = TwilioCredentials(account, token)
-        message = validate_outbound(
-            parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),
-            "default",
-            (),
-            None,
-            datetime_now(),
+        result = _compare(
+            lambda records: app.send({"Records": records}, None), wiring.twilio(), TwilioCredentials(account, token)
         )
-
-        def one() -> float:
-            started = time.perf_counter()
-            api.create_message(creds, message)
-            return time.perf_counter() - started
-
-        batch()  # warm: imports, clients, pooled connections
-        singles = [one() for _ in range(5)]
-        batches = [batch() for _ in range(5)]
         wiring.reset()
-    single, whole = statistics.median(singles), statistics.median(batches)
-    return {"single_s": single, "batch_s": whole, "ratio": whole / single}
+    return result
 
 
 def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
     """The same batch with the stores in memory: the connector's own concurrency, without moto's
     CPU-bound emulation of DynamoDB (which holds the GIL; the real service is network I/O)."""
     from chalicelib.consumer import SendConsumer
-    from chalicelib.models import parse_send_request, validate_outbound
     from chalicelib.services import SendService
     from chalicelib.settings import load_settings
     from chalicelib.twilio_api import TwilioApi, TwilioCredentials
@@ -120,30 +94,36 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
         )
         consumer = SendConsumer(service, NoEvents(), None)  # type: ignore[arg-type]
 
-        def batch() -> float:
-            records = [_record(i) for i in range(10)]
-            started = time.perf_counter()
-            result = consumer.handle({"Records": records})
-            elapsed = time.perf_counter() - started
-            assert result["batchItemFailures"] == [], result
-            return elapsed
+        return _compare(lambda records: consumer.handle({"Records": records}), api, creds)
 
-        message = validate_outbound(
-            parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),
-            "default",
-            (),
-            None,
-            datetime_now(),
-        )
 
-        def one() -> float:
-            started = time.perf_counter()
-            api.create_message(creds, message)
-            return time.perf_counter() - started
+def _compare(handle: Any, api: Any, creds: Any) -> dict[str, float]:
+    """Median wall time of a batch of 10 through `handle`, and of one create on the same Twilio."""
+    from chalicelib.models import parse_send_request, validate_outbound
 
-        batch()
-        singles = [one() for _ in range(5)]
-        batches = [batch() for _ in range(5)]
+    message = validate_outbound(
+        parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),
+        "default",
+        (),
+        None,
+        datetime_now(),
+    )
+
+    def batch() -> float:
+        started = time.perf_counter()
+        result = handle([_record(i) for i in range(10)])
+        elapsed = time.perf_counter() - started
+        assert result["batchItemFailures"] == [], result
+        return elapsed
+
+    def one() -> float:
+        started = time.perf_counter()
+        api.create_message(creds, message)
+        return time.perf_counter() - started
+
+    batch()  # warm: imports, clients, pooled connections
+    singles = [one() for _ in range(5)]
+    batches = [batch() for _ in range(5)]
     single, whole = statistics.median(singles), statistics.median(batches)
     return {"single_s": single, "batch_s": whole, "ratio": whole / single}
 
