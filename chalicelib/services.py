@@ -250,7 +250,14 @@ class SendService:
     ) -> SendOutcome:
         recorded = self.ledger.record_sent(
             message_id,
-            SentMessage(twilio_sid=sent.sid, status=sent.status, price=sent.price, price_unit=sent.price_unit),
+            SentMessage(
+                twilio_sid=sent.sid,
+                status=sent.status,
+                price=sent.price,
+                price_unit=sent.price_unit,
+                error_code=sent.error_code,
+                error_message=sent.error_message,
+            ),
             now,
         )
         if recorded is not None:

@@ -122,6 +122,9 @@ class SentMessage:
     price: str | None = None
     price_unit: str | None = None
     source: str = "send"
+    # A message adopted by reconciliation may already have failed at Twilio.
+    error_code: int | None = None
+    error_message: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -302,6 +305,8 @@ def sent_values(sent: SentMessage, now: datetime) -> dict[str, Any]:
         "twilio_sid": sent.twilio_sid,
         "price": sent.price,
         "price_unit": sent.price_unit,
+        "error_code": sent.error_code,
+        "error_message": sent.error_message,
         "claim_state": CLAIM_FINISHED,
         "updated_at": rules.iso(now),
         "sent_at": rules.iso(now),
@@ -377,7 +382,7 @@ class DynamoMessageLedger:
 
     def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None:
         u = _Update().set(sent_values(sent, now))
-        u.append("events", [event(sent.status, now, sent.source)]).remove("claim_token")
+        u.append("events", [event(sent.status, now, sent.source, sent.error_code)]).remove("claim_token")
         return self._update_returning(message_id, u, f"attribute_not_exists({u.n('twilio_sid')})")
 
     def _update_returning(self, message_id: str, u: _Update, condition: str) -> MessageRecord | None:

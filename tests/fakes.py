@@ -78,7 +78,7 @@ class InMemoryLedger:
             if "twilio_sid" in item:
                 return None
             item.update(sent_values(sent, now))
-            item.setdefault("events", []).append(event(sent.status, now, sent.source))
+            item.setdefault("events", []).append(event(sent.status, now, sent.source, sent.error_code))
             item.pop("claim_token", None)
             return MessageRecord(copy.deepcopy(item))
 

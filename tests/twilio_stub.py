@@ -41,6 +41,7 @@ class StubMessage:
     status: str
     media: list[str] = field(default_factory=list)
     form: list[tuple[str, str]] = field(default_factory=list)
+    error_code: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,7 +57,7 @@ class StubMessage:
             "direction": "outbound-api",
             "price": None,
             "price_unit": "USD",
-            "error_code": None,
+            "error_code": self.error_code,
             "error_message": None,
             "date_created": format_datetime(self.date_created),
             "date_updated": format_datetime(self.date_created),

@@ -274,3 +274,15 @@ def test_wrong_credentials_keep_the_message_for_retry_instead_of_failing_it(stac
     assert stack.deliver(delivery) == [delivery.message_id]
     record = stack.record(delivery)
     assert record.status == "pending" and record.claim.claim_token is None
+
+
+def test_an_adopted_message_that_already_failed_keeps_twilios_error_code(stack: Stack) -> None:
+    delivery = send()
+    claim_as_a_worker_that_then_dies(stack, delivery)
+    created = stack.stub.add_existing(TO, FROM, "Your order shipped", timedelta(0))
+    created.status = "undelivered"
+    created.error_code = 30007
+    stack.clock.advance(seconds=361)
+    assert stack.deliver(delivery.redelivered()) == []
+    record = stack.record(delivery)
+    assert (record.status, record.error_code, record.twilio_sid) == ("undelivered", 30007, created.sid)

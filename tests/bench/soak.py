@@ -1,0 +1,162 @@
+"""`make soak`: messages through the local stack with faults, bounded and loopback-only.
+
+Faults at 10-20%: 429s, 5xx and lost responses on create, duplicate SQS deliveries, a
+send worker killed mid-batch (its batch comes back whole after the visibility timeout),
+duplicated and reordered callbacks, and a burst of STOP replies. It passes only if no
+message is lost, the simulator saw no second create for any message, and every
+message's final status matches the simulator's truth. SOAK_MESSAGES sets the size (5000).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import sys
+import threading
+import time
+from typing import Any
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
+
+FROM = "+15005550006"
+TERMINAL = {"delivered", "undelivered", "failed", "error"}
+
+
+def soak(messages: int, seed: int = 7) -> dict[str, Any]:
+    from chalicelib import rules, wiring
+    from local.stack import LocalStack, StackConfig
+    from local.twilio_sim import CallbackFaults, Fault
+
+    rng = random.Random(seed)
+    config = StackConfig(
+        stage="soak",
+        time_scale=20,
+        retry_interval_ms=1000,
+        retry_attempts=10,
+        pollers=2,
+        visibility_timeout=12,
+        batch_size=50,
+        batch_window=1.0,
+    )
+    # A claim outlives any one send (429 retries included); a killed batch comes back after 12 s.
+    config.extra_env = {"CLAIM_LEASE_SECONDS": "10", "SECRET_MAX_AGE_SECONDS": "300"}
+    counts = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0}
+    with LocalStack(config) as stack:
+        assert stack.simulator is not None
+        sim = stack.simulator.sim
+        sim.add_fault(Fault("429", count=None, rate=0.08, retry_after=0))
+        sim.add_fault(Fault("500", count=None, rate=0.04))
+        sim.add_fault(Fault("lost", count=None, rate=0.04))
+        sim.callback_faults = CallbackFaults(duplicate=0.15, reorder=0.15)
+        for i in range(0, messages, 7):
+            sim.set_scenario(_phone(i), "undelivered", 30007)
+
+        original = stack.run_send_batch
+        lock = threading.Lock()
+
+        def faulty_batch(received: list[dict[str, Any]]) -> list[str]:
+            roll = rng.random()
+            if roll < 0.05:  # the worker dies after sending: nothing deleted, the whole batch returns
+                with lock:
+                    counts["killed_batches"] += 1
+                event = {"Records": [_lambda_record(stack, m) for m in received]}
+                with contextlib.suppress(Exception):
+                    stack.app.send(event, None)
+                return [m["MessageId"] for m in received]
+            if roll < 0.15:  # SQS hands the same messages out twice
+                with lock:
+                    counts["duplicate_deliveries"] += len(received)
+                event = {"Records": [_lambda_record(stack, m) for m in received]}
+                with contextlib.suppress(Exception):
+                    stack.app.send(event, None)
+            return original(received)
+
+        stack.run_send_batch = faulty_batch  # type: ignore[method-assign]
+        started = time.perf_counter()
+        stop_at = {i for i in range(3, messages, 40)}  # a burst of STOP replies, for about 2.5%
+        for i in range(messages):
+            stack.enqueue({"to": _phone(i), "from": FROM, "body": f"soak {i}", "idempotency_key": f"soak-{i}"})
+            if i in stop_at:
+                sim.inbound(_phone(i), FROM, "STOP")
+                counts["stop_replies"] += 1
+        ids = {i: rules.message_id(f"soak-{i}", "") for i in range(messages)}
+        deadline = time.monotonic() + 120 + messages / 3
+        ledger = wiring.ledger()
+        pending = set(ids)
+        while pending and time.monotonic() < deadline:
+            records = ledger.get_many([ids[i] for i in pending])
+            pending = {i for i in pending if (r := records.get(ids[i])) is None or r.status not in TERMINAL}
+            if pending:
+                time.sleep(1)
+        elapsed = time.perf_counter() - started
+        sim.clear_faults()
+        while sim.pending_jobs():
+            time.sleep(0.2)
+        time.sleep(1)
+        records = ledger.get_many(list(ids.values()))
+        creates = sim.create_counts()
+        by_body = {c["body"]: c for c in sim.creates()}
+        lost = [i for i in ids.values() if records.get(i) is None or records[i].status not in TERMINAL]
+        twice = [k for k, n in creates.items() if n > 1]
+        wrong = []
+        for i, message_id in ids.items():
+            record = records.get(message_id)
+            if record is None:
+                continue
+            created = by_body.get(f"soak {i}")
+            if created is None:
+                truth: tuple[Any, ...] = ("error",)  # refused before Twilio: opted out
+                ok = record.status == "error" and record.error_code == 21610
+            else:
+                final = sim.truth(created["sid"])
+                truth = (final["final_status"], final["error_code"])
+                ok = (record.status, record.error_code) == truth and record.twilio_sid == created["sid"]
+            if not ok:
+                wrong.append((i, record.status, record.error_code, truth))
+    return {
+        "messages": messages,
+        "seconds": elapsed,
+        "lost": len(lost),
+        "sent_twice": len(twice),
+        "wrong_status": len(wrong),
+        "examples": wrong[:5],
+        **counts,
+    }
+
+
+def _phone(i: int) -> str:
+    return f"+1555{i:07d}"
+
+
+def _lambda_record(stack: Any, message: dict[str, Any]) -> dict[str, Any]:
+    from local.stack import _lambda_record as record
+
+    result: dict[str, Any] = record(message, stack.queues["SendQueue"])
+    return result
+
+
+def main() -> int:
+    messages = int(os.environ.get("SOAK_MESSAGES", "5000"))
+    print(f"soak: {messages} messages through the local stack with faults (loopback only)…", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = soak(messages)
+    print(
+        f"  {result['messages']} messages in {result['seconds']:.0f} s; faults: 8% 429, 4% 500, 4% lost responses, "
+        f"{result['duplicate_deliveries']} duplicate deliveries, {result['killed_batches']} killed batches, "
+        f"15% duplicated / 15% reordered callbacks, {result['stop_replies']} STOP replies"
+    )
+    print(
+        f"  lost: {result['lost']}   sent twice: {result['sent_twice']}   status differs from Twilio's truth: {result['wrong_status']}"
+    )
+    for example in result["examples"]:
+        print(f"    e.g. message {example[0]}: {example[1]} ({example[2]}), truth {example[3]}")
+    ok = result["lost"] == 0 and result["sent_twice"] == 0 and result["wrong_status"] == 0
+    print("  PASS" if ok else "  FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
