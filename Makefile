@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package format run fuzz
+.PHONY: test lint typecheck unit venv clean bench sim package format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ run: $(STAMP)
 # Figures, not assertions: ratios and rates measured side by side in one run.
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Messages through the local stack with faults; passes only if nothing is lost or sent twice
+# and every status matches the simulator's truth. SOAK_MESSAGES=5000 by default (~15 min here).
+soak: $(STAMP)
+	$(BIN)/python -m tests.bench.soak
 
 # The property tests at a size too slow for every `make test`.
 fuzz: $(STAMP)
