@@ -74,7 +74,7 @@ def post_batch() -> Response:
     return _with_body(wiring.messages_api().accept_batch)
 
 
-@app.route("/messages/{message_id}", methods=["GET"])
+@app.route("/messages/{message_id}", methods=["GET"], content_types=ANY)
 def get_message(message_id: str) -> Response:
     return _json(wiring.messages_api().get(message_id))
 
@@ -84,7 +84,7 @@ def put_template(name: str) -> Response:
     return _with_body(lambda body: wiring.messages_api().put_template(name, body))
 
 
-@app.route("/templates/{name}", methods=["GET"])
+@app.route("/templates/{name}", methods=["GET"], content_types=ANY)
 def get_template(name: str) -> Response:
     return _json(wiring.messages_api().get_template(name))
 
@@ -95,7 +95,7 @@ def connection_test() -> Response:
     return _json(wiring.connection_check().run(query.get("connection")))
 
 
-@app.route("/stats", methods=["GET"])
+@app.route("/stats", methods=["GET"], content_types=ANY)
 def stats() -> Response:
     return _json(wiring.messages_api().stats_for(_request().query_params or {}))
 

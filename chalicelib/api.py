@@ -147,6 +147,9 @@ class MessagesApi:
             message = self.service.prepare(raw, now)
         except ValidationError as exc:
             return invalid(exc)
+        except StoreError as exc:
+            logger.error("templates unavailable", extra={"error": str(exc)})
+            return error(503, "storage_unavailable", "the template store is unavailable; retry", None)
         if message.not_after is not None and now > message.not_after:
             return error(400, rules.ConnectorCode.STALE_REQUEST, "`not_after` is already in the past", "not_after")
         key = message.idempotency_key

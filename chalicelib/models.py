@@ -212,6 +212,10 @@ def parse_send_request(data: Any) -> SendRequest:
     metadata = values.pop("metadata", None) or {}
     if len(json.dumps(metadata, separators=(",", ":"), default=str)) > MAX_METADATA_BYTES:
         raise ValidationError("metadata", f"`metadata` must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    for name in ("template", "connection"):
+        value = values.get(name)
+        if value is not None and not 1 <= len(value.strip()) <= 128:
+            raise ValidationError(name, f"`{name}` must be a name of 1-128 characters")
     key = values.get("idempotency_key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ValidationError("idempotency_key", f"`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY} characters")

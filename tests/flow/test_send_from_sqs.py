@@ -97,11 +97,12 @@ def test_a_redelivered_record_sends_nothing_twice(stack: Stack) -> None:
 
 def test_the_same_idempotency_key_on_two_sqs_messages_is_one_message(stack: Stack) -> None:
     first, second = send(idempotency_key="order-42"), send(idempotency_key="order-42")
-    # In one batch, one copy claims the message and the other finds it in flight and waits.
+    # In one batch, one copy claims the message; the other finds it in flight (and comes back
+    # later) or already sent (and is done), depending on which thread runs first.
     failures = stack.deliver(first, second)
-    assert len(failures) == 1
-    waiting = first if failures == [first.message_id] else second
-    assert stack.deliver(waiting.redelivered()) == []
+    assert len(failures) <= 1
+    for waiting in (d for d in (first, second) if d.message_id in failures):
+        assert stack.deliver(waiting.redelivered()) == []
     assert stack.stub.creates_per_message() == {(TO, "Your order shipped"): 1}
 
 

@@ -72,6 +72,8 @@ def test_a_field_given_under_both_names_is_rejected():
         ({"to": TO, "from": FROM, "body": "Hi", "not_after": "2026-11-22T12:00:00"}, "not_after", 900001),
         ({"to": TO, "from": FROM, "body": "Hi", "idempotency_key": ""}, "idempotency_key", 900001),
         ({"to": TO, "from": FROM, "body": "Hi", "fields": {"a": {"nested": 1}}}, "fields", 900001),
+        ({"to": TO, "from": FROM, "body": "Hi", "template": ""}, "template", 900001),
+        ({"to": TO, "from": FROM, "body": "Hi", "connection": " "}, "connection", 900001),
     ],
 )
 def test_each_rule_names_its_field_and_code(data, field, code):
