@@ -43,7 +43,7 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
     )
     # A claim outlives any one send (429 retries included); a killed batch comes back after 12 s.
     config.extra_env = {"CLAIM_LEASE_SECONDS": "10", "SECRET_MAX_AGE_SECONDS": "300"}
-    counts = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0}
+    counts = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0, "redriven": 0}
     with LocalStack(config) as stack:
         assert stack.simulator is not None
         sim = stack.simulator.sim
@@ -83,10 +83,11 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
                 sim.inbound(_phone(i), FROM, "STOP")
                 counts["stop_replies"] += 1
         ids = {i: rules.message_id(f"soak-{i}", "") for i in range(messages)}
-        deadline = time.monotonic() + 120 + messages / 3
+        deadline = time.monotonic() + 120 + messages / 2
         ledger = wiring.ledger()
         pending = set(ids)
         while pending and time.monotonic() < deadline:
+            counts["redriven"] += _redrive(stack)  # as an operator would: the DLQ holds, it does not lose
             records = ledger.get_many([ids[i] for i in pending])
             pending = {i for i in pending if (r := records.get(ids[i])) is None or r.status not in TERMINAL}
             if pending:
@@ -127,6 +128,23 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
     }
 
 
+def _redrive(stack: Any) -> int:
+    """Move whatever reached the dead-letter queue back to the send queue."""
+    moved = 0
+    while True:
+        got = stack.sqs.receive_message(QueueUrl=stack.queues["SendDeadLetterQueue"], MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        if not got:
+            return moved
+        for message in got:
+            stack.sqs.send_message(QueueUrl=stack.queues["SendQueue"], MessageBody=message["Body"])
+            stack.sqs.delete_message(
+                QueueUrl=stack.queues["SendDeadLetterQueue"], ReceiptHandle=message["ReceiptHandle"]
+            )
+            moved += 1
+
+
 def _phone(i: int) -> str:
     return f"+1555{i:07d}"
 
@@ -146,7 +164,8 @@ def main() -> int:
     print(
         f"  {result['messages']} messages in {result['seconds']:.0f} s; faults: 8% 429, 4% 500, 4% lost responses, "
         f"{result['duplicate_deliveries']} duplicate deliveries, {result['killed_batches']} killed batches, "
-        f"15% duplicated / 15% reordered callbacks, {result['stop_replies']} STOP replies"
+        f"15% duplicated / 15% reordered callbacks, {result['stop_replies']} STOP replies; "
+        f"{result['redriven']} redriven from the DLQ"
     )
     print(
         f"  lost: {result['lost']}   sent twice: {result['sent_twice']}   status differs from Twilio's truth: {result['wrong_status']}"
