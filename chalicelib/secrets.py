@@ -24,13 +24,17 @@ class SecretsCredentials:
         self.provider = provider
         self.max_age = max_age_seconds
 
-    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
+    def _read(self, connection: ConnectionSettings) -> Any:
+        """The connection's secret (cached), with Powertools' errors translated to ours."""
         try:
-            value: Any = self.provider.get(connection.secret_id, max_age=self.max_age, transform="json")
+            return self.provider.get(connection.secret_id, max_age=self.max_age, transform="json")
         except TransformParameterError as exc:
             raise ConfigurationError(f"secret {connection.secret_id} is not a JSON object") from exc
         except GetParameterError as exc:
             raise CredentialsUnavailable(f"could not read secret {connection.secret_id}") from exc
+
+    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
+        value = self._read(connection)
         if not isinstance(value, dict) or not value.get("auth_token"):
             raise ConfigurationError(f"secret {connection.secret_id} needs an `auth_token`")
         account_sid = value.get("account_sid") or connection.account_sid
@@ -46,6 +50,6 @@ class SecretsCredentials:
 
     def signing_key(self, connection: ConnectionSettings) -> str | None:
         """The key that signs status events forwarded to a request's own status_callback."""
-        value: Any = self.provider.get(connection.secret_id, max_age=self.max_age, transform="json")
+        value = self._read(connection)
         key = value.get("callback_signing_key") if isinstance(value, dict) else None
         return str(key) if key else None
