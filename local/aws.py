@@ -164,6 +164,25 @@ class LambdaRouter:
             yield self
 
 
+@contextmanager
+def linear_sqs_receive() -> Iterator[None]:
+    """Make moto's ReceiveMessage cost O(backlog), not O(backlog²).
+
+    For every message it hands out, moto 5.x computes *all* of the queue's attributes
+    (three passes over every message, for the approximate counts) to read one of them,
+    the retention period. With thousands queued that dominated a local run's CPU.
+    """
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    def still_retained(backend: Any, queue_name: str, message: Any) -> bool:
+        retention = int(backend.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+    with mock.patch.object(SQSBackend, "is_message_valid_based_on_retention_period", still_retained):
+        yield
+
+
 class _Context:
     def __init__(self, name: str) -> None:
         self.function_name = name

@@ -73,6 +73,9 @@ class LocalStack:
         aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
         aws.start()
         self._exits.append(aws.stop)
+        quick = local_aws.linear_sqs_receive()
+        quick.__enter__()
+        self._exits.append(lambda: quick.__exit__(None, None, None))
 
         self.dynamodb = boto3.client("dynamodb")
         self.sqs = boto3.client("sqs")
@@ -214,6 +217,24 @@ class LocalStack:
         if attributes:
             message["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
         return str(self.sqs.send_message(**message)["MessageId"])
+
+    def backlog(self) -> int:
+        """Messages in the send queue, waiting or being worked on."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queues["SendQueue"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return sum(int(v) for v in attributes.values())
+
+    def wait_for_room(self, limit: int, timeout: float = 30.0) -> None:
+        """Hold a producer while the queue holds `limit` or more, as a paced event stream would.
+
+        moto's SendMessage costs O(backlog) (it computes every queue attribute), so a
+        producer that dumps thousands at once measures moto, not the connector.
+        """
+        give_up = time.monotonic() + timeout
+        while self.backlog() >= limit and time.monotonic() < give_up:
+            self._stopping.wait(0.2)
 
     def _poll_queue(self) -> None:
         url = self.queues["SendQueue"]

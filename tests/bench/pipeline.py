@@ -134,6 +134,8 @@ def run(messages: int, time_scale: float = 20.0) -> dict[str, Any]:
             for i in range(messages)
         ]
         for start in range(0, messages, 10):
+            if start % 50 == 0:
+                stack.wait_for_room(500)  # posted as an event stream does, never far ahead
             entries = [{"Id": str(j), "MessageBody": json.dumps(b)} for j, b in enumerate(bodies[start : start + 10])]
             sqs.send_message_batch(QueueUrl=stack.queues["SendQueue"], Entries=entries)
         stats = wiring.stats()

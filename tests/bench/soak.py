@@ -23,6 +23,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 
 FROM = "+15005550006"
 TERMINAL = {"delivered", "undelivered", "failed", "error"}
+BACKLOG = 500  # the producer posts as an event stream does, never more than this many ahead
 
 
 def soak(messages: int, seed: int = 7) -> dict[str, Any]:
@@ -77,7 +78,13 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         stack.run_send_batch = faulty_batch  # type: ignore[method-assign]
         started = time.perf_counter()
         stop_at = {i for i in range(3, messages, 40)}  # a burst of STOP replies, for about 2.5%
+        reported = time.monotonic()
         for i in range(messages):
+            if i % 50 == 0:
+                stack.wait_for_room(BACKLOG)
+                if time.monotonic() - reported >= 30:  # progress on a run of many minutes
+                    reported = time.monotonic()
+                    _progress(f"{i}/{messages} posted", started)
             stack.enqueue({"to": _phone(i), "from": FROM, "body": f"soak {i}", "idempotency_key": f"soak-{i}"})
             if i in stop_at:
                 sim.inbound(_phone(i), FROM, "STOP")
@@ -90,6 +97,9 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
             counts["redriven"] += _redrive(stack)  # as an operator would: the DLQ holds, it does not lose
             records = ledger.get_many([ids[i] for i in pending])
             pending = {i for i in pending if (r := records.get(ids[i])) is None or r.status not in TERMINAL}
+            if time.monotonic() - reported >= 30:
+                reported = time.monotonic()
+                _progress(f"{messages - len(pending)}/{messages} finished", started)
             if pending:
                 time.sleep(5)  # reading thousands of records is moto CPU the pipeline needs: not too often
         elapsed = time.perf_counter() - started
@@ -126,6 +136,10 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         "examples": wrong[:5],
         **counts,
     }
+
+
+def _progress(what: str, started: float) -> None:
+    print(f"  … {what} after {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def _redrive(stack: Any) -> int:

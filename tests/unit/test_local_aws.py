@@ -1,0 +1,36 @@
+"""The local stack's speed-up of moto's SQS keeps moto's answers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.aws import linear_sqs_receive
+
+
+def _receive(patched: bool) -> list[str]:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+        for body in ("fresh-1", "fresh-2"):
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        from moto.sqs.models import sqs_backends
+
+        queue: Any = sqs_backends["123456789012"]["us-east-1"].queues["q"]
+        expired = queue._messages[1]
+        expired.sent_timestamp = int((time.time() - 61) * 1000)  # older than the retention period
+        if patched:
+            with linear_sqs_receive():
+                got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        else:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        return [m["Body"] for m in got.get("Messages", [])]
+
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_a_message_past_its_retention_period_is_not_handed_out(patched: bool) -> None:
+    assert _receive(patched) == ["fresh-1"]
