@@ -30,6 +30,7 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
     from chalicelib import rules, wiring
     from local.stack import LocalStack, StackConfig
     from local.twilio_sim import CallbackFaults, Fault
+    from tests.bench.progress import Progress
 
     rng = random.Random(seed)
     config = StackConfig(
@@ -78,13 +79,11 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         stack.run_send_batch = faulty_batch  # type: ignore[method-assign]
         started = time.perf_counter()
         stop_at = {i for i in range(3, messages, 40)}  # a burst of STOP replies, for about 2.5%
-        reported = time.monotonic()
+        progress = Progress()
         for i in range(messages):
             if i % 50 == 0:
                 stack.wait_for_room(BACKLOG)
-                if time.monotonic() - reported >= 30:  # progress on a run of many minutes
-                    reported = time.monotonic()
-                    _progress(f"{i}/{messages} posted", started)
+                progress(f"{i}/{messages} posted")
             stack.enqueue({"to": _phone(i), "from": FROM, "body": f"soak {i}", "idempotency_key": f"soak-{i}"})
             if i in stop_at:
                 sim.inbound(_phone(i), FROM, "STOP")
@@ -97,9 +96,7 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
             counts["redriven"] += _redrive(stack)  # as an operator would: the DLQ holds, it does not lose
             records = ledger.get_many([ids[i] for i in pending])
             pending = {i for i in pending if (r := records.get(ids[i])) is None or r.status not in TERMINAL}
-            if time.monotonic() - reported >= 30:
-                reported = time.monotonic()
-                _progress(f"{messages - len(pending)}/{messages} finished", started)
+            progress(f"{messages - len(pending)}/{messages} finished")
             if pending:
                 time.sleep(5)  # reading thousands of records is moto CPU the pipeline needs: not too often
         elapsed = time.perf_counter() - started
@@ -136,10 +133,6 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         "examples": wrong[:5],
         **counts,
     }
-
-
-def _progress(what: str, started: float) -> None:
-    print(f"  … {what} after {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def _redrive(stack: Any) -> int:
