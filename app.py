@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -51,51 +52,82 @@ def _with_body(handle: Callable[[Any], Any]) -> Response:
     return _json(handle(body))
 
 
+def _guarded(view: Callable[..., Response]) -> Callable[..., Response]:
+    """A bug in a route answers 500 in our error shape; Chalice's own handler would log the
+    exception's message, which may hold a phone number."""
+
+    @functools.wraps(view)
+    def run(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except Exception as exc:
+            from chalicelib.api import unexpected
+
+            return _json(unexpected(exc, _request().path))
+
+    return run
+
+
 @app.middleware("http")
 def require_api_key(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    from chalicelib.api import from_chalice
+
     if event.path not in UNSIGNED_BY_KEY:
         refusal = wiring.api_keys().check(event.headers)
         if refusal is not None:
             return _json(refusal)
-    return get_response(event)
+    response = get_response(event)
+    ours = from_chalice(response.status_code, response.body)
+    if ours is None:
+        return response
+    translated = _json(ours)
+    translated.headers = {**response.headers, **translated.headers}  # keeps 405's Allow
+    return translated
 
 
 # --- the API for CDPs ---------------------------------------------------------
 
 
 @app.route("/messages", methods=["POST"], content_types=ANY)
+@_guarded
 def post_message() -> Response:
     key = _request().headers.get("idempotency-key")
     return _with_body(lambda body: wiring.messages_api().accept(body, key))
 
 
 @app.route("/messages/batch", methods=["POST"], content_types=ANY)
+@_guarded
 def post_batch() -> Response:
     return _with_body(wiring.messages_api().accept_batch)
 
 
 @app.route("/messages/{message_id}", methods=["GET"], content_types=ANY)
+@_guarded
 def get_message(message_id: str) -> Response:
     return _json(wiring.messages_api().get(message_id))
 
 
 @app.route("/templates/{name}", methods=["PUT"], content_types=ANY)
+@_guarded
 def put_template(name: str) -> Response:
     return _with_body(lambda body: wiring.messages_api().put_template(name, body))
 
 
 @app.route("/templates/{name}", methods=["GET"], content_types=ANY)
+@_guarded
 def get_template(name: str) -> Response:
     return _json(wiring.messages_api().get_template(name))
 
 
 @app.route("/connection/test", methods=["POST"], content_types=ANY)
+@_guarded
 def connection_test() -> Response:
     query: Any = _request().query_params or {}
     return _json(wiring.connection_check().run(query.get("connection")))
 
 
 @app.route("/stats", methods=["GET"], content_types=ANY)
+@_guarded
 def stats() -> Response:
     return _json(wiring.messages_api().stats_for(_request().query_params or {}))
 
@@ -110,11 +142,13 @@ def _webhook(handle: Any) -> Response:
 
 
 @app.route(STATUS_PATH, methods=["POST"], content_types=FORM)
+@_guarded
 def twilio_status() -> Response:
     return _webhook(wiring.webhooks().status)
 
 
 @app.route(INBOUND_PATH, methods=["POST"], content_types=FORM)
+@_guarded
 def twilio_inbound() -> Response:
     return _webhook(wiring.webhooks().inbound)
 

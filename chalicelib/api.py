@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from traceback import extract_tb
 from typing import Any
 
 from chalicelib import rules
@@ -45,6 +47,23 @@ def error(status: int, code: int | str, message: str, field: str | None = None) 
 
 def invalid(exc: ValidationError) -> ApiResult:
     return ApiResult(400, {"error": exc.to_dict()})
+
+
+def from_chalice(status: int, body: Any) -> ApiResult | None:
+    """Chalice answers some requests itself (405, 415) as {"Code", "Message"}: the same in our shape."""
+    if status < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return None
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", str(body["Code"])).lower().removesuffix("_error")
+    return error(status, code, str(body["Message"]))
+
+
+def unexpected(exc: Exception, path: str) -> ApiResult:
+    """A bug answered as a 500 in our shape; logged by where it happened, not by its message (it may hold data)."""
+    frames = [
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in extract_tb(exc.__traceback__)
+    ]
+    logger.error("unexpected error", extra={"error": type(exc).__name__, "path": path, "frames": frames[-5:]})
+    return error(500, "internal_error", "the connector failed on this request; retry, and report it if it repeats")
 
 
 class SendQueue:

@@ -51,6 +51,15 @@ def state_machine_definition(stage: str) -> str:
     return text
 
 
+def gateway_response(response_type: str, message: str) -> tuple[int, bytes]:
+    """What the deployed API Gateway answers for one of its own errors (the template's GatewayResponses)."""
+    response = template()["Resources"]["RestAPI"]["Properties"]["GatewayResponses"][response_type]
+    body = response["ResponseTemplates"]["application/json"].replace(
+        "$context.error.messageString", json.dumps(message)
+    )
+    return int(response.get("StatusCode", 403)), body.encode()
+
+
 def create_tables(client: Any, stage: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for logical, props in resources("AWS::DynamoDB::Table").items():

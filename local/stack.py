@@ -193,6 +193,17 @@ class LocalStack:
                 if verbose:
                     super().log_message(format, *args)
 
+            def _send_error_response(self, error: Any) -> None:
+                # Chalice's local gateway mimics API Gateway's defaults for an unknown route;
+                # the deployed API answers with the template's GatewayResponses instead.
+                text = (error.body or b"").decode()
+                kind = "INCOMPLETE_SIGNATURE" if "Authorization header requires" in text else None
+                kind = "MISSING_AUTHENTICATION_TOKEN" if "Missing Authentication Token" in text else kind
+                if kind is None:
+                    return super()._send_error_response(error)
+                status, body = local_aws.gateway_response(kind, "Missing Authentication Token")
+                self._send_http_response(status, {"Content-Type": "application/json"}, body)
+
         verbose = self.config.verbose
         if not isinstance(app.app, CustomLocalChalice):  # what chalice.local.create_local_server does, once
             CustomLocalChalice.__bases__ = (LocalChalice, app.app.__class__)

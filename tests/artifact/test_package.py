@@ -157,3 +157,18 @@ def test_twilios_webhooks_have_a_function_url_signed_in_code(sam: dict[str, Any]
     assert (permission["Action"], permission["FunctionUrlAuthType"]) == ("lambda:InvokeFunctionUrl", "NONE")
     assert sam["Resources"]["Webhooks"]["Properties"]["Handler"] == "app.webhooks"
     assert "WebhooksUrl" in sam["Outputs"]
+
+
+def test_api_gateways_own_errors_carry_our_error_body(cfn: dict[str, Any]) -> None:
+    """Unknown routes, throttling and gateway failures never reach the app: the deployed API's
+    gateway responses (in the swagger body, so each change redeploys the stage) answer in DESIGN §3.2's shape."""
+    (api,) = resources(cfn, "AWS::ApiGateway::RestApi").values()
+    responses = api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    assert responses["THROTTLED"]["statusCode"] == "429"
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "INCOMPLETE_SIGNATURE", "REQUEST_TOO_LARGE"} <= set(responses)
+    for kind, response in responses.items():
+        # API Gateway fills $context.error.messageString in as a quoted JSON string
+        text = response["responseTemplates"]["application/json"].replace("$context.error.messageString", '"x"')
+        error = json.loads(text)["error"]
+        assert set(error) == {"code", "message", "field"} and error["code"] and error["message"], kind

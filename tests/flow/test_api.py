@@ -272,3 +272,32 @@ class TestWebhooksOnAFunctionUrl:
         answer = app.webhooks(self.event("/twilio/inbound", params, signature), None)
         assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
         assert wiring.opt_outs().is_opted_out(TO, [FROM])
+
+
+class TestErrorsChaliceWouldAnswer:
+    """Answers Chalice makes itself, and a bug, come in the error body of DESIGN §3.2 too."""
+
+    def test_a_method_the_route_lacks_is_405_naming_the_allowed_ones(self, api: Api) -> None:
+        response = api.client.http.delete("/messages/msg_1", headers=AUTH)
+        body = json.loads(response.body)
+        assert response.status_code == 405 and body["error"]["code"] == "method_not_allowed"
+        assert "DELETE" in body["error"]["message"] and response.headers["Allow"] == "GET"
+
+    def test_a_webhook_posted_as_json_is_415_in_our_shape(self, api: Api) -> None:
+        response = api.client.http.post("/twilio/status", body="{}", headers={"Content-Type": "application/json"})
+        body = json.loads(response.body)
+        assert response.status_code == 415 and body["error"]["code"] == "unsupported_media_type"
+
+    def test_a_bug_is_a_500_in_our_shape_and_its_message_stays_out_of_the_log(
+        self, api: Api, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Broken:
+            def get(self, message_id: str) -> Any:
+                raise ValueError(f"cannot read record for {TO}")
+
+        wiring.override(messages_api=Broken())
+        status, body = api.call("get", "/messages/msg_1")
+        assert status == 500 and body["error"]["code"] == "internal_error" and "retry" in body["error"]["message"]
+        logged = [vars(record) for record in caplog.records]
+        assert any(r.get("error") == "ValueError" and "test_api.py" in str(r.get("frames")) for r in logged)
+        assert TO not in str(logged) and TO[-7:] not in str(logged)

@@ -116,3 +116,10 @@ def test_stats_count_what_happened(cdp: Cdp) -> None:
     answer = cdp.get("/stats")
     assert answer.status_code == 200
     assert answer.json()["by_status"].get("delivered", 0) >= 1
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "", "Authorization": f"Bearer {KEY}"}])
+def test_an_unknown_route_is_404_in_our_error_body_as_on_api_gateway(cdp: Cdp, headers: dict[str, str]) -> None:
+    answer = requests.get(f"{cdp.stack.api_url}/mesages/msg_1", headers={**cdp.headers, **headers}, timeout=10)
+    error = answer.json()["error"]
+    assert answer.status_code == 404 and error["code"] == "not_found" and "GET /messages/{id}" in error["message"]
