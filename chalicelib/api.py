@@ -25,7 +25,8 @@ from chalicelib.observability import logger, metrics
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.services import SendService, ledger_attrs
 from chalicelib.settings import ConfigurationError, Settings
-from chalicelib.store import MessageLedger, StatsStore, StoreError, TemplateStore
+from chalicelib.store import MessageLedger, StoreError
+from chalicelib.tables import StatsStore, TemplateStore
 from chalicelib.templates import TO_KEY, Template, placeholders
 from chalicelib.twilio_api import TwilioApi, TwilioError
 from chalicelib.twilio_signature import compute_signature

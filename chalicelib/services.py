@@ -20,15 +20,8 @@ from chalicelib.observability import logger, metrics
 from chalicelib.rules import ClaimOutcome, ConnectorCode
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
-from chalicelib.store import (
-    MessageLedger,
-    MessageRecord,
-    OptOutStore,
-    SentMessage,
-    StatsStore,
-    StoreError,
-    TemplateStore,
-)
+from chalicelib.store import MessageLedger, MessageRecord, SentMessage, StoreError
+from chalicelib.tables import OptOutStore, StatsStore, TemplateStore
 from chalicelib.templates import apply_template
 from chalicelib.twilio_api import (
     TwilioApi,

@@ -1,4 +1,4 @@
-"""DynamoDB adapters: the message ledger, opt-outs and templates.
+"""The message ledger on DynamoDB (opt-outs, templates and counters are in tables.py).
 
 The ledger is the messages table. A conditional write claims a message before
 it is sent; the Twilio SID, status, segments and price are written after. The
@@ -12,7 +12,7 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,9 +20,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import rules
-from chalicelib.observability import logger, metrics
 from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome, ClaimState
-from chalicelib.templates import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -199,25 +197,10 @@ class MessageLedger(Protocol):
     def last_message_to(self, phone: str) -> str | None: ...
 
 
-class OptOutStore(Protocol):
-    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool: ...
-
-    def opt_out(self, phone: str, sender: str, now: datetime) -> None: ...
-
-    def opt_in(self, phone: str, sender: str) -> None: ...
-
-
-class TemplateStore(Protocol):
-    def get(self, name: str) -> Template | None: ...
-
-    def put(self, template: Template) -> None: ...
-
-
 # --- DynamoDB plumbing -------------------------------------------------------
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-ANY_SENDER = "*"
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -499,115 +482,3 @@ class DynamoMessageLedger:
 
 class _ConditionFailed(Exception):
     pass
-
-
-class DynamoOptOuts:
-    """Opt-outs keyed by phone number, one item per sender (From number or messaging service)."""
-
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
-        self.client = client
-        self.table = table
-
-    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool:
-        try:
-            result = self.client.query(
-                TableName=self.table,
-                KeyConditionExpression="#p = :p",
-                ExpressionAttributeNames={"#p": "phone"},
-                ExpressionAttributeValues={":p": {"S": phone}},
-                ProjectionExpression="sender",
-                ConsistentRead=True,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"DynamoDB query on {self.table} failed: {exc}") from exc
-        blocked = {item["sender"]["S"] for item in result.get("Items", [])}
-        return bool(blocked & {ANY_SENDER, *senders})
-
-    def opt_out(self, phone: str, sender: str, now: datetime) -> None:
-        item = {"phone": phone, "sender": sender, "opted_out_at": rules.iso(now)}
-        try:
-            self.client.put_item(TableName=self.table, Item=serialize(item))
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc
-
-    def opt_in(self, phone: str, sender: str) -> None:
-        try:
-            self.client.delete_item(TableName=self.table, Key=serialize({"phone": phone, "sender": sender}))
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"DynamoDB delete on {self.table} failed: {exc}") from exc
-
-
-class DynamoTemplates:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
-        self.client = client
-        self.table = table
-
-    def get(self, name: str) -> Template | None:
-        try:
-            result = self.client.get_item(TableName=self.table, Key={"name": {"S": name}})
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"DynamoDB get on {self.table} failed: {exc}") from exc
-        item = result.get("Item")
-        return Template.from_dict(deserialize(item)) if item else None
-
-    def put(self, template: Template) -> None:
-        try:
-            self.client.put_item(TableName=self.table, Item=serialize(template.to_dict()))
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"DynamoDB put on {self.table} failed: {exc}") from exc
-
-
-class StatsStore(Protocol):
-    def count(self, status: str, error_code: int | None, now: datetime) -> None: ...
-
-    def totals(self, days: Sequence[str]) -> dict[str, Any]: ...
-
-
-def stats_day(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d")
-
-
-class DynamoStats:
-    """Counters per UTC day, bumped as messages change: `GET /stats` never scans the messages."""
-
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
-        self.client = client
-        self.table = table
-
-    def count(self, status: str, error_code: int | None, now: datetime) -> None:
-        names = {"#s": f"status#{status}"}
-        expression = "ADD #s :one"
-        if error_code is not None:
-            names["#c"] = f"code#{error_code}"
-            expression += ", #c :one"
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"day": {"S": stats_day(now)}},
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":one": {"N": "1"}},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            # Best effort: a counter must never fail or repeat a send. The records stay the truth.
-            metrics.add_metric(name="StatsNotCounted", unit="Count", value=1)
-            logger.warning("stats counter not updated", extra={"error": str(exc)})
-
-    def totals(self, days: Sequence[str]) -> dict[str, Any]:
-        by_status: dict[str, int] = {}
-        by_code: dict[str, int] = {}
-        for start in range(0, len(days), 100):
-            keys = [{"day": {"S": d}} for d in days[start : start + 100]]
-            while keys:
-                try:
-                    result: Any = self.client.batch_get_item(RequestItems={self.table: {"Keys": keys}})
-                except (ClientError, BotoCoreError) as exc:
-                    raise StoreError(f"DynamoDB batch_get_item on {self.table} failed: {exc}") from exc
-                for item in result.get("Responses", {}).get(self.table, []):
-                    for name, value in deserialize(item).items():
-                        kind, _, key = name.partition("#")
-                        target = by_status if kind == "status" else by_code if kind == "code" else None
-                        if target is not None:
-                            target[key] = target.get(key, 0) + int(value)
-                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        return {"by_status": by_status, "by_error_code": by_code}

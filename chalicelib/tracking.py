@@ -18,7 +18,8 @@ from chalicelib.events import EventPublisher
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import SecretsCredentials
 from chalicelib.settings import Settings
-from chalicelib.store import MessageLedger, MessageRecord, OptOutStore, StatsStore, StatusUpdate
+from chalicelib.store import MessageLedger, MessageRecord, StatusUpdate
+from chalicelib.tables import OptOutStore, StatsStore
 from chalicelib.twilio_api import TwilioApi, TwilioError, TwilioMessage, TwilioRetryable
 
 OPT_OUT = "STOP"

@@ -66,19 +66,19 @@ def ledger() -> Any:
 
 
 def opt_outs() -> Any:
-    from chalicelib.store import DynamoOptOuts
+    from chalicelib.tables import DynamoOptOuts
 
     return _once("opt_outs", lambda: DynamoOptOuts(dynamodb(), settings().optouts_table))
 
 
 def templates() -> Any:
-    from chalicelib.store import DynamoTemplates
+    from chalicelib.tables import DynamoTemplates
 
     return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
 def stats() -> Any:
-    from chalicelib.store import DynamoStats
+    from chalicelib.tables import DynamoStats
 
     return _once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
 

@@ -13,7 +13,6 @@ from chalicelib import rules
 from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
 from chalicelib.settings import ConnectionSettings
 from chalicelib.store import (
-    ANY_SENDER,
     CLAIM_FINISHED,
     CLAIM_RELEASED,
     ClaimResult,
@@ -24,6 +23,7 @@ from chalicelib.store import (
     lower_statuses,
     sent_values,
 )
+from chalicelib.tables import ANY_SENDER
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioCredentials
 
@@ -201,7 +201,7 @@ class InMemoryStats:
         self.days: dict[str, dict[str, int]] = {}
 
     def count(self, status: str, error_code: int | None, now: datetime) -> None:
-        from chalicelib.store import stats_day
+        from chalicelib.tables import stats_day
 
         day = self.days.setdefault(stats_day(now), {})
         day[f"status#{status}"] = day.get(f"status#{status}", 0) + 1

@@ -9,7 +9,8 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.rules import ClaimOutcome
-from chalicelib.store import DynamoMessageLedger, DynamoOptOuts, SentMessage, StatusUpdate
+from chalicelib.store import DynamoMessageLedger, SentMessage, StatusUpdate
+from chalicelib.tables import DynamoOptOuts
 from tests.aws import AtomicClient, create_tables
 from tests.fakes import InMemoryLedger, InMemoryOptOuts
 
