@@ -77,7 +77,7 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
         if refusal is not None:
             return _json(refusal)
     response = get_response(event)
-    ours = from_chalice(response.status_code, response.body)
+    ours = from_chalice(response.status_code, response.body, response.headers)
     if ours is None:
         return response
     translated = _json(ours)

@@ -50,12 +50,13 @@ def invalid(exc: ValidationError) -> ApiResult:
     return ApiResult(400, {"error": exc.to_dict()})
 
 
-def from_chalice(status: int, body: Any) -> ApiResult | None:
+def from_chalice(status: int, body: Any, headers: Mapping[str, Any]) -> ApiResult | None:
     """Chalice answers some requests itself (405, 415) as {"Code", "Message"}: the same in our shape."""
     if status < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
         return None
     code = re.sub(r"(?<!^)(?=[A-Z])", "_", str(body["Code"])).lower().removesuffix("_error")
-    return error(status, code, str(body["Message"]))
+    allowed = headers.get("Allow")
+    return error(status, code, f"{body['Message']}; this route allows {allowed}" if allowed else str(body["Message"]))
 
 
 def unexpected(exc: Exception, path: str) -> ApiResult:
