@@ -149,6 +149,9 @@ class SendService:
         except ValueError:
             raw = None  # parse_send_request turns this into a clear error on the record
         key = raw.get("idempotency_key") if isinstance(raw, dict) else None
+        if message_id is None and not (isinstance(key, str) and key):
+            # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (README, Operations).
+            metrics.add_metric(name="RecordsWithoutIdempotencyKey", unit="Count", value=1)
         return self.send(message_id or rules.message_id(key if isinstance(key, str) else None, delivery_id), raw)
 
     def send(self, message_id: str, raw: Any) -> SendOutcome:

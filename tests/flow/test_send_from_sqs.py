@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
@@ -93,6 +94,23 @@ def test_a_redelivered_record_sends_nothing_twice(stack: Stack) -> None:
     assert stack.deliver(delivery) == []
     assert stack.deliver(delivery.redelivered()) == []
     assert stack.stub.create_attempts == 1 and len(stack.stub.messages) == 1
+
+
+def test_records_without_an_idempotency_key_are_counted_for_an_alarm(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.observability import metrics
+
+    counted: list[str] = []
+    original = metrics.add_metric
+
+    def count(name: str, **kw: Any) -> None:
+        counted.append(name)
+        original(name=name, **kw)
+
+    monkeypatch.setattr(metrics, "add_metric", count)
+    assert stack.deliver(send(), send(idempotency_key="order-7", to="+15551234568")) == []
+    assert counted.count("RecordsWithoutIdempotencyKey") == 1
 
 
 def test_the_same_idempotency_key_on_two_sqs_messages_is_one_message(stack: Stack) -> None:
