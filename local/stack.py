@@ -25,6 +25,11 @@ from local import aws as local_aws
 from local.aws import AtomicClient, LambdaRouter
 from local.twilio_sim import SimConfig, TwilioSimulator
 
+# What Chalice's local gateway says for an unknown route → the API Gateway response type it stands for.
+GATEWAY_REFUSALS = {
+    "Missing Authentication Token": "MISSING_AUTHENTICATION_TOKEN",
+    "Authorization header requires": "INCOMPLETE_SIGNATURE",  # the same, sent with `Authorization: Bearer`
+}
 SECRET_KEYS = ("account_sid", "auth_token", "secondary_auth_token", "callback_signing_key")
 
 
@@ -197,8 +202,7 @@ class LocalStack:
                 # Chalice's local gateway mimics API Gateway's defaults for an unknown route;
                 # the deployed API answers with the template's GatewayResponses instead.
                 text = (error.body or b"").decode()
-                kind = "INCOMPLETE_SIGNATURE" if "Authorization header requires" in text else None
-                kind = "MISSING_AUTHENTICATION_TOKEN" if "Missing Authentication Token" in text else kind
+                kind = next((kind for marker, kind in GATEWAY_REFUSALS.items() if marker in text), None)
                 if kind is None:
                     return super()._send_error_response(error)
                 status, body = local_aws.gateway_response(kind, "Missing Authentication Token")
@@ -237,7 +241,7 @@ class LocalStack:
         )["Attributes"]
         return sum(int(v) for v in attributes.values())
 
-    def wait_for_room(self, limit: int, timeout: float = 30.0) -> None:
+    def wait_for_room(self, limit: int = 500, timeout: float = 30.0) -> None:
         """Hold a producer while the queue holds `limit` or more, as a paced event stream would.
 
         moto's SendMessage costs O(backlog) (it computes every queue attribute), so a
