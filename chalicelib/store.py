@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -305,22 +305,49 @@ def event(status: str, now: datetime, source: str, error_code: int | None = None
     return entry
 
 
-class DynamoMessageLedger:
-    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
+class _ConditionFailed(Exception):
+    pass
+
+
+class DynamoTable:
+    """One table's calls, with botocore's errors translated (the ledger and tables.py share it)."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self.client = client
         self.table = table
-        self.ttl = timedelta(days=ttl_days)
 
-    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
         try:
-            result: dict[str, Any] = getattr(self.client, operation)(TableName=self.table, **kwargs)
-            return result
+            yield
         except ClientError as exc:
             if _conditional_failed(exc):
                 raise _ConditionFailed from exc
             raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
+
+    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        with self._errors(operation):
+            result: dict[str, Any] = getattr(self.client, operation)(TableName=self.table, **kwargs)
+        return result
+
+    def _batch_get(self, keys: Sequence[dict[str, Any]], consistent: bool = False) -> Iterator[dict[str, Any]]:
+        """Every item found for `keys`, deserialized: 100 keys a request, unprocessed keys asked again."""
+        for start in range(0, len(keys), 100):
+            pending = list(keys[start : start + 100])
+            while pending:
+                request: Any = {self.table: {"Keys": pending, **({"ConsistentRead": True} if consistent else {})}}
+                with self._errors("batch_get_item"):
+                    result: Any = self.client.batch_get_item(RequestItems=request)
+                yield from (deserialize(item) for item in result.get("Responses", {}).get(self.table, []))
+                pending = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+
+
+class DynamoMessageLedger(DynamoTable):
+    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
+        super().__init__(client, table)
+        self.ttl = timedelta(days=ttl_days)
 
     def get(self, message_id: str) -> MessageRecord | None:
         result = self._call("get_item", Key=serialize({"id": message_id}), ConsistentRead=True)
@@ -423,22 +450,9 @@ class DynamoMessageLedger:
     # --- status tracking -------------------------------------------------------
 
     def get_many(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
-        found: dict[str, MessageRecord] = {}
-        ids = list(dict.fromkeys(message_ids))
-        for start in range(0, len(ids), 100):
-            keys: list[dict[str, Any]] = [serialize({"id": i}) for i in ids[start : start + 100]]
-            while keys:
-                try:
-                    result: Any = self.client.batch_get_item(
-                        RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
-                    )
-                except (ClientError, BotoCoreError) as exc:
-                    raise StoreError(f"DynamoDB batch_get_item on {self.table} failed: {exc}") from exc
-                for item in result.get("Responses", {}).get(self.table, []):
-                    record = MessageRecord(deserialize(item))
-                    found[record.id] = record
-                keys = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        return found
+        keys = [serialize({"id": i}) for i in dict.fromkeys(message_ids)]
+        records = (MessageRecord(item) for item in self._batch_get(keys, consistent=True))
+        return {record.id: record for record in records}
 
     def apply_status(self, message_id: str, update: StatusUpdate, now: datetime) -> MessageRecord | None:
         lower = lower_statuses(update.status)
@@ -478,7 +492,3 @@ class DynamoMessageLedger:
         )
         items = result.get("Items") or []
         return str(deserialize(items[0])["id"]) if items else None
-
-
-class _ConditionFailed(Exception):
-    pass

@@ -202,6 +202,13 @@ def test_many_records_are_read_at_once(ledger):
     assert set(ledger.get_many(["m0", "m2", "missing", "m0"])) == {"m0", "m2"}
 
 
+def test_more_records_than_one_batch_read_holds_are_all_read(ledger):
+    ids = [f"m{i}" for i in range(150)]  # DynamoDB's BatchGetItem takes 100 keys
+    for i, message_id in enumerate(ids[::7]):
+        sent(ledger, message_id, f"SM{i}")
+    assert set(ledger.get_many(ids)) == set(ids[::7])
+
+
 def test_the_last_message_to_a_number_is_found(ledger):
     ledger.claim("old", {**ATTRS, "to": "+15550001111"}, "t", NOW, LEASE)
     ledger.claim("new", {**ATTRS, "to": "+15550001111"}, "t", NOW + timedelta(minutes=1), LEASE)

@@ -145,29 +145,28 @@ class TestCreate:
         assert info.value.code == 20003 and stub.create_attempts == 1 and sleeps == []
 
 
+def throttle_account_fetch(mock: responses.RequestsMock, retry_after: str) -> None:
+    """Twilio's 429 on the Account fetch, asking to wait `retry_after` seconds."""
+    mock.add(
+        responses.GET,
+        f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json",
+        status=429,
+        json={"code": 20429, "message": "Too Many Requests"},
+        headers={"Retry-After": retry_after},
+    )
+
+
 class TestRetryAfter:
     def test_retry_after_is_honoured(self, api, sleeps):
         with responses.RequestsMock() as mock:
-            mock.add(
-                responses.GET,
-                f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json",
-                status=429,
-                json={"code": 20429, "message": "Too Many Requests"},
-                headers={"Retry-After": "3"},
-            )
+            throttle_account_fetch(mock, retry_after="3")
             mock.add(responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID})
             assert api.fetch_account(CREDS)["sid"] == ACCOUNT_SID
         assert sleeps == [3.0]
 
     def test_a_long_retry_after_hands_the_work_back_instead_of_sleeping(self, api, sleeps):
         with responses.RequestsMock() as mock:
-            mock.add(
-                responses.GET,
-                f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json",
-                status=429,
-                json={"code": 20429, "message": "Too Many Requests"},
-                headers={"Retry-After": "120"},
-            )
+            throttle_account_fetch(mock, retry_after="120")
             with pytest.raises(TwilioRetryable):
                 api.fetch_account(CREDS)
         assert sleeps == []
