@@ -24,8 +24,8 @@ from twilio.rest import Client
 
 from local.twilio_sim import CallbackFaults, Fault, SimConfig, TwilioSimulator
 from local.twilio_sim.core import ERROR_MESSAGES
+from tests import TWILIO_DATA
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "twilio"
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "sim-auth-token"
 FROM = "+15005550006"
@@ -45,7 +45,7 @@ def _nullable(schema: Any) -> Any:
     return schema
 
 
-MESSAGE_SCHEMA = _nullable(json.loads((SHARED / "message_subset.json").read_text())["MessageResource"])
+MESSAGE_SCHEMA = _nullable(json.loads((TWILIO_DATA / "message_subset.json").read_text())["MessageResource"])
 
 
 class Receiver:
@@ -180,7 +180,7 @@ class TestSpecConformance:
     def test_error_messages_are_twilios_own(self) -> None:
         dictionary = {
             e["code"]: e["message"].strip()
-            for e in json.loads((SHARED / "twilio-error-codes.2023-05.json").read_text())
+            for e in json.loads((TWILIO_DATA / "twilio-error-codes.2023-05.json").read_text())
         }
         differing = {
             code: (text, dictionary.get(code))

@@ -1,6 +1,5 @@
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
@@ -16,10 +15,11 @@ from chalicelib.twilio_api import (
     TwilioRetryable,
     message_form,
 )
+from tests import TWILIO_DATA
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
 CREDS = TwilioCredentials(ACCOUNT_SID, AUTH_TOKEN)
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "twilio" / "message_subset.json"
+SPEC = TWILIO_DATA / "message_subset.json"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MESSAGES = f"{BASE_URL}/Accounts/{ACCOUNT_SID}/Messages.json"
 
