@@ -135,22 +135,32 @@ def stats() -> Response:
 # --- Twilio's webhooks ----------------------------------------------------------
 
 
-def _webhook(handle: Any) -> Response:
+def _webhook(handle: Any, path: str) -> Response:
+    from chalicelib.webhooks import api_gateway_request
+
     request = _request()
-    result = handle(request.query_params, request.raw_body, request.headers.get("x-twilio-signature"))
+    arrived = api_gateway_request(
+        wiring.settings(),
+        path,
+        request.context,
+        request.query_params,
+        request.raw_body,
+        request.headers.get("x-twilio-signature"),
+    )
+    result = handle(arrived)
     return Response(body=result.body, status_code=result.status, headers=result.headers)
 
 
 @app.route(STATUS_PATH, methods=["POST"], content_types=FORM)
 @_guarded
 def twilio_status() -> Response:
-    return _webhook(wiring.webhooks().status)
+    return _webhook(wiring.webhooks().status, STATUS_PATH)
 
 
 @app.route(INBOUND_PATH, methods=["POST"], content_types=FORM)
 @_guarded
 def twilio_inbound() -> Response:
-    return _webhook(wiring.webhooks().inbound)
+    return _webhook(wiring.webhooks().inbound, INBOUND_PATH)
 
 
 @app.lambda_function(name="webhooks")

@@ -71,10 +71,10 @@ def unexpected(exc: Exception, path: str) -> ApiResult:
 class SendQueue:
     """The SQS send queue, as the API writes to it."""
 
-    def __init__(self, client: Any, queue_name: str) -> None:
+    def __init__(self, client: Any, queue_name: str, queue_url: str | None = None) -> None:
         self.client = client
         self.queue_name = queue_name
-        self._url: str | None = None
+        self._url = queue_url  # the deployed functions get it from the template: no GetQueueUrl call, no grant
 
     @property
     def url(self) -> str:

@@ -211,7 +211,13 @@ def messages_api() -> Any:
     return _once(
         "messages_api",
         lambda: MessagesApi(
-            s, send_service(), ledger(), templates(), stats(), SendQueue(_boto_client("sqs"), s.send_queue), clock()
+            s,
+            send_service(),
+            ledger(),
+            templates(),
+            stats(),
+            SendQueue(_boto_client("sqs"), s.send_queue, s.send_queue_url),
+            clock(),
         ),
     )
 

@@ -27,10 +27,10 @@ def template() -> dict[str, Any]:
     return result
 
 
-def resolve(value: Any, stage: str) -> str:
-    if isinstance(value, dict) and "Fn::Sub" in value:
-        return str(value["Fn::Sub"]).replace("${Stage}", stage)
-    return str(value)
+def physical_name(stage: str, logical: str) -> str:
+    """The template leaves physical names to CloudFormation; locally, a readable one per stage."""
+    short = {"SendDeadLetterQueue": "send-dlq", "PollStateMachine": "poll"}.get(logical)
+    return f"twilio-connector-{stage}-{short or logical.removesuffix('Table').removesuffix('Queue').lower()}"
 
 
 def resources(kind: str) -> dict[str, dict[str, Any]]:
@@ -63,7 +63,7 @@ def gateway_response(response_type: str, message: str) -> tuple[int, bytes]:
 def create_tables(client: Any, stage: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for logical, props in resources("AWS::DynamoDB::Table").items():
-        names[logical] = resolve(props["TableName"], stage)
+        names[logical] = physical_name(stage, logical)
         extra = {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}
         client.create_table(
             TableName=names[logical],
@@ -76,9 +76,8 @@ def create_tables(client: Any, stage: str) -> dict[str, str]:
 
 
 def create_state_machine(client: Any, stage: str) -> str:
-    (props,) = resources("AWS::StepFunctions::StateMachine").values()
     result = client.create_state_machine(
-        name=resolve(props["StateMachineName"], stage),
+        name=physical_name(stage, "PollStateMachine"),
         definition=state_machine_definition(stage),
         roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/twilio-connector-{stage}-poll",
     )
@@ -88,13 +87,12 @@ def create_state_machine(client: Any, stage: str) -> str:
 def create_queues(client: Any, stage: str) -> dict[str, str]:
     """The send queue and its DLQ, with the template's redrive policy and visibility timeout."""
     queues = resources("AWS::SQS::Queue")
-    dlq = queues["SendDeadLetterQueue"]
-    dlq_url = client.create_queue(QueueName=resolve(dlq["QueueName"], stage))["QueueUrl"]
+    dlq_url = client.create_queue(QueueName=physical_name(stage, "SendDeadLetterQueue"))["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     send = queues["SendQueue"]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": send["RedrivePolicy"]["maxReceiveCount"]}
     send_url = client.create_queue(
-        QueueName=resolve(send["QueueName"], stage),
+        QueueName=physical_name(stage, "SendQueue"),
         Attributes={"VisibilityTimeout": str(send["VisibilityTimeout"]), "RedrivePolicy": json.dumps(redrive)},
     )["QueueUrl"]
     return {"SendQueue": send_url, "SendDeadLetterQueue": dlq_url}

@@ -208,11 +208,13 @@ class TestStats:
 
 
 class TestWebhooksOnAFunctionUrl:
-    BASE = "https://abc123.lambda-url.us-east-1.on.aws"
+    DOMAIN = "abc123.lambda-url.us-east-1.on.aws"
+    BASE = f"https://{DOMAIN}"
 
     def event(
         self, path: str, params: dict[str, str], signature: str | None, query: str = "", method: str = "POST"
     ) -> dict[str, Any]:
+        """What Lambda hands the function for a request to its URL (payload 2.0)."""
         import base64
         from urllib.parse import urlencode
 
@@ -224,7 +226,7 @@ class TestWebhooksOnAFunctionUrl:
             "rawPath": path,
             "rawQueryString": query,
             "headers": headers,
-            "requestContext": {"http": {"method": method, "path": path}},
+            "requestContext": {"domainName": self.DOMAIN, "http": {"method": method, "path": path}},
             "body": base64.b64encode(urlencode(params).encode()).decode(),
             "isBase64Encoded": True,
         }
@@ -233,7 +235,10 @@ class TestWebhooksOnAFunctionUrl:
     def sent(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> str:
         from chalicelib.store import SentMessage
 
-        monkeypatch.setenv("WEBHOOK_BASE_URL", self.BASE)
+        # Deployed, the webhook function has no WEBHOOK_BASE_URL: it cannot know its own URL (a cycle in the
+        # template), so it checks signatures against the domain Lambda says the request arrived on.
+        monkeypatch.delenv("WEBHOOK_BASE_URL", raising=False)
+        monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
         wiring.reset()
         wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
         ledger = wiring.ledger()
@@ -272,6 +277,90 @@ class TestWebhooksOnAFunctionUrl:
         answer = app.webhooks(self.event("/twilio/inbound", params, signature), None)
         assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
         assert wiring.opt_outs().is_opted_out(TO, [FROM])
+
+
+class TestOneDeployTwoEntryPoints:
+    """Twilio signs the URL it called. The same webhooks live on API Gateway and on a function URL, and
+    the send function names the function URL in StatusCallback: each entry point checks the URL the
+    request really arrived on, so a deploy with WEBHOOK_BASE_URL set still accepts API Gateway's."""
+
+    API_DOMAIN = "xyz789.execute-api.us-east-1.amazonaws.com"
+    FUNCTION_URL = TestWebhooksOnAFunctionUrl.BASE
+    SID = "SM" + "7" * 32
+
+    @pytest.fixture
+    def sent(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> str:
+        from chalicelib.store import SentMessage
+
+        monkeypatch.setenv("WEBHOOK_BASE_URL", self.FUNCTION_URL)  # what the template gives the api function
+        monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        ledger = wiring.ledger()
+        ledger.claim("m-two", {"to": TO, "from": FROM}, "t", NOW, timedelta(seconds=60))
+        ledger.record_sent("m-two", SentMessage(self.SID, "queued"), NOW)
+        return "m-two"
+
+    def api_gateway_event(self, params: dict[str, str], signature: str, message_id: str) -> dict[str, Any]:
+        """What API Gateway (REST, proxy integration) hands the api function for POST /api/twilio/status."""
+        from urllib.parse import urlencode
+
+        return {
+            "resource": "/twilio/status",
+            "path": "/twilio/status",
+            "httpMethod": "POST",
+            "headers": {
+                "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                "Host": self.API_DOMAIN,
+                "X-Twilio-Signature": signature,
+            },
+            "multiValueHeaders": {},
+            "queryStringParameters": {"mid": message_id},
+            "multiValueQueryStringParameters": {"mid": [message_id]},
+            "pathParameters": None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": "/twilio/status",
+                "httpMethod": "POST",
+                "path": "/api/twilio/status",
+                "stage": "api",
+                "domainName": self.API_DOMAIN,
+                "identity": {"sourceIp": "54.0.0.1"},
+            },
+            "body": urlencode(params),
+            "isBase64Encoded": False,
+        }
+
+    def test_api_gateway_checks_the_api_url_while_sends_name_the_function_url(self, api: Api, sent: str) -> None:
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        params = {"MessageSid": self.SID, "MessageStatus": "sent"}
+        validator = RequestValidator(AUTH_TOKEN)
+        api_url = f"https://{self.API_DOMAIN}/api/twilio/status?mid={sent}"
+        signed_for_function_url = validator.compute_signature(f"{self.FUNCTION_URL}/twilio/status?mid={sent}", params)
+
+        refused = app.app(self.api_gateway_event(params, signed_for_function_url, sent), None)
+        assert refused["statusCode"] == 403 and wiring.ledger().get(sent).status == "queued"
+        answer = app.app(self.api_gateway_event(params, validator.compute_signature(api_url, params), sent), None)
+        assert answer["statusCode"] == 200 and wiring.ledger().get(sent).status == "sent"
+        # and what the send function gives Twilio is the function URL
+        assert wiring.settings().status_callback_url(sent) == f"{self.FUNCTION_URL}/twilio/status?mid={sent}"
+
+    def test_the_function_url_accepts_its_own_domain_and_a_configured_name(self, api: Api, sent: str) -> None:
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        hooks = TestWebhooksOnAFunctionUrl()
+        params = {"MessageSid": self.SID, "MessageStatus": "delivered"}
+        validator = RequestValidator(AUTH_TOKEN)
+        elsewhere = validator.compute_signature(f"https://evil.example/twilio/status?mid={sent}", params)
+        assert app.webhooks(hooks.event("/twilio/status", params, elsewhere, f"mid={sent}"), None)["statusCode"] == 403
+        own = validator.compute_signature(f"{self.FUNCTION_URL}/twilio/status?mid={sent}", params)
+        assert app.webhooks(hooks.event("/twilio/status", params, own, f"mid={sent}"), None)["statusCode"] == 200
+        assert wiring.ledger().get(sent).status == "delivered"
 
 
 class TestErrorsChaliceWouldAnswer:
