@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package format run fuzz soak
+.PHONY: test lint typecheck unit venv clean bench sim package deploy format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# checkov pins an older boto3 than ours: it gets a venv of its own, used by the artifact tests.
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV): tests/artifact/requirements-checkov.txt
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet -r tests/artifact/requirements-checkov.txt
+	touch $(CHECKOV)
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -21,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(CHECKOV)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -31,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache
 
 # The whole connector on this machine: DEMO=1 sends a few messages, REAL_TWILIO=1 uses your Twilio account.
 run: $(STAMP)
@@ -54,6 +61,14 @@ fuzz: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m local.twilio_sim --port $(or $(PORT),8931)
 
+# The one deploy path (README, Deploy): `chalice package` with infra/resources.json merged and settings
+# derived (the queue's visibility timeout), then one CloudFormation stack. `chalice deploy` is refused.
 STAGE ?= dev
 package: $(STAMP)
-	AWS_DEFAULT_REGION=$(or $(AWS_DEFAULT_REGION),us-east-1) $(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json build/$(STAGE)
+	AWS_DEFAULT_REGION=$(or $(AWS_DEFAULT_REGION),us-east-1) $(BIN)/python -m infra.deploy package --stage $(STAGE)
+
+deploy: $(STAMP)
+	@test -n "$(BUCKET)" || { echo "usage: make deploy STAGE=prod BUCKET=<an S3 bucket of yours> [REGION=…] [ALARM_TOPIC_ARN=…]"; exit 2; }
+	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --bucket $(BUCKET) $(if $(REGION),--region $(REGION)) \
+		$(if $(STACK),--stack-name $(STACK)) $(if $(ALARM_TOPIC_ARN),--parameter AlarmTopicArn=$(ALARM_TOPIC_ARN)) \
+		$(if $(TRACING),--parameter Tracing=$(TRACING)) $(if $(LOG_RETENTION_DAYS),--parameter LogRetentionDays=$(LOG_RETENTION_DAYS))

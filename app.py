@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,22 @@ from chalice.app import CloudWatchEvent, Request, SQSEvent
 from chalicelib import wiring
 from chalicelib.settings import INBOUND_PATH, STATUS_PATH
 
+
+def _refuse_chalice_deploy() -> None:
+    """`chalice deploy` would lose messages (no ReportBatchItemFailures on the SQS trigger) and lacks the
+    queue, tables, state machine, function URL, roles and alarms: `make deploy` is the one way to deploy."""
+    click = sys.modules.get("click")  # loaded only by the chalice CLI, never in Lambda
+    if click is None:
+        return
+    context = click.get_current_context(silent=True)
+    if context is not None and context.command.name == "deploy":
+        raise click.ClickException(
+            "this app is deployed as one CloudFormation stack: run `make deploy STAGE=<stage> BUCKET=<s3 bucket>` "
+            "(README, Deploy); `chalice deploy` would create an SQS trigger that deletes failed records"
+        )
+
+
+_refuse_chalice_deploy()
 app = Chalice(app_name="twilio-connector")
 
 # Chalice reads these when it loads this module (deploy and package time), with the stage's variables set.

@@ -1,5 +1,7 @@
-"""The deployable artifact: `chalice package --merge-template infra/resources.json`, then the
-SAM translator and cfn-lint on what it produced, and the properties a deployment relies on."""
+"""The deployable artifact: `make package` (chalice package with infra/resources.json merged and
+settings derived), then the SAM translator, cfn-lint and checkov on what it produced, and the rules
+a real AWS account enforces that moto does not: IAM per function, function URL permissions, names
+that let a stack be deleted and re-created, alarms and outputs."""
 
 from __future__ import annotations
 
@@ -21,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("package") / "dev"
-    chalice = Path(sys.executable).parent / "chalice"
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     subprocess.run(
-        [str(chalice), "package", "--stage", "dev", "--merge-template", "infra/resources.json", str(out)],
+        [sys.executable, "-m", "infra.deploy", "package", "--stage", "dev", "--out", str(out)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -80,13 +81,23 @@ def test_the_send_trigger_reports_partial_batch_failures(cfn: dict[str, Any]) ->
     props = mapping["Properties"]
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == 50 and 0 < props["MaximumBatchingWindowInSeconds"] <= 5
+    assert props["EventSourceArn"] == {"Fn::Sub": "${SendQueue.Arn}"}
 
 
-def test_the_queue_has_a_dead_letter_queue(sam: dict[str, Any]) -> None:
+def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dict[str, Any]) -> None:
+    """AWS: at least six times the function's timeout (plus the batching window), else a slow batch is
+    handed out again while it is still being sent."""
+    from infra.deploy import derive
+
     queue = sam["Resources"]["SendQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["SendDeadLetterQueue", "Arn"]}
     assert queue["RedrivePolicy"]["maxReceiveCount"] >= 3
-    assert queue["VisibilityTimeout"] >= 6 * sam["Resources"]["Send"]["Properties"]["Timeout"]
+    send = sam["Resources"]["Send"]["Properties"]
+    window = send["Events"]["SendSqsEventSource"]["Properties"]["MaximumBatchingWindowInSeconds"]
+    assert queue["VisibilityTimeout"] == 6 * send["Timeout"] + window
+    slower = copy.deepcopy(sam)
+    slower["Resources"]["Send"]["Properties"]["Timeout"] = 300
+    assert derive(slower)["Resources"]["SendQueue"]["Properties"]["VisibilityTimeout"] == 1800 + window
 
 
 def test_tables_are_on_demand_encrypted_recoverable_and_messages_expire(sam: dict[str, Any]) -> None:
@@ -123,40 +134,266 @@ def test_secrets_throttling_and_the_usage_plan(sam: dict[str, Any]) -> None:
     assert setting["ThrottlingRateLimit"] > 0
 
 
-def test_iam_policies_name_their_resources(sam: dict[str, Any]) -> None:
-    actions: set[str] = set()
-    for name, role in resources(sam, "AWS::IAM::Role").items():
-        for policy in role["Properties"].get("Policies", []):
+FUNCTIONS = {"Send": "SendRole", "Poll": "PollRole", "Finalize": "FinalizeRole", "Forward": "ForwardRole",
+             "Webhooks": "WebhooksRole", "APIHandler": "ApiHandlerRole"}  # fmt: skip
+# What each function's code calls, per resource: the roles grant exactly this (plus its own log group).
+CALLS = {
+    "Send": {
+        "SendQueue": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+        },
+        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "OptOutsTable": {"dynamodb:Query", "dynamodb:PutItem"},
+        "TemplatesTable": {"dynamodb:GetItem"},
+        "CountersTable": {"dynamodb:UpdateItem"},
+        "TwilioSecret": {"secretsmanager:GetSecretValue"},
+        "PollStateMachine": {"states:StartExecution"},
+        "event-bus": {"events:PutEvents"},
+    },
+    "Poll": {
+        "MessagesTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+        "OptOutsTable": {"dynamodb:PutItem"},
+        "CountersTable": {"dynamodb:UpdateItem"},
+        "TwilioSecret": {"secretsmanager:GetSecretValue"},
+        "event-bus": {"events:PutEvents"},
+    },
+    "Finalize": {"MessagesTable": {"dynamodb:UpdateItem"}},
+    "Forward": {"TwilioSecret": {"secretsmanager:GetSecretValue"}, "ForwardDeadLetterQueue": {"sqs:SendMessage"}},
+    "Webhooks": {
+        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"},
+        "by_recipient": {"dynamodb:Query"},
+        "OptOutsTable": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "CountersTable": {"dynamodb:UpdateItem"},
+        "TwilioSecret": {"secretsmanager:GetSecretValue"},
+        "event-bus": {"events:PutEvents"},
+    },
+    "APIHandler": {
+        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"},
+        "by_recipient": {"dynamodb:Query"},
+        "OptOutsTable": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "TemplatesTable": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        "CountersTable": {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"},
+        "SendQueue": {"sqs:SendMessage"},
+        "TwilioSecret": {"secretsmanager:GetSecretValue"},
+        "ApiKeysSecret": {"secretsmanager:GetSecretValue"},
+        "event-bus": {"events:PutEvents"},
+    },
+}
+
+
+def _resource_name(resource: Any) -> str:
+    """Which resource a policy's Resource entry names, as a key of CALLS."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        return str(resource["Fn::GetAtt"][0])
+    if isinstance(resource, dict) and "Ref" in resource:
+        return str(resource["Ref"])
+    text = str(resource["Fn::Sub"])
+    for marker, name in (("/index/by_recipient", "by_recipient"), (":event-bus/", "event-bus"),
+                         (":secret:twilio-connector-${Stage}/twilio/", "TwilioSecret")):  # fmt: skip
+        if marker in text:
+            return name
+    raise AssertionError(f"unrecognised resource {text}")
+
+
+def _statements(sam: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    (policy,) = sam["Resources"][role]["Properties"]["Policies"]
+    return [s for s in policy["PolicyDocument"]["Statement"] if "Fn::If" not in s]
+
+
+def test_each_function_has_its_own_role_granting_only_what_its_code_calls(sam: dict[str, Any]) -> None:
+    for function, role in FUNCTIONS.items():
+        assert sam["Resources"][function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+        granted: dict[str, set[str]] = {}
+        for statement in _statements(sam, role):
+            if statement["Sid"] == "Logs":
+                continue
+            targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for target in targets:
+                granted.setdefault(_resource_name(target), set()).update(statement["Action"])
+        assert granted == CALLS[function], function
+    webhooks = {a for s in _statements(sam, "WebhooksRole") for a in s["Action"]}
+    assert not [a for a in webhooks if a.startswith(("sqs:", "states:"))]  # the public function cannot send
+    assert "ApiKeysSecret" not in str(_statements(sam, "WebhooksRole"))
+
+
+def test_policies_name_partition_region_and_account_never_a_literal_or_a_wildcard(sam: dict[str, Any]) -> None:
+    for role in [*FUNCTIONS.values(), "PollStateMachineRole"]:
+        for policy in sam["Resources"][role]["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                assert statement["Resource"] != "*", f"{name} grants {statement['Action']} on every resource"
-                listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                actions |= set(listed)
-    needed = {
-        "events:PutEvents",
-        "states:StartExecution",
-        "dynamodb:UpdateItem",
-        "sqs:ReceiveMessage",
-        "secretsmanager:GetSecretValue",
-        "sqs:SendMessage",
-        "dynamodb:BatchGetItem",
-        "dynamodb:Query",
+                if "Fn::If" in statement:  # X-Ray accepts no resource-level permission: "*" only when tracing is on
+                    condition, on, off = statement["Fn::If"]
+                    assert (condition, off, on["Resource"]) == ("TracingActive", {"Ref": "AWS::NoValue"}, "*")
+                    assert all(a.startswith("xray:") for a in on["Action"])
+                    continue
+                targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                for target in targets:
+                    assert target != "*" and isinstance(target, dict), f"{role}: {target}"
+                    text = target.get("Fn::Sub", "")
+                    if text.startswith("arn:"):
+                        assert text.startswith("arn:${AWS::Partition}:"), text
+                        assert "${AWS::Region}:${AWS::AccountId}:" in text, text
+    assert '"arn:aws:' not in json.dumps(sam)
+
+
+def test_each_function_logs_to_its_own_group_with_retention(sam: dict[str, Any]) -> None:
+    """Log group ARNs come from the groups themselves, not from the stack's or the functions' names."""
+    for function, role in FUNCTIONS.items():
+        group = f"{function}LogGroup"
+        props = sam["Resources"][function]["Properties"]
+        assert props["LoggingConfig"]["LogGroup"] == {"Ref": group}
+        assert sam["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        (logs,) = [s for s in _statements(sam, role) if s["Sid"] == "Logs"]
+        assert logs["Resource"] == {"Fn::GetAtt": [group, "Arn"]}
+        assert set(logs["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+        assert props["Tracing"] == {"Ref": "Tracing"}
+    assert sam["Resources"]["PollStateMachine"]["Properties"]["TracingConfiguration"]["Enabled"]["Fn::If"][0] == (
+        "TracingActive"
+    )
+
+
+def test_further_connections_secrets_are_readable_where_credentials_are_read(sam: dict[str, Any]) -> None:
+    from infra.deploy import DeployError, check_connection_secrets
+
+    pattern = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+    pattern += "twilio-connector-${Stage}/twilio/*"
+    for function in ("Send", "Poll", "Webhooks", "APIHandler"):
+        (statement,) = [s for s in _statements(sam, FUNCTIONS[function]) if s["Sid"] == "TwilioCredentials"]
+        assert {"Fn::Sub": pattern} in statement["Resource"], function
+    assert sam["Globals"]["Function"]["Environment"]["Variables"]["CONNECTION_SECRET_PREFIX"] == {
+        "Fn::Sub": "twilio-connector-${Stage}/twilio/"
     }
-    assert needed <= actions
+    check_connection_secrets(
+        "prod", {"TWILIO_CONNECTIONS": json.dumps({"eu": {"secret_id": "twilio-connector-prod/twilio/eu"}})}
+    )
+    with pytest.raises(DeployError, match="twilio-connector-prod/twilio/<name>"):
+        check_connection_secrets("prod", {"TWILIO_CONNECTIONS": json.dumps({"eu": {"secret_id": "my-eu-twilio"}})})
+    for stage in ("dev", "prod"):
+        from infra.deploy import stage_environment
+
+        check_connection_secrets(stage, stage_environment(stage))
 
 
-def test_the_zip_ships_the_app_and_not_the_local_tooling(package: Path) -> None:
+def test_no_retained_or_slow_to_free_name_blocks_re_creating_the_stack(sam: dict[str, Any]) -> None:
+    """A retained table, a queue name in its 60 s cool-down or a secret pending deletion would make the
+    next create of a deleted stack fail: CloudFormation names them."""
+    names = {"AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "QueueName",
+             "AWS::SecretsManager::Secret": "Name", "AWS::StepFunctions::StateMachine": "StateMachineName"}  # fmt: skip
+    for kind, prop in names.items():
+        for name, props in ((n, r["Properties"]) for n, r in resources(sam, kind).items()):
+            assert prop not in props, f"{name} sets {prop}"
+    variables = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["MESSAGES_TABLE"] == {"Ref": "MessagesTable"} and variables["SEND_QUEUE_URL"] == {
+        "Ref": "SendQueue"
+    }
+    for function in FUNCTIONS:
+        env = sam["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+        assert not {"MESSAGES_TABLE", "SEND_QUEUE_NAME", "TWILIO_SECRET_ID"} & set(env), function
+
+
+def test_producers_get_the_queue_and_a_policy_to_post_to_it(sam: dict[str, Any]) -> None:
+    outputs = sam["Outputs"]
+    assert outputs["SendQueueUrl"]["Value"] == {"Ref": "SendQueue"}
+    assert outputs["SendQueueArn"]["Value"] == {"Fn::GetAtt": ["SendQueue", "Arn"]}
+    assert outputs["SendDeadLetterQueueArn"]["Value"] == {"Fn::GetAtt": ["SendDeadLetterQueue", "Arn"]}
+    assert outputs["ProducerPolicyArn"]["Value"] == {"Ref": "ProducerPolicy"}
+    (statement,) = sam["Resources"]["ProducerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert "sqs:SendMessage" in statement["Action"] and statement["Resource"] == {"Fn::GetAtt": ["SendQueue", "Arn"]}
+    assert not [a for a in statement["Action"] if not a.startswith("sqs:") or "Delete" in a or "Receive" in a]
+
+
+def alarms_list(sam: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in resources(sam, "AWS::CloudWatch::Alarm").values()]
+
+
+def test_alarms_cover_what_an_operator_must_hear_about(sam: dict[str, Any]) -> None:
+    alarms = {alarm["MetricName"]: alarm for alarm in alarms_list(sam)}
+    wanted = {"ApproximateNumberOfMessagesVisible", "Errors", "TwilioThrottled", "ExecutionsFailed",
+              "DuplicateSendDetected", "PollStartFailed"}  # fmt: skip
+    assert wanted <= set(alarms)
+    queues = {
+        alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for alarm in alarms_list(sam)
+        if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    }
+    assert queues == {"SendDeadLetterQueue", "ForwardDeadLetterQueue"}
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+        if alarm["Namespace"] == "TwilioConnector":  # Powertools' default dimension
+            assert alarm["Dimensions"] == [{"Name": "service", "Value": "twilio-connector"}]
+    assert sam["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+def test_the_zip_ships_what_runs_and_nothing_else(package: Path) -> None:
     names = zipfile.ZipFile(package / "deployment.zip").namelist()
-    assert "app.py" in names and "chalicelib/services.py" in names
-    assert not any(n.startswith(("local/", "tests/")) for n in names)
+    assert "app.py" in names and "chalicelib/services.py" in names and "chalice/app.py" in names
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {"requests", "aws_lambda_powertools"} <= tops
+    # the chalice CLI and its tooling, and the SDK the Lambda runtime already has
+    assert not tops & {"pip", "setuptools", "yaml", "click", "boto3", "botocore", "s3transfer", "local", "tests"}
+    assert (package / "deployment.zip").stat().st_size < 5_000_000
 
 
-def test_twilios_webhooks_have_a_function_url_signed_in_code(sam: dict[str, Any]) -> None:
+def test_twilios_webhooks_have_a_function_url_invocable_only_through_it(sam: dict[str, Any]) -> None:
+    """Since October 2025 a function URL needs lambda:InvokeFunction too; the condition keeps that grant
+    to requests through the URL (AWS, "Control access to Lambda function URLs")."""
     url = sam["Resources"]["WebhooksUrl"]["Properties"]
     assert url == {"TargetFunctionArn": {"Fn::GetAtt": ["Webhooks", "Arn"]}, "AuthType": "NONE"}
-    permission = sam["Resources"]["WebhooksUrlPermission"]["Properties"]
-    assert (permission["Action"], permission["FunctionUrlAuthType"]) == ("lambda:InvokeFunctionUrl", "NONE")
+    granted = [p["Properties"] for p in resources(sam, "AWS::Lambda::Permission").values()]
+    permissions = {p["Action"]: p for p in granted if p["FunctionName"] == {"Ref": "Webhooks"}}
+    assert set(permissions) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert permissions["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert permissions["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
+    assert all(p["Principal"] == "*" for p in permissions.values())
     assert sam["Resources"]["Webhooks"]["Properties"]["Handler"] == "app.webhooks"
     assert "WebhooksUrl" in sam["Outputs"]
+    # the send function names the URL in StatusCallback; the webhook function itself cannot (a cycle)
+    for function in ("Send", "APIHandler"):
+        env = sam["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["WEBHOOK_BASE_URL"] == {"Fn::GetAtt": ["WebhooksUrl", "FunctionUrl"]}
+    assert "WEBHOOK_BASE_URL" not in sam["Resources"]["Webhooks"]["Properties"]["Environment"]["Variables"]
+
+
+def test_checkov_fails_nothing_and_every_exception_says_why(package: Path) -> None:
+    checkov = ROOT / ".venv-checkov" / "bin" / "checkov"
+    assert checkov.exists(), "checkov is installed by `make test` into .venv-checkov"
+    result = subprocess.run(
+        [
+            str(checkov),
+            "-f",
+            str(package / "sam.json"),
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )
+    report = json.loads(result.stdout)
+    failed = [(f["check_id"], f["resource"]) for f in report["results"]["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] > 50
+    for skipped in report["results"]["skipped_checks"]:
+        assert len(skipped["check_result"].get("suppress_comment", "")) > 30, skipped["check_id"]
+
+
+def test_chalice_deploy_is_refused_with_the_way_that_works(tmp_path: Path) -> None:
+    """`chalice deploy` would create the SQS trigger without ReportBatchItemFailures: failed records deleted."""
+    chalice = Path(sys.executable).parent / "chalice"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    result = subprocess.run(
+        [str(chalice), "deploy", "--stage", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "make deploy STAGE=" in result.stdout + result.stderr
 
 
 def test_api_gateways_own_errors_carry_our_error_body(cfn: dict[str, Any]) -> None:

@@ -13,7 +13,17 @@ OUTSIDE = re.compile(r"\.\./shared|[\"']shared[\"']\s*/|parents\[(\d+)\]")
 
 
 def _project_files() -> list[Path]:
-    skip = {".venv", ".git", "build", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "node_modules"}
+    skip = {
+        ".venv",
+        ".venv-checkov",
+        ".git",
+        "build",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".hypothesis",
+        "node_modules",
+    }
     return [
         p
         for p in ROOT.rglob("*")

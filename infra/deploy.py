@@ -1,0 +1,280 @@
+"""The one deploy path: package the Chalice app with the merge template, then deploy it as one
+CloudFormation stack.
+
+    python -m infra.deploy package --stage prod            # build/prod/sam.json + deployment.zip
+    python -m infra.deploy deploy --stage prod --bucket B  # package, upload, change set, wait, outputs
+
+`chalice deploy` is not a way to deploy this app: it creates the SQS trigger without
+ReportBatchItemFailures (failed records would be deleted), and none of the queue, tables,
+state machine, function URL, roles or alarms (app.py refuses it with this advice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MERGE_TEMPLATE = ROOT / "infra" / "resources.json"
+CONFIG = ROOT / ".chalice" / "config.json"
+# AWS: a queue that triggers a Lambda needs a visibility timeout of at least six times the function's
+# timeout, plus the batching window, or a slow batch is handed out again while it is still being sent.
+VISIBILITY_FACTOR = 6
+TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation takes inline; larger templates go through S3
+CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
+DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
+FAILED_SUFFIXES = ("_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED")
+
+
+class DeployError(Exception):
+    """The deploy cannot go on; the message says what to do."""
+
+
+def connection_secret_prefix(stage: str) -> str:
+    return f"twilio-connector-{stage}/twilio/"
+
+
+def stage_environment(stage: str, config_path: Path = CONFIG) -> dict[str, str]:
+    config = json.loads(config_path.read_text())
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise DeployError(f"stage `{stage}` is not in {config_path.name}; known: {', '.join(sorted(stages))}")
+    env: dict[str, str] = {**config.get("environment_variables", {}), **stages[stage].get("environment_variables", {})}
+    return env
+
+
+def check_connection_secrets(stage: str, env: Mapping[str, str]) -> None:
+    """The functions may read only secrets under the stage's prefix (and the stack's own Twilio secret)."""
+    raw = env.get("TWILIO_CONNECTIONS")
+    if not raw:
+        return
+    prefix = connection_secret_prefix(stage)
+    for name, spec in json.loads(raw).items():
+        secret = str((spec or {}).get("secret_id", ""))
+        if not (secret.startswith(prefix) or f":secret:{prefix}" in secret):
+            raise DeployError(
+                f"TWILIO_CONNECTIONS[{name!r}].secret_id is {secret!r}: the functions may read only secrets named "
+                f"{prefix}<name>; create the secret under that name and set secret_id to it"
+            )
+
+
+def derive(sam: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the template that follow from others: the send queue's visibility timeout."""
+    send = sam["Resources"]["Send"]["Properties"]
+    window = int(send["Events"]["SendSqsEventSource"]["Properties"].get("MaximumBatchingWindowInSeconds", 0))
+    queue = sam["Resources"]["SendQueue"]["Properties"]
+    queue["VisibilityTimeout"] = VISIBILITY_FACTOR * int(send["Timeout"]) + window
+    return sam
+
+
+def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> Path:
+    check_connection_secrets(stage, stage_environment(stage))
+    chalice = Path(sys.executable).parent / "chalice"
+    run(
+        [str(chalice), "package", "--stage", stage, "--merge-template", str(MERGE_TEMPLATE), str(out)],
+        cwd=ROOT,
+        check=True,
+    )
+    template = out / "sam.json"
+    template.write_text(json.dumps(derive(json.loads(template.read_text())), indent=2) + "\n")
+    return template
+
+
+# --- deploy -------------------------------------------------------------------------
+
+
+def upload(s3: Any, bucket: str, prefix: str, path: Path) -> str:
+    """Content-addressed, as `aws cloudformation package` does: an unchanged file is not uploaded twice."""
+    data = path.read_bytes()
+    key = f"{prefix}/{hashlib.sha256(data).hexdigest()}{path.suffix}"
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return key
+
+
+def with_code_in_s3(sam: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
+    for resource in sam["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
+    return sam
+
+
+def _stack_status(cfn: Any, name: str) -> str | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return None
+        raise
+    return str(stacks[0]["StackStatus"]) if stacks else None
+
+
+def _wait(
+    describe: Callable[[], str],
+    done: Callable[[str], bool],
+    say: Callable[[str], None],
+    sleep: Callable[[float], None],
+    timeout_s: float,
+) -> str:
+    started = time.monotonic()
+    while True:
+        status = describe()
+        if done(status):
+            return status
+        if time.monotonic() - started > timeout_s:
+            raise DeployError(
+                f"still {status} after {int(timeout_s)} s; look at the stack in the CloudFormation console"
+            )
+        say(f"  … {status}")
+        sleep(10)
+
+
+def _failure_reasons(cfn: Any, stack: str) -> list[str]:
+    events = cfn.describe_stack_events(StackName=stack).get("StackEvents", [])
+    return [
+        f"{e.get('LogicalResourceId')}: {e.get('ResourceStatusReason')}"
+        for e in events[:30]
+        if str(e.get("ResourceStatus", "")).endswith("FAILED") and e.get("ResourceStatusReason")
+    ]
+
+
+def deploy(
+    stage: str,
+    bucket: str,
+    stack: str,
+    parameters: Mapping[str, str],
+    session: Any,
+    say: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+    build: Callable[[str, Path], Path] = package,
+    timeout_s: float = 3600,
+) -> dict[str, str]:
+    """Package, upload, create and execute a change set, wait; the stack's outputs."""
+    out = ROOT / "build" / stage
+    say(f"packaging stage {stage} into {out.relative_to(ROOT)}")
+    template_path = build(stage, out)
+    s3, cfn = session.client("s3"), session.client("cloudformation")
+    say(f"uploading deployment.zip to s3://{bucket}/{stack}/")
+    code_key = upload(s3, bucket, stack, out / "deployment.zip")
+    sam = with_code_in_s3(json.loads(template_path.read_text()), bucket, code_key)
+    body = json.dumps(sam)
+    template_args: dict[str, str]
+    if len(body.encode()) > TEMPLATE_BODY_LIMIT:
+        deployed = out / "packaged.json"
+        deployed.write_text(body)
+        template_key = upload(s3, bucket, stack, deployed)
+        region = s3.meta.region_name
+        host = "s3.amazonaws.com" if region in (None, "us-east-1") else f"s3.{region}.amazonaws.com"
+        template_args = {"TemplateURL": f"https://{bucket}.{host}/{template_key}"}
+    else:
+        template_args = {"TemplateBody": body}
+
+    status = _stack_status(cfn, stack)
+    if status == "ROLLBACK_COMPLETE":
+        raise DeployError(f"stack {stack} failed its first create; delete it, then deploy again")
+    change_type = "CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE"
+    change_set = f"deploy-{int(time.time())}"
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in {"Stage": stage, **parameters}.items()]
+    say(f"{'creating' if change_type == 'CREATE' else 'updating'} stack {stack} (change set {change_set})")
+    cfn.create_change_set(
+        StackName=stack,
+        ChangeSetName=change_set,
+        ChangeSetType=change_type,
+        Capabilities=CAPABILITIES,
+        Parameters=params,
+        **template_args,
+    )
+
+    def change_set_status() -> str:
+        found = cfn.describe_change_set(StackName=stack, ChangeSetName=change_set)
+        if found["Status"] == "FAILED":
+            reason = str(found.get("StatusReason", ""))
+            if "didn't contain changes" in reason or "No updates" in reason:
+                return "NO_CHANGES"
+            raise DeployError(f"the change set failed: {reason}")
+        return str(found["Status"])
+
+    created = _wait(change_set_status, lambda s: s in ("CREATE_COMPLETE", "NO_CHANGES"), say, sleep, timeout_s)
+    if created == "NO_CHANGES":
+        say("nothing to change")
+        cfn.delete_change_set(StackName=stack, ChangeSetName=change_set)
+    else:
+        cfn.execute_change_set(StackName=stack, ChangeSetName=change_set)
+
+        def stack_done(s: str) -> bool:
+            return s in DONE or s.endswith(FAILED_SUFFIXES)
+
+        final = _wait(lambda: _stack_status(cfn, stack) or "GONE", stack_done, say, sleep, timeout_s)
+        if final not in DONE:
+            reasons = "; ".join(_failure_reasons(cfn, stack)) or "see the stack's events"
+            raise DeployError(f"stack {stack} ended {final}: {reasons}")
+    outputs = {
+        o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
+    }
+    for key, value in sorted(outputs.items()):
+        say(f"{key} = {value}")
+    return outputs
+
+
+def _parameters(pairs: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DeployError(f"--parameter takes Name=value, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.deploy", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    pack = commands.add_parser("package", help="chalice package with the merge template, settings derived")
+    pack.add_argument("--stage", default="dev")
+    pack.add_argument("--out", type=Path)
+    up = commands.add_parser("deploy", help="package and deploy the CloudFormation stack")
+    up.add_argument("--stage", default="dev")
+    up.add_argument("--bucket", required=True, help="an S3 bucket of yours in the target region, for the code")
+    up.add_argument("--stack-name", help="default: twilio-connector-<stage>")
+    up.add_argument("--region", help="default: your AWS configuration's")
+    up.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter: AlarmTopicArn, LogRetentionDays, Tracing",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "package":
+            print(package(args.stage, args.out or ROOT / "build" / args.stage))
+            return 0
+        import boto3
+
+        session = boto3.session.Session(region_name=args.region)
+        deploy(
+            args.stage,
+            args.bucket,
+            args.stack_name or f"twilio-connector-{args.stage}",
+            _parameters(args.parameter),
+            session,
+        )
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"deploy: `{' '.join(map(str, exc.cmd))}` failed (exit {exc.returncode})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
