@@ -85,6 +85,17 @@ def _guarded(view: Callable[..., Response]) -> Callable[..., Response]:
     return run
 
 
+@app.middleware("all")
+def publish_metrics(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Every handler's metrics reach CloudWatch, whether it answered, returned or raised."""
+    try:
+        return get_response(event)
+    finally:
+        from chalicelib.observability import flush_metrics
+
+        flush_metrics()
+
+
 @app.middleware("http")
 def require_api_key(event: Request, get_response: Callable[[Request], Response]) -> Response:
     from chalicelib.api import from_chalice

@@ -13,3 +13,9 @@ SERVICE = "twilio-connector"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="TwilioConnector", service=SERVICE)
+
+
+def flush_metrics() -> None:
+    """Publish what this invocation counted (one EMF line on stdout); nothing if it counted nothing."""
+    if metrics.metric_set:
+        metrics.flush_metrics()

@@ -115,6 +115,11 @@ class SendService:
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
 
+    @property
+    def one_send_seconds(self) -> float:
+        """The longest one Twilio attempt can take: a send needs this much time left to start."""
+        return self.settings.twilio_connect_timeout + self.settings.twilio_read_timeout
+
     # --- validation ----------------------------------------------------------
 
     def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
@@ -142,7 +147,9 @@ class SendService:
 
     # --- sending -------------------------------------------------------------
 
-    def send_record(self, body: str, delivery_id: str, message_id: str | None = None) -> SendOutcome:
+    def send_record(
+        self, body: str, delivery_id: str, message_id: str | None = None, finish_by: float | None = None
+    ) -> SendOutcome:
         """One SQS record: its JSON body is exactly a POST /messages body (DESIGN §1)."""
         try:
             raw: Any = json.loads(body)
@@ -152,9 +159,10 @@ class SendService:
         if message_id is None and not (isinstance(key, str) and key):
             # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (README, Operations).
             metrics.add_metric(name="RecordsWithoutIdempotencyKey", unit="Count", value=1)
-        return self.send(message_id or rules.message_id(key if isinstance(key, str) else None, delivery_id), raw)
+        message_id = message_id or rules.message_id(key if isinstance(key, str) else None, delivery_id)
+        return self.send(message_id, raw, finish_by)
 
-    def send(self, message_id: str, raw: Any) -> SendOutcome:
+    def send(self, message_id: str, raw: Any, finish_by: float | None = None) -> SendOutcome:
         now = self.clock()
         try:
             msg = self.prepare(raw, now)
@@ -190,7 +198,8 @@ class SendService:
                 code, text = early
                 record = self.ledger.record_error(message_id, code, text, now, token=token)
                 return self._errored(message_id, code, text, log, record)
-            sent = self.twilio.create_message(creds, msg, self.settings.status_callback_url(message_id))
+            callback = self.settings.status_callback_url(message_id)
+            sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
             record = self.ledger.record_error(message_id, code, exc.message, now, token=token)

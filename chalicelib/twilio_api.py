@@ -26,6 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError
 
 from chalicelib import rules
 from chalicelib.models import OutboundMessage
+from chalicelib.observability import metrics
 
 API_VERSION_PATH = "/2010-04-01"
 USER_AGENT = "twilio-sms-connector/0.1"
@@ -225,10 +226,16 @@ class TwilioApi:
     # --- operations ----------------------------------------------------------
 
     def create_message(
-        self, creds: TwilioCredentials, msg: OutboundMessage, status_callback: str | None = None
+        self,
+        creds: TwilioCredentials,
+        msg: OutboundMessage,
+        status_callback: str | None = None,
+        finish_by: float | None = None,
     ) -> TwilioMessage:
+        """`finish_by` (time.monotonic()): no retry starts that could run past it."""
         url = f"{self.base_url}/Accounts/{creds.account_sid}/Messages.json"
-        data = self._request("POST", url, creds, data=message_form(msg, status_callback), idempotent=False)
+        form = message_form(msg, status_callback)
+        data = self._request("POST", url, creds, data=form, idempotent=False, finish_by=finish_by)
         return TwilioMessage.from_json(data)
 
     def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage:
@@ -280,6 +287,7 @@ class TwilioApi:
         data: list[tuple[str, str]] | None = None,
         params: list[tuple[str, str]] | None = None,
         idempotent: bool = True,
+        finish_by: float | None = None,
     ) -> dict[str, Any]:
         auth = (creds.account_sid, creds.auth_token)
         last: TwilioError | None = None
@@ -302,12 +310,17 @@ class TwilioApi:
                 if status >= 500 and not idempotent:
                     raise TwilioOutcomeUnknown(message, code, status, more_info)
                 last = TwilioRetryable(message, code, status, more_info)
+                if status == 429:
+                    metrics.add_metric(name="TwilioThrottled", unit="Count", value=1)
                 if status in (401, 403):
                     break  # wrong credentials will not fix themselves within this call
                 retry_after = _retry_after(response)
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS:
                     break  # give the record back to the queue rather than sleep the Lambda away
             if attempt < self.max_attempts:
-                self._sleep(self._backoff(attempt, retry_after))
+                delay = self._backoff(attempt, retry_after)
+                if finish_by is not None and time.monotonic() + delay + sum(self.timeout) > finish_by:
+                    break  # another try could outlive the invocation: the record goes back to the queue
+                self._sleep(delay)
         assert last is not None
         raise last

@@ -34,6 +34,16 @@ class HttpResult:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/plain"})
 
 
+def well_formed(signature: str | None) -> bool:
+    """Twilio's signature is base64 of an HMAC-SHA1: 28 characters, 20 bytes."""
+    if not signature or len(signature) != 28:
+        return False
+    try:
+        return len(base64.b64decode(signature, validate=True)) == 20
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     """One webhook call as it arrived: the public URLs it may have been signed for, and its content."""
@@ -61,6 +71,8 @@ class Webhooks:
         if not request.urls:
             logger.error("webhook refused: no public URL is known to check its signature against")
             return HttpResult(403, "PUBLIC_BASE_URL is not configured; webhooks are refused")
+        if not well_formed(request.signature):
+            return self._refused(request)  # before reading a secret or parsing the body
         query = f"?{urlencode(dict(request.query))}" if request.query else ""
         params = parse_qsl(request.raw_body.decode("utf-8", errors="replace"), keep_blank_values=True)
         try:
@@ -70,10 +82,14 @@ class Webhooks:
             logger.error("webhook signature could not be checked", extra={"error": str(exc)})
             return HttpResult(503, "credentials unavailable; try again")
         if not valid:
-            metrics.add_metric(name="WebhookSignatureRejected", unit="Count", value=1)
-            logger.warning("webhook with a missing or wrong signature refused", extra={"urls": list(request.urls)})
-            return HttpResult(403, "invalid X-Twilio-Signature")
+            return self._refused(request)
         return params
+
+    @staticmethod
+    def _refused(request: WebhookRequest) -> HttpResult:
+        metrics.add_metric(name="WebhookSignatureRejected", unit="Count", value=1)
+        logger.warning("webhook with a missing or wrong signature refused", extra={"urls": list(request.urls)})
+        return HttpResult(403, "invalid X-Twilio-Signature")
 
     def status(self, request: WebhookRequest) -> HttpResult:
         verified = self._verified(request)

@@ -51,11 +51,11 @@ class Stack:
     tables: dict[str, str]
     dynamodb: object
 
-    def deliver(self, *deliveries: Delivery) -> list[str]:
+    def deliver(self, *deliveries: Delivery, context: Any = None) -> list[str]:
         """Run the send Lambda on one batch; return the messageIds it hands back to SQS."""
         import app
 
-        result = app.send(sqs_event(*deliveries), LambdaContext())
+        result = app.send(sqs_event(*deliveries), context or LambdaContext())
         return [failure["itemIdentifier"] for failure in result["batchItemFailures"]]
 
     def record(self, delivery: Delivery) -> MessageRecord:
@@ -305,3 +305,24 @@ def test_an_adopted_message_that_already_failed_keeps_twilios_error_code(stack: 
     assert stack.deliver(delivery.redelivered()) == []
     record = stack.record(delivery)
     assert (record.status, record.error_code, record.twilio_sid) == ("undelivered", 30007, created.sid)
+
+
+class ShortOfTime(LambdaContext):
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_records_the_invocation_has_no_time_for_go_back_untouched(stack: Stack) -> None:
+    """A send started now could outlive the Lambda (one Twilio try: 3.05 s connect + 10 s read):
+    it is handed back to SQS as a batch item failure, with nothing claimed and nothing sent."""
+    batch = [send(to=f"+1555123456{i}") for i in range(3)]
+    failures = stack.deliver(*batch, context=ShortOfTime(remaining_ms=12_000))
+    assert sorted(failures) == sorted(d.message_id for d in batch)
+    assert stack.stub.create_attempts == 0
+    assert all(wiring.ledger().get(rules.message_id(None, d.message_id)) is None for d in batch)
+    # the next invocation, with time to spare, sends each once
+    assert stack.deliver(*(d.redelivered() for d in batch)) == []
+    assert stack.stub.create_attempts == 3

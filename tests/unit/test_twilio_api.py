@@ -121,6 +121,27 @@ class TestCreate:
             api.create_message(CREDS, outbound())
         assert info.value.code == 20429 and len(sleeps) == 3 and not stub.messages
 
+    def test_no_retry_starts_that_could_outlive_the_invocation(self, api, stub, sleeps):
+        """Near the end of the send Lambda's time, a 429 hands the record back instead of sleeping past it."""
+        import time
+
+        stub.fail_next("429")
+        with pytest.raises(TwilioRetryable):
+            api.create_message(CREDS, outbound(), finish_by=time.monotonic() + 5)  # less than one more try
+        assert stub.create_attempts == 1 and sleeps == []
+        stub.fail_next("429")
+        api.create_message(CREDS, outbound(), finish_by=time.monotonic() + 60)
+        assert stub.create_attempts == 3 and len(stub.messages) == 1
+
+    def test_each_429_is_counted_for_the_throttling_alarm(self, api, stub, monkeypatch):
+        from chalicelib.observability import metrics
+
+        counted = []
+        monkeypatch.setattr(metrics, "add_metric", lambda name, **kw: counted.append(name))
+        stub.fail_next("429", "429")
+        api.create_message(CREDS, outbound())
+        assert counted == ["TwilioThrottled", "TwilioThrottled"]
+
     def test_refused_connections_are_retried(self, api, stub):
         stub.fail_next("refused")
         api.create_message(CREDS, outbound())

@@ -1,0 +1,124 @@
+"""Every entry point publishes what it counted: Powertools' metrics reach CloudWatch only when flushed
+(one EMF line on stdout), and before, only the send consumer flushed: webhook, poll, finalize, forward
+and API metrics were dropped with their invocation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib import wiring
+from chalicelib.observability import metrics
+from tests.events import Delivery, LambdaContext, sqs_event
+
+
+def published(out: str) -> set[str]:
+    names: set[str] = set()
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                names |= {m["Name"] for m in directive["Metrics"]}
+    return names
+
+
+class Counting:
+    """Stands in for a use case: counts a metric named after the handler, then answers or fails."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+
+    def __getattr__(self, method: str) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            metrics.add_metric(name=self.name, unit="Count", value=1)
+            if self.fail:
+                raise RuntimeError("the handler failed")
+            return {"batchItemFailures": []} if method == "handle" else {}
+
+        return run
+
+
+def run_poll() -> None:
+    import app
+
+    app.poll({"messages": []}, LambdaContext())
+
+
+def run_finalize() -> None:
+    import app
+
+    app.finalize({"messages": []}, LambdaContext())
+
+
+def run_forward() -> None:
+    import app
+
+    event = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
+             "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1", "resources": [],
+             "detail": {"status_callback": "https://cdp.example/hook"}}  # fmt: skip
+    app.forward(event, LambdaContext())
+
+
+def run_send() -> None:
+    import app
+
+    app.send(sqs_event(Delivery({"to": "+15551234567", "body": "x"})), LambdaContext())
+
+
+HANDLERS = {
+    "poll": ("tracking", run_poll),
+    "finalize": ("tracking", run_finalize),
+    "forward": ("forwarder", run_forward),
+    "send": ("send_consumer", run_send),
+}
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["answered", "raised"])
+@pytest.mark.parametrize("handler", sorted(HANDLERS))
+def test_a_lambda_handler_publishes_its_metrics(handler: str, fail: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    piece, run = HANDLERS[handler]
+    name = f"Probe{handler.capitalize()}"
+    wiring.override(**{piece: Counting(name, fail)})
+    if fail:
+        with pytest.raises(RuntimeError):
+            run()
+    else:
+        run()
+    assert name in published(capsys.readouterr().out)
+
+
+def test_the_webhook_function_publishes_a_refused_signature(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app
+    from chalicelib.settings import load_settings
+
+    monkeypatch.setenv("TWILIO_SECRET_ID", "twilio")
+    wiring.override(settings=load_settings(), credentials=Counting("Unused"))  # never reached: no signature
+    context = {"domainName": "abc.lambda-url.us-east-1.on.aws", "http": {"method": "POST"}}
+    event = {"rawPath": "/twilio/status", "rawQueryString": "", "headers": {}, "body": "a=b", "requestContext": context}
+    assert app.webhooks(event, LambdaContext())["statusCode"] == 403
+    assert "WebhookSignatureRejected" in published(capsys.readouterr().out)
+
+
+def test_an_api_route_publishes_a_refused_key(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    from chalice.test import Client
+
+    import app
+
+    class Keys:
+        def check(self, headers: Any) -> Any:
+            from chalicelib.api import ApiKeys
+
+            return ApiKeys(provider=self, secret_id="keys").check(headers)
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            return {"keys": []}
+
+    wiring.override(api_keys=Keys())
+    with Client(app.app, project_dir=str(tmp_path)) as client:
+        assert client.http.get("/messages/msg_1", headers={"x-api-key": "wrong"}).status_code == 403
+    assert "ApiKeyRejected" in published(capsys.readouterr().out)
