@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package deploy format run fuzz soak
+.PHONY: test lint typecheck unit venv clean bench sim package deploy twilio-credentials api-key format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,3 +72,11 @@ deploy: $(STAMP)
 	$(BIN)/python -m infra.deploy deploy --stage $(STAGE) --bucket $(BUCKET) $(if $(REGION),--region $(REGION)) \
 		$(if $(STACK),--stack-name $(STACK)) $(if $(ALARM_TOPIC_ARN),--parameter AlarmTopicArn=$(ALARM_TOPIC_ARN)) \
 		$(if $(TRACING),--parameter Tracing=$(TRACING)) $(if $(LOG_RETENTION_DAYS),--parameter LogRetentionDays=$(LOG_RETENTION_DAYS))
+
+# After the first deploy: the Twilio credentials (asked for, never on the command line) and API keys.
+twilio-credentials: $(STAMP)
+	$(BIN)/python -m infra.keys twilio --stage $(STAGE) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))
+
+api-key: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make api-key STAGE=prod NAME=<who the key is for>"; exit 2; }
+	$(BIN)/python -m infra.keys api-key --stage $(STAGE) --name $(NAME) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))

@@ -1,0 +1,109 @@
+"""After `make deploy`: put the Twilio credentials and API keys into the stack's secrets.
+
+    python -m infra.keys twilio --stage prod     # asks for the Account SID and auth token
+    python -m infra.keys api-key --stage prod --name cdp   # prints a new key once; stores its hash
+
+The secrets are found through the stack's outputs (TwilioSecretArn, ApiKeysSecretArn), so their
+generated names never need typing. Nothing secret is taken from the command line (shell history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import json
+import re
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Any
+
+ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+
+
+class SetupError(Exception):
+    """The secret cannot be written; the message says what to do."""
+
+
+def stack_output(cfn: Any, stack: str, key: str) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        (found,) = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as exc:
+        raise SetupError(f"stack {stack} not found: deploy it first (make deploy)") from exc
+    for output in found.get("Outputs", []):
+        if output["OutputKey"] == key:
+            return str(output["OutputValue"])
+    raise SetupError(f"stack {stack} has no output {key}: deploy this version first (make deploy)")
+
+
+def _read(client: Any, secret_id: str) -> dict[str, Any]:
+    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
+    return value if isinstance(value, dict) else {}
+
+
+def set_twilio_credentials(client: Any, secret_id: str, account_sid: str, auth_token: str) -> dict[str, Any]:
+    """Write the account SID and auth token; keep a secondary token, and a signing key (made once)."""
+    if not ACCOUNT_SID.fullmatch(account_sid):
+        raise SetupError("the Account SID is AC followed by 32 hexadecimal characters (Twilio console, Account Info)")
+    if len(auth_token) < 16:
+        raise SetupError("that is not a Twilio auth token (32 characters, Twilio console, Account Info)")
+    value = _read(client, secret_id)
+    value.update(account_sid=account_sid, auth_token=auth_token)
+    value.setdefault("callback_signing_key", secrets.token_urlsafe(32))
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
+    return {k: v for k, v in value.items() if k == "account_sid"}
+
+
+def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = secrets.token_urlsafe) -> str:
+    """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise SetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")
+    value = _read(client, secret_id)
+    keys = [k for k in value.get("keys", []) if isinstance(k, dict)]
+    if any(k.get("name") == name for k in keys):
+        raise SetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
+    key = new_key()
+    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest()})
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
+    return key
+
+
+def main(argv: list[str] | None = None, session: Any = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.keys", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("twilio", "api-key"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--stage", default="dev")
+        sub.add_argument("--stack-name")
+        sub.add_argument("--region")
+        if name == "api-key":
+            sub.add_argument("--name", required=True, help="who the key is for, e.g. the CDP's name")
+    args = parser.parse_args(argv)
+    if session is None:
+        import boto3
+
+        session = boto3.session.Session(region_name=args.region)
+    stack = args.stack_name or f"twilio-connector-{args.stage}"
+    client = session.client("secretsmanager")
+    try:
+        cfn = session.client("cloudformation")
+        if args.command == "twilio":
+            secret_id = stack_output(cfn, stack, "TwilioSecretArn")
+            account_sid = input("Twilio Account SID (AC…): ").strip()
+            token = getpass.getpass("Twilio auth token (not shown): ").strip()
+            set_twilio_credentials(client, secret_id, account_sid, token)
+            print(f"stored in {secret_id}; the functions read it within SECRET_MAX_AGE_SECONDS (300 s)")
+        else:
+            key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name)
+            print(f"API key for {args.name} (shown once; only its hash is stored):\n{key}")
+    except SetupError as exc:
+        print(f"keys: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
