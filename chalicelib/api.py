@@ -356,7 +356,7 @@ class ConnectionCheck:
             return {
                 "check": "webhook",
                 "ok": False,
-                "detail": "PUBLIC_BASE_URL is not set: Twilio cannot reach the connector",
+                "detail": "neither WEBHOOK_BASE_URL nor PUBLIC_BASE_URL is set: Twilio cannot reach the connector",
             }
         if auth_token is None:
             return {"check": "webhook", "ok": False, "detail": "skipped: no working credentials to sign with"}
@@ -369,7 +369,7 @@ class ConnectionCheck:
         if status == 200:
             return {"check": "webhook", "ok": True, "detail": f"a signed callback to {url} was accepted"}
         hint = (
-            " (the signature did not match: is PUBLIC_BASE_URL the exact public URL, stage path included?)"
+            " (the signature did not match: is WEBHOOK_BASE_URL / PUBLIC_BASE_URL the exact public URL Twilio calls?)"
             if status == 403
             else ""
         )

@@ -54,3 +54,16 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return names
+
+
+class SessionWithCloudFormation:
+    """A boto3 session whose CloudFormation is a fake (moto cannot run the SAM transform); every other
+    client is moto's."""
+
+    def __init__(self, cloudformation: Any) -> None:
+        self.cloudformation = cloudformation
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return self.cloudformation if service == "cloudformation" else boto3.client(service, region_name="us-east-1")

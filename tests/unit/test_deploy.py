@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from infra.deploy import DeployError, deploy
+from tests.aws import SessionWithCloudFormation
 
 BUCKET = "my-artifacts"
 
@@ -55,14 +56,6 @@ class FakeCloudFormation:
         return {"StackEvents": []}
 
 
-class Session:
-    def __init__(self, cfn: FakeCloudFormation) -> None:
-        self.cfn = cfn
-
-    def client(self, service: str) -> Any:
-        return self.cfn if service == "cloudformation" else boto3.client(service, region_name="us-east-1")
-
-
 @pytest.fixture
 def built(tmp_path: Path) -> Any:
     """A stand-in for `make package`'s output: three functions and a template over CloudFormation's inline limit."""
@@ -94,7 +87,7 @@ def test_a_first_deploy_uploads_the_code_and_creates_the_stack(built: Any) -> No
             BUCKET,
             "twilio-connector-prod",
             {"AlarmTopicArn": "arn:t"},
-            Session(cfn),
+            SessionWithCloudFormation(cfn),
             said.append,
             lambda s: None,
             built,
@@ -125,7 +118,7 @@ def test_an_existing_stack_is_updated_and_no_change_is_not_an_error(built: Any) 
             "UPDATE_COMPLETE", change_set_reason="The submitted information didn't contain changes."
         )
         said: list[str] = []
-        deploy("prod", BUCKET, "s", {}, Session(cfn), said.append, lambda s: None, built)
+        deploy("prod", BUCKET, "s", {}, SessionWithCloudFormation(cfn), said.append, lambda s: None, built)
         (create,) = [kw for name, kw in cfn.calls if name == "create_change_set"]
         assert create["ChangeSetType"] == "UPDATE"
         assert "nothing to change" in said and not [c for c in cfn.calls if c[0] == "execute_change_set"]
@@ -136,7 +129,14 @@ def test_a_stack_whose_first_create_failed_must_be_deleted_first(built: Any) -> 
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
         with pytest.raises(DeployError, match="delete it"):
             deploy(
-                "prod", BUCKET, "s", {}, Session(FakeCloudFormation("ROLLBACK_COMPLETE")), print, lambda s: None, built
+                "prod",
+                BUCKET,
+                "s",
+                {},
+                SessionWithCloudFormation(FakeCloudFormation("ROLLBACK_COMPLETE")),
+                print,
+                lambda s: None,
+                built,
             )
 
 

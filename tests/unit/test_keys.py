@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from infra.keys import SetupError, add_api_key, main, set_twilio_credentials
+from tests.aws import SessionWithCloudFormation
 
 SID = "AC" + "a" * 32
 
@@ -22,14 +23,6 @@ class Outputs:
 
     def describe_stacks(self, StackName: str) -> dict[str, Any]:
         return {"Stacks": [{"Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in self.outputs.items()]}]}
-
-
-class Session:
-    def __init__(self, cfn: Outputs) -> None:
-        self.cfn = cfn
-
-    def client(self, service: str) -> Any:
-        return self.cfn if service == "cloudformation" else boto3.client(service, region_name="us-east-1")
 
 
 @pytest.fixture
@@ -43,7 +36,13 @@ def secrets() -> Any:
 
 def test_an_api_key_is_shown_once_and_only_its_hash_is_stored(secrets: Any, capsys: pytest.CaptureFixture[str]) -> None:
     client, _, keys_arn = secrets
-    assert main(["api-key", "--stage", "prod", "--name", "cdp"], Session(Outputs(ApiKeysSecretArn=keys_arn))) == 0
+    assert (
+        main(
+            ["api-key", "--stage", "prod", "--name", "cdp"],
+            SessionWithCloudFormation(Outputs(ApiKeysSecretArn=keys_arn)),
+        )
+        == 0
+    )
     key = capsys.readouterr().out.strip().splitlines()[-1]
     stored = json.loads(client.get_secret_value(SecretId=keys_arn)["SecretString"])
     assert stored == {"keys": [{"name": "cdp", "sha256": hashlib.sha256(key.encode()).hexdigest()}]}
@@ -75,5 +74,5 @@ def test_wrong_looking_credentials_are_refused_before_anything_is_written(
 
 
 def test_a_stack_without_the_output_says_to_deploy(secrets: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["api-key", "--stage", "prod", "--name", "cdp"], Session(Outputs())) == 2
+    assert main(["api-key", "--stage", "prod", "--name", "cdp"], SessionWithCloudFormation(Outputs())) == 2
     assert "make deploy" in capsys.readouterr().err
