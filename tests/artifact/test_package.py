@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.iam import FUNCTION_ROLES, granted, statements
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -134,93 +136,19 @@ def test_secrets_throttling_and_the_usage_plan(sam: dict[str, Any]) -> None:
     assert setting["ThrottlingRateLimit"] > 0
 
 
-FUNCTIONS = {"Send": "SendRole", "Poll": "PollRole", "Finalize": "FinalizeRole", "Forward": "ForwardRole",
-             "Webhooks": "WebhooksRole", "APIHandler": "ApiHandlerRole"}  # fmt: skip
-# What each function's code calls, per resource: the roles grant exactly this (plus its own log group).
-CALLS = {
-    "Send": {
-        "SendQueue": {
-            "sqs:ReceiveMessage",
-            "sqs:DeleteMessage",
-            "sqs:GetQueueAttributes",
-            "sqs:ChangeMessageVisibility",
-        },
-        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-        "OptOutsTable": {"dynamodb:Query", "dynamodb:PutItem"},
-        "TemplatesTable": {"dynamodb:GetItem"},
-        "CountersTable": {"dynamodb:UpdateItem"},
-        "TwilioSecret": {"secretsmanager:GetSecretValue"},
-        "PollStateMachine": {"states:StartExecution"},
-        "event-bus": {"events:PutEvents"},
-    },
-    "Poll": {
-        "MessagesTable": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
-        "OptOutsTable": {"dynamodb:PutItem"},
-        "CountersTable": {"dynamodb:UpdateItem"},
-        "TwilioSecret": {"secretsmanager:GetSecretValue"},
-        "event-bus": {"events:PutEvents"},
-    },
-    "Finalize": {"MessagesTable": {"dynamodb:UpdateItem"}},
-    "Forward": {"TwilioSecret": {"secretsmanager:GetSecretValue"}, "ForwardDeadLetterQueue": {"sqs:SendMessage"}},
-    "Webhooks": {
-        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"},
-        "by_recipient": {"dynamodb:Query"},
-        "OptOutsTable": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
-        "CountersTable": {"dynamodb:UpdateItem"},
-        "TwilioSecret": {"secretsmanager:GetSecretValue"},
-        "event-bus": {"events:PutEvents"},
-    },
-    "APIHandler": {
-        "MessagesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"},
-        "by_recipient": {"dynamodb:Query"},
-        "OptOutsTable": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
-        "TemplatesTable": {"dynamodb:GetItem", "dynamodb:PutItem"},
-        "CountersTable": {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"},
-        "SendQueue": {"sqs:SendMessage"},
-        "TwilioSecret": {"secretsmanager:GetSecretValue"},
-        "ApiKeysSecret": {"secretsmanager:GetSecretValue"},
-        "event-bus": {"events:PutEvents"},
-    },
-}
-
-
-def _resource_name(resource: Any) -> str:
-    """Which resource a policy's Resource entry names, as a key of CALLS."""
-    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
-        return str(resource["Fn::GetAtt"][0])
-    if isinstance(resource, dict) and "Ref" in resource:
-        return str(resource["Ref"])
-    text = str(resource["Fn::Sub"])
-    for marker, name in (("/index/by_recipient", "by_recipient"), (":event-bus/", "event-bus"),
-                         (":secret:twilio-connector-${Stage}/twilio/", "TwilioSecret")):  # fmt: skip
-        if marker in text:
-            return name
-    raise AssertionError(f"unrecognised resource {text}")
-
-
-def _statements(sam: dict[str, Any], role: str) -> list[dict[str, Any]]:
-    (policy,) = sam["Resources"][role]["Properties"]["Policies"]
-    return [s for s in policy["PolicyDocument"]["Statement"] if "Fn::If" not in s]
-
-
-def test_each_function_has_its_own_role_granting_only_what_its_code_calls(sam: dict[str, Any]) -> None:
-    for function, role in FUNCTIONS.items():
+def test_each_function_has_its_own_role(sam: dict[str, Any]) -> None:
+    """What each role grants is checked against what its function's code calls in
+    tests/flow/test_iam_per_function.py; here, that the packaged template wires the roles."""
+    for function, role in FUNCTION_ROLES.items():
         assert sam["Resources"][function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
-        granted: dict[str, set[str]] = {}
-        for statement in _statements(sam, role):
-            if statement["Sid"] == "Logs":
-                continue
-            targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            for target in targets:
-                granted.setdefault(_resource_name(target), set()).update(statement["Action"])
-        assert granted == CALLS[function], function
-    webhooks = {a for s in _statements(sam, "WebhooksRole") for a in s["Action"]}
-    assert not [a for a in webhooks if a.startswith(("sqs:", "states:"))]  # the public function cannot send
-    assert "ApiKeysSecret" not in str(_statements(sam, "WebhooksRole"))
+        assert granted(function, sam), function
+    public = {action for action, _ in granted("Webhooks", sam)}
+    assert not [a for a in public if a.startswith(("sqs:", "states:"))]  # the public function cannot send
+    assert ("secretsmanager:GetSecretValue", "ApiKeysSecret") not in granted("Webhooks", sam)
 
 
 def test_policies_name_partition_region_and_account_never_a_literal_or_a_wildcard(sam: dict[str, Any]) -> None:
-    for role in [*FUNCTIONS.values(), "PollStateMachineRole"]:
+    for role in [*FUNCTION_ROLES.values(), "PollStateMachineRole"]:
         for policy in sam["Resources"][role]["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
                 if "Fn::If" in statement:  # X-Ray accepts no resource-level permission: "*" only when tracing is on
@@ -240,12 +168,12 @@ def test_policies_name_partition_region_and_account_never_a_literal_or_a_wildcar
 
 def test_each_function_logs_to_its_own_group_with_retention(sam: dict[str, Any]) -> None:
     """Log group ARNs come from the groups themselves, not from the stack's or the functions' names."""
-    for function, role in FUNCTIONS.items():
+    for function, role in FUNCTION_ROLES.items():
         group = f"{function}LogGroup"
         props = sam["Resources"][function]["Properties"]
         assert props["LoggingConfig"]["LogGroup"] == {"Ref": group}
         assert sam["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-        (logs,) = [s for s in _statements(sam, role) if s["Sid"] == "Logs"]
+        (logs,) = [s for s in statements(role, sam) if s["Sid"] == "Logs"]
         assert logs["Resource"] == {"Fn::GetAtt": [group, "Arn"]}
         assert set(logs["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents"}
         assert props["Tracing"] == {"Ref": "Tracing"}
@@ -260,7 +188,7 @@ def test_further_connections_secrets_are_readable_where_credentials_are_read(sam
     pattern = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
     pattern += "twilio-connector-${Stage}/twilio/*"
     for function in ("Send", "Poll", "Webhooks", "APIHandler"):
-        (statement,) = [s for s in _statements(sam, FUNCTIONS[function]) if s["Sid"] == "TwilioCredentials"]
+        (statement,) = [s for s in statements(FUNCTION_ROLES[function], sam) if s["Sid"] == "TwilioCredentials"]
         assert {"Fn::Sub": pattern} in statement["Resource"], function
     assert sam["Globals"]["Function"]["Environment"]["Variables"]["CONNECTION_SECRET_PREFIX"] == {
         "Fn::Sub": "twilio-connector-${Stage}/twilio/"
@@ -288,7 +216,7 @@ def test_no_retained_or_slow_to_free_name_blocks_re_creating_the_stack(sam: dict
     assert variables["MESSAGES_TABLE"] == {"Ref": "MessagesTable"} and variables["SEND_QUEUE_URL"] == {
         "Ref": "SendQueue"
     }
-    for function in FUNCTIONS:
+    for function in FUNCTION_ROLES:
         env = sam["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
         assert not {"MESSAGES_TABLE", "SEND_QUEUE_NAME", "TWILIO_SECRET_ID"} & set(env), function
 

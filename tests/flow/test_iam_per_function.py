@@ -1,0 +1,263 @@
+"""Least privilege, proven on the code: each function runs its work against moto with every AWS client
+recording its calls, and the calls are compared with the function's role in infra/resources.json.
+
+moto enforces no IAM, so without this a new code path (a DeleteItem in the public webhook function,
+a forgotten grant that AWS would refuse with AccessDenied) would pass every other test. Each role
+must grant every call its function makes, and nothing that neither its code nor AWS on its behalf uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+import responses
+from chalice.test import Client
+from moto import mock_aws
+from twilio.request_validator import RequestValidator
+
+from chalicelib import wiring
+from local import aws as local_aws
+from tests.aws import API_KEY, API_KEYS_SECRET_ID, SECRET_ID, STAGE, AtomicClient, provision
+from tests.events import Delivery, LambdaContext, sqs_event
+from tests.iam import FUNCTION_ROLES, ON_THE_FUNCTIONS_BEHALF, granted
+from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
+
+FROM = "+15005550006"
+TO = "+15551234567"
+FUNCTION_URL = "https://abc123.lambda-url.us-east-1.on.aws"
+Call = tuple[str, str]  # (IAM action, template resource)
+
+
+class Recorder:
+    """A boto3 client that notes each call as the IAM action and template resource it needs."""
+
+    def __init__(self, client: Any, service: str, calls: set[Call], names: dict[str, str]) -> None:
+        self._client, self._service, self._calls, self._names = client, service, calls, names
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name.startswith("_") or name in ("meta", "exceptions") or not callable(attr):
+            return attr
+
+        def call(**kwargs: Any) -> Any:
+            self._calls |= self._needs(name, kwargs)
+            return attr(**kwargs)
+
+        return call
+
+    def _needs(self, operation: str, kwargs: dict[str, Any]) -> set[Call]:
+        action = "".join(part.capitalize() for part in operation.split("_"))
+        action = {"SendMessageBatch": "SendMessage"}.get(action, action)  # IAM knows the batch by its single
+        prefix = {"stepfunctions": "states"}.get(self._service, self._service)
+        if "RequestItems" in kwargs:
+            targets = list(kwargs["RequestItems"])
+        elif kwargs.get("IndexName"):
+            targets = [kwargs["IndexName"]]
+        else:
+            key = next(k for k in ("TableName", "QueueUrl", "SecretId", "stateMachineArn", "Entries") if k in kwargs)
+            targets = ["default-bus"] if key == "Entries" else [kwargs[key]]
+        return {(f"{prefix}:{action}", self._names.get(t, t)) for t in targets}
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """moto with the template's resources, a Twilio stub, and recording clients; env as the template sets it."""
+    with mock_aws(), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        names = provision(monkeypatch, BASE_URL, ACCOUNT_SID, AUTH_TOKEN, TWILIO_DEFAULT_FROM=FROM)
+        machine = local_aws.create_state_machine(boto3.client("stepfunctions"), STAGE)
+        # the deployed functions get the queue's URL and the webhook URL from the template
+        monkeypatch.setenv("SEND_QUEUE_URL", names["SendQueue"])
+        monkeypatch.setenv("POLL_STATE_MACHINE_ARN", machine)
+        monkeypatch.setenv("WEBHOOK_BASE_URL", FUNCTION_URL)
+        monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")  # every read reaches Secrets Manager, so each is seen
+        logical = {physical: name for name, physical in names.items()}
+        logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
+        logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient"})
+        calls: set[Call] = set()
+        original = wiring._boto_client
+
+        def recorded(service: str) -> Any:
+            return Recorder(original(service), service, calls, logical)
+
+        monkeypatch.setattr(wiring, "_boto_client", recorded)
+        stub = TwilioStub(mock)
+        mock.add(
+            responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID, "status": "active"}
+        )
+        mock.add_passthru(re.compile(r"http://127\.0\.0\.1.*"))
+        yield {"calls": calls, "stub": stub, "names": logical, "mock": mock}
+
+
+def fresh_wiring(world: dict[str, Any]) -> None:
+    wiring.reset()
+    dynamodb = Recorder(AtomicClient(boto3.client("dynamodb")), "dynamodb", world["calls"], world["names"])
+    wiring.override(dynamodb=dynamodb, clock=lambda: world["stub"].clock)
+    world["calls"].clear()
+
+
+def signed(url: str, params: dict[str, str]) -> str:
+    return RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+
+
+def sent_message(world: dict[str, Any], to: str = TO) -> tuple[str, str]:
+    """A message the send function has handed to Twilio: (message id, Twilio SID)."""
+    import app
+
+    delivery = Delivery({"to": to, "from": FROM, "body": "hello", "idempotency_key": f"k-{to}"})
+    assert app.send(sqs_event(delivery), LambdaContext())["batchItemFailures"] == []
+    from chalicelib import rules
+
+    message_id = rules.message_id(f"k-{to}", "")
+    return message_id, wiring.ledger().get(message_id).twilio_sid
+
+
+def function_url_event(path: str, params: dict[str, str], query: str = "") -> dict[str, Any]:
+    url = f"{FUNCTION_URL}{path}" + (f"?{query}" if query else "")
+    return {
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": {"x-twilio-signature": signed(url, params)},
+        "requestContext": {"domainName": FUNCTION_URL.removeprefix("https://"), "http": {"method": "POST"}},
+        "body": base64.b64encode(urlencode(params).encode()).decode(),
+        "isBase64Encoded": True,
+    }
+
+
+# --- what each function does -------------------------------------------------------------------
+
+
+def send_work(world: dict[str, Any]) -> None:
+    import app
+    from chalicelib.templates import Template
+
+    wiring.templates().put(Template(name="welcome", body="Hi <Name>", field_map={"to": "mobile", "Name": "n"}))
+    world["stub"].fail_for("+15551230002", "reject:21610")
+    batch = [
+        Delivery({"to": "+15551230001", "from": FROM, "body": "one"}),
+        Delivery({"to": "+15551230002", "from": FROM, "body": "opted out at Twilio"}),
+        Delivery({"template": "welcome", "from": FROM, "fields": {"mobile": "+15551230003", "n": "Ann"}}),
+        Delivery("not json"),
+    ]
+    world["calls"].clear()  # the template was written by the test, not the function
+    assert app.send(sqs_event(*batch), LambdaContext())["batchItemFailures"] == []
+    assert app.send(sqs_event(batch[0].redelivered()), LambdaContext())["batchItemFailures"] == []
+
+
+def poll_work(world: dict[str, Any]) -> None:
+    import app
+
+    delivered, delivered_sid = sent_message(world, "+15551230011")
+    blocked, blocked_sid = sent_message(world, "+15551230012")
+    for message in world["stub"].messages:
+        message.status, message.error_code = (
+            ("delivered", None) if message.sid == delivered_sid else ("undelivered", 30004)
+        )
+    world["calls"].clear()
+    state = {"messages": [{"id": delivered, "sid": delivered_sid}, {"id": blocked, "sid": blocked_sid}]}
+    assert app.poll({**state, "attempt": 0, "retry_attempts": 3}, LambdaContext())["remaining"] == 0
+
+
+def finalize_work(world: dict[str, Any]) -> None:
+    import app
+
+    message_id, sid = sent_message(world)
+    world["calls"].clear()
+    app.finalize({"messages": [{"id": message_id, "sid": sid}], "attempt": 3}, LambdaContext())
+
+
+def forward_work(world: dict[str, Any]) -> None:
+    import app
+
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=SECRET_ID,
+        SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "callback_signing_key": "k"}),
+    )
+    world["mock"].add(responses.POST, "https://cdp.example/status", status=200)
+    event = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
+             "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1", "resources": [],
+             "detail": {"id": "m", "status": "delivered", "status_callback": "https://cdp.example/status"}}  # fmt: skip
+    app.forward(event, LambdaContext())
+
+
+def webhooks_work(world: dict[str, Any]) -> None:
+    import app
+
+    message_id, sid = sent_message(world)
+    world["calls"].clear()
+    status = {"MessageSid": sid, "MessageStatus": "delivered"}
+    for _ in range(2):  # the second is a duplicate Twilio sends now and then
+        answer = app.webhooks(function_url_event("/twilio/status", status, f"mid={message_id}"), None)
+        assert answer["statusCode"] == 200
+    for body in ("STOP", "START", "What time do you open?"):
+        params = {"From": TO, "To": FROM, "Body": body, "MessageSid": f"SM{abs(hash(body)):032d}"[:34]}
+        assert app.webhooks(function_url_event("/twilio/inbound", params), None)["statusCode"] == 200
+
+
+def api_work(world: dict[str, Any]) -> None:
+    import app
+
+    message_id, sid = sent_message(world)
+    world["calls"].clear()
+    world["mock"].add(responses.POST, re.compile(re.escape(FUNCTION_URL) + r"/twilio/status.*"), status=200)
+    headers = {"x-api-key": API_KEY, "Content-Type": "application/json"}
+    with Client(app.app) as client:
+        http = client.http
+        body = json.dumps({"to": "+15551230021", "body": "hi"})
+        assert http.post("/messages", body=body, headers=headers).status_code == 202
+        assert (
+            http.post("/messages/batch", body=json.dumps({"messages": [json.loads(body)]}), headers=headers).status_code
+            == 200
+        )
+        assert http.get(f"/messages/{message_id}", headers=headers).status_code == 200
+        template = json.dumps({"body": "Hi <Name>", "field_map": {"Name": "n"}})
+        assert http.put("/templates/welcome", body=template, headers=headers).status_code == 200
+        assert http.get("/templates/welcome", headers=headers).status_code == 200
+        assert http.get("/stats", headers=headers).status_code == 200
+        assert http.post("/connection/test", headers=headers).status_code == 200
+        # Twilio's webhooks through API Gateway reach the same code
+        base = "http://localhost"
+        wiring.override(settings=wiring.settings().__class__(**{**wiring.settings().__dict__, "public_base_url": base}))
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status = {"MessageSid": sid, "MessageStatus": "delivered"}
+        url = f"{base}/twilio/status?mid={message_id}"
+        answer = http.post(f"/twilio/status?mid={message_id}", body=urlencode(status),
+                           headers={**form, "X-Twilio-Signature": signed(url, status)})  # fmt: skip
+        assert answer.status_code == 200
+        for text in ("STOP", "START", "Hello?"):
+            params = {"From": TO, "To": FROM, "Body": text, "MessageSid": "SM" + text.encode().hex().ljust(32, "0")}
+            signature = signed(f"{base}/twilio/inbound", params)
+            answer = http.post(
+                "/twilio/inbound", body=urlencode(params), headers={**form, "X-Twilio-Signature": signature}
+            )
+            assert answer.status_code == 200
+
+
+WORK: dict[str, Callable[[dict[str, Any]], None]] = {
+    "Send": send_work,
+    "Poll": poll_work,
+    "Finalize": finalize_work,
+    "Forward": forward_work,
+    "Webhooks": webhooks_work,
+    "APIHandler": api_work,
+}
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTION_ROLES))
+def test_the_role_grants_exactly_what_the_function_calls(world: dict[str, Any], function: str) -> None:
+    fresh_wiring(world)
+    WORK[function](world)
+    made = set(world["calls"])
+    allowed = granted(function)
+    # a further connection's secret is granted by name pattern; the default one stands for it here
+    allowed_here = {(a, "TwilioSecret" if r == "ConnectionSecrets" else r) for a, r in allowed}
+    assert made - allowed_here == set(), f"{function} would be refused these by AWS"
+    unused = allowed - made - ON_THE_FUNCTIONS_BEHALF.get(function, set())
+    unused -= {(a, "ConnectionSecrets") for a, r in allowed if r == "TwilioSecret" and (a, r) in made}
+    assert unused == set(), f"{function}'s role grants what its code never calls"
