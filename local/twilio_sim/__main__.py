@@ -21,7 +21,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="delivered", choices=sorted(SCENARIOS), help="default outcome")
     parser.add_argument("--inbound-url", help="where inbound messages (replies, STOP) are posted")
     parser.add_argument("--latency-ms", type=int, default=0, help="added to every API request")
+    parser.add_argument(
+        "--max-in-flight", type=int, help="concurrent requests the account may have; beyond: 429 / 20429 (as Twilio)"
+    )
+    parser.add_argument(
+        "--sender-rate",
+        action="append",
+        default=[],
+        metavar="SENDER=RATE",
+        help="segments/s a sender drains (default: long code 1, toll-free 3, short code 100; +1500555… unpaced)",
+    )
     args = parser.parse_args(argv)
+    rates = {}
+    for pair in args.sender_rate:
+        sender, _, rate = pair.partition("=")
+        rates[sender] = float(rate)
 
     config = SimConfig(
         account_sid=args.account_sid or new_account_sid(),
@@ -30,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         default_scenario=args.scenario,
         inbound_url=args.inbound_url,
         latency_ms=args.latency_ms,
+        max_in_flight=args.max_in_flight,
+        sender_rates=rates,
     )
     simulator = TwilioSimulator(config, host=args.host, port=args.port)
     print(f"Twilio simulator on {simulator.base_url}", flush=True)

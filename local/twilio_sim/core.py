@@ -90,6 +90,23 @@ OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REV
 OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 FAULT_KINDS = {"429", "500", "503", "reset", "lost", "latency"}
+DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's ValidityPeriod when a create gives none
+# Segments per second a sender drains from Twilio's queue (Twilio's published defaults, US).
+TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
+
+
+def default_sender_rate(sender: str, pool_size: int = 1) -> float | None:
+    """Segments/s a sender drains: long code 1, toll-free 3, short code 100, alphanumeric 1; a messaging
+    service its pool's sum. Twilio's test numbers (+1500555…) queue nothing: None, unpaced."""
+    if sender.startswith("+1500555"):
+        return None
+    if sender.startswith("MG"):
+        return float(max(pool_size, 1))
+    if sender.isdigit() and 5 <= len(sender) <= 6:
+        return 100.0
+    if sender.startswith(TOLL_FREE_PREFIXES):
+        return 3.0
+    return 1.0
 
 
 class TwilioApiError(Exception):
@@ -240,7 +257,8 @@ class SimConfig:
     default_scenario: str = "delivered"
     inbound_url: str | None = None
     latency_ms: int = 0
-    max_in_flight: int | None = None
+    max_in_flight: int | None = None  # concurrent REST requests per account; beyond: 429 / 20429
+    sender_rates: dict[str, float] = field(default_factory=dict)  # segments/s, overriding the defaults
     seed: int | None = None
     service_numbers: list[str] = field(default_factory=lambda: ["+15005550006"])
 
@@ -269,6 +287,10 @@ class Simulator:
         self.opt_outs: set[tuple[str, str]] = set()  # (recipient, sender)
         self.callbacks: list[CallbackRecord] = []
         self.in_flight = 0
+        self.peak_in_flight = 0
+        self.throttled = 0  # requests refused for the account's concurrency limit
+        self.sender_free: dict[str, datetime] = {}  # when each sender's queue is empty again
+        self.overflows: Counter[str] = Counter()  # messages failed 30001 per sender
         self.requests: Counter[str] = Counter()
         self._schedule: list[tuple[datetime, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -316,6 +338,9 @@ class Simulator:
             self.opt_outs.clear()
             self.callbacks.clear()
             self.requests.clear()
+            self.sender_free.clear()
+            self.overflows.clear()
+            self.peak_in_flight = self.throttled = 0
             self._schedule.clear()
 
     def creates(self) -> list[dict[str, Any]]:
@@ -385,9 +410,16 @@ class Simulator:
         elif service:
             timeline.append((now + timedelta(seconds=0.5), "queued", None))
         terminal_code = code if code is not None else default_code
-        for offset, status in steps:
-            step_code = terminal_code if status in ("undelivered", "failed") else None
-            timeline.append((start + timedelta(seconds=offset), status, step_code))
+        segments = rules.segment_info(body).num_segments
+        sender_key = service or sender or ""
+        wait = None if send_at else self._queue_wait(sender_key, segments, now, values.get("ValidityPeriod"))
+        if wait is None or wait >= 0:
+            start += timedelta(seconds=wait or 0)  # it waits in the sender's queue before Twilio sends it
+            for offset, status in steps:
+                step_code = terminal_code if status in ("undelivered", "failed") else None
+                timeline.append((start + timedelta(seconds=offset), status, step_code))
+        else:  # it would wait longer than its validity: Twilio fails it with 30001 when that runs out
+            timeline.append((now + timedelta(seconds=-wait), "failed", 30001))
         message = SimMessage(
             sid=_sid("MM" if media else "SM"),
             account_sid=self.config.account_sid,
@@ -399,7 +431,7 @@ class Simulator:
             status_callback=values.get("StatusCallback") or None,
             date_created=now,
             timeline=timeline,
-            num_segments=rules.segment_info(body).num_segments,
+            num_segments=segments,
         )
         with self.lock:
             self.messages[message.sid] = message
@@ -407,6 +439,40 @@ class Simulator:
         if message.status_callback:
             self._schedule_status_callbacks(message)
         return message
+
+    def sender_rate(self, sender: str) -> float | None:
+        configured = self.config.sender_rates.get(sender)
+        return configured if configured is not None else default_sender_rate(sender, len(self.config.service_numbers))
+
+    def _queue_wait(self, sender: str, segments: int, now: datetime, validity: str | None) -> float | None:
+        """Seconds the message waits in the sender's queue (taking its place), or -validity when it would
+        wait longer than its ValidityPeriod (it takes no place then); None for an unpaced sender."""
+        rate = self.sender_rate(sender)
+        if rate is None:
+            return None
+        limit = float(validity or DEFAULT_VALIDITY_SECONDS)
+        with self.lock:
+            free = max(self.sender_free.get(sender, now), now)
+            wait = (free - now).total_seconds()
+            if wait > limit:
+                self.overflows[sender] += 1
+                return -limit
+            self.sender_free[sender] = free + timedelta(seconds=segments / rate)
+            return wait
+
+    def senders(self) -> dict[str, Any]:
+        """Each paced sender's rate, backlog (seconds of queue) and overflows, as of now."""
+        now = self.clock.now()
+        with self.lock:
+            names = set(self.sender_free) | set(self.config.sender_rates) | set(self.overflows)
+            return {
+                name: {
+                    "rate": self.sender_rate(name),
+                    "backlog_seconds": max(0.0, (self.sender_free.get(name, now) - now).total_seconds()),
+                    "overflows": self.overflows[name],
+                }
+                for name in sorted(names)
+            }
 
     def _pool_number(self, to: str) -> str:
         numbers = self.config.service_numbers

@@ -13,6 +13,8 @@ import re
 import threading
 import time
 from dataclasses import asdict
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -108,12 +110,14 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             raise TwilioApiError(404, 20404, f"The requested resource {path} was not found")
         op, match = route
-        form = parse_qsl(body.decode(), keep_blank_values=True)
+        form = parse_form(body, self.headers.get("Content-Type", ""))
         to = dict(form).get("To")
         with sim.lock:
             sim.requests[op] += 1
             sim.in_flight += 1
+            sim.peak_in_flight = max(sim.peak_in_flight, sim.in_flight)
             over = sim.config.max_in_flight is not None and sim.in_flight > sim.config.max_in_flight
+            sim.throttled += over
         try:
             if sim.config.latency_ms:
                 time.sleep(sim.config.latency_ms / 1000)
@@ -217,7 +221,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "GET" and path.startswith("/_sim/messages/"):
             self._send_json(200, sim.truth(path.rsplit("/", 1)[1]))
         elif method == "GET" and path == "/_sim/stats":
-            self._send_json(200, {"requests": dict(sim.requests), "callbacks": len(sim.callbacks)})
+            stats = {"requests": dict(sim.requests), "callbacks": len(sim.callbacks)}
+            stats |= {"peak_in_flight": sim.peak_in_flight, "throttled": sim.throttled}
+            self._send_json(200, stats)
+        elif method == "GET" and path == "/_sim/senders":
+            self._send_json(200, {"senders": sim.senders()})
+        elif method == "POST" and path == "/_sim/senders":
+            sim.config.sender_rates[str(data["sender"])] = float(data["rate"])
+            self._send_json(200, {"ok": True})
         elif method == "GET" and path == "/_sim/callbacks":
             self._send_json(200, {"callbacks": [asdict(c) for c in sim.callbacks]})
         elif method == "POST" and path == "/_sim/scenarios":
@@ -251,6 +262,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"ok": True})
         else:
             self._send_json(404, {"error": f"no control route {method} {path}"})
+
+
+def parse_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """A create's parameters as Twilio takes them: urlencoded or multipart/form-data (repeated names kept)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return parse_qsl(body.decode(), keep_blank_values=True)
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: list[tuple[str, str]] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields.append((str(name), str(part.get_content()).removesuffix("\r\n")))
+    return fields
 
 
 class _Server(ThreadingHTTPServer):

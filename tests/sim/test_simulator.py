@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -379,6 +380,68 @@ class TestFaults:
         for t in threads:
             t.join()
         assert sorted(codes) == [201, 201, 429, 429, 429]
+        stats = requests.get(f"{simulator.origin}/_sim/stats").json()
+        assert stats["peak_in_flight"] == 5 and stats["throttled"] == 3  # what the account saw, refused included
+        assert requests.post(f"{simulator.origin}/_sim/config", json={"max_in_flight": None}).ok
+
+
+class TestSenderThroughput:
+    """Each sender drains Twilio's queue at its rate; a message that would wait longer than its
+    ValidityPeriod fails with 30001 (queue overflow), as at Twilio."""
+
+    LONG_CODE = "+15551230000"
+
+    def create(self, client: Client, body: str = "x", **kw: Any) -> Any:
+        return client.messages.create(to=TO, from_=kw.pop("from_", self.LONG_CODE), body=body, **kw)
+
+    def sent_at(self, simulator: TwilioSimulator, sid: str) -> datetime:
+        message = simulator.sim.messages[sid]
+        return next(when for when, status, _ in message.timeline if status == "sending")
+
+    def test_a_long_code_sends_one_segment_a_second(self, client: Client, simulator: TwilioSimulator) -> None:
+        first, second, third = (self.create(client) for _ in range(3))
+        starts = [self.sent_at(simulator, m.sid) for m in (first, second, third)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+        assert all(0.9 <= gap <= 1.2 for gap in gaps), gaps
+        two_segments = self.create(client, body="x" * 200)  # 2 segments: takes the sender 2 s
+        after = self.create(client)
+        gap = (self.sent_at(simulator, after.sid) - self.sent_at(simulator, two_segments.sid)).total_seconds()
+        assert 1.9 <= gap <= 2.3
+        backlog = requests.get(f"{simulator.origin}/_sim/senders").json()["senders"][self.LONG_CODE]
+        assert backlog["rate"] == 1.0 and backlog["backlog_seconds"] > 4
+
+    def test_a_message_that_would_outwait_its_validity_fails_30001(
+        self, client: Client, simulator: TwilioSimulator
+    ) -> None:
+        requests.post(
+            f"{simulator.origin}/_sim/senders", json={"sender": self.LONG_CODE, "rate": 0.1}
+        ).raise_for_status()
+        kept = self.create(client)  # takes the sender 10 s
+        overflowing = self.create(client, validity_period=5)
+        assert overflowing.status == "queued"  # accepted; it fails when its validity runs out
+        simulator.sim.clock.advance(6)
+        assert client.messages(overflowing.sid).fetch().error_code == 30001
+        assert client.messages(overflowing.sid).fetch().status == "failed"
+        assert client.messages(kept.sid).fetch().status != "failed"
+        assert requests.get(f"{simulator.origin}/_sim/senders").json()["senders"][self.LONG_CODE]["overflows"] == 1
+
+    def test_default_rates_by_sender_type(self) -> None:
+        from local.twilio_sim.core import default_sender_rate
+
+        assert default_sender_rate("+15551230000") == 1.0  # long code
+        assert default_sender_rate("+18885550100") == 3.0  # toll-free
+        assert default_sender_rate("24680") == 100.0  # short code
+        assert default_sender_rate("MG" + "0" * 32, pool_size=4) == 4.0  # a service pools its numbers
+        assert default_sender_rate("+15005550006") is None  # Twilio's test numbers queue nothing
+
+
+def test_a_multipart_create_is_taken_as_twilio_takes_it(simulator: TwilioSimulator) -> None:
+    """SAS CI360's published Lambda posts multipart/form-data."""
+    url = f"{simulator.base_url}/Accounts/{ACCOUNT_SID}/Messages.json"
+    fields = {"To": (None, TO), "From": (None, FROM), "Body": (None, "Hello from CI360 & co")}
+    answer = requests.post(url, files=fields, auth=(ACCOUNT_SID, AUTH_TOKEN))
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["to"], answer.json()["body"]) == (TO, "Hello from CI360 & co")
 
 
 class TestListing:
