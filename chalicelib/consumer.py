@@ -26,7 +26,6 @@ from chalicelib.workflow import PollTarget, PollWorkflow, WorkflowError
 
 # The API (POST /messages) names the ledger record it already wrote with this attribute.
 MESSAGE_ID_ATTRIBUTE = "connector_message_id"
-BATCH_CONCURRENCY = 25  # sends in flight per invocation: a batch of 50 goes out in two rounds
 FINISH_MARGIN_S = 2.0  # what the invocation keeps after the last Twilio call: recording, events, poll start
 
 
@@ -58,7 +57,9 @@ class SendConsumer:
         self.service = service
         self.publisher = publisher
         self.workflow = workflow
-        self.executor = executor or ThreadPoolExecutor(max_workers=BATCH_CONCURRENCY, thread_name_prefix="send")
+        # SEND_CONCURRENCY sends in flight: part of the account's budget of requests to Twilio (README, Limits)
+        workers = service.settings.send_concurrency
+        self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send")
 
     def handle(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         records = list(event.get("Records") or [])

@@ -57,6 +57,10 @@ class Settings:
     twilio_connect_timeout: float = 3.05
     twilio_read_timeout: float = 10.0
     twilio_max_attempts: int = 4
+    # Requests in flight to Twilio: per send invocation, and per poll invocation. The package step derives
+    # how many send invocations may run (the SQS trigger's MaximumConcurrency) from TWILIO_MAX_CONCURRENCY.
+    send_concurrency: int = 10
+    poll_concurrency: int = 5
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
         return self.connections.get(name or DEFAULT_CONNECTION)
@@ -157,4 +161,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", 3.05),
         twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", 10.0),
         twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),
+        send_concurrency=_int(env, "SEND_CONCURRENCY", 10, minimum=1),
+        poll_concurrency=_int(env, "POLL_CONCURRENCY", 5, minimum=1),
     )

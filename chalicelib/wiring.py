@@ -181,7 +181,7 @@ def tracking() -> Any:
             publisher(),
             stats(),
             clock(),
-            ThreadPoolExecutor(max_workers=10, thread_name_prefix="poll"),
+            ThreadPoolExecutor(max_workers=settings().poll_concurrency, thread_name_prefix="poll"),
         ),
     )
 

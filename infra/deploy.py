@@ -27,6 +27,7 @@ CONFIG = ROOT / ".chalice" / "config.json"
 # AWS: a queue that triggers a Lambda needs a visibility timeout of at least six times the function's
 # timeout, plus the batching window, or a slow batch is handed out again while it is still being sent.
 VISIBILITY_FACTOR = 6
+DEFAULT_TWILIO_BUDGET = 50  # requests in flight; Twilio's default account limit is higher (README, Limits)
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation takes inline; larger templates go through S3
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
@@ -65,17 +66,41 @@ def check_connection_secrets(stage: str, env: Mapping[str, str]) -> None:
             )
 
 
-def derive(sam: dict[str, Any]) -> dict[str, Any]:
-    """Settings of the template that follow from others: the send queue's visibility timeout."""
-    send = sam["Resources"]["Send"]["Properties"]
-    window = int(send["Events"]["SendSqsEventSource"]["Properties"].get("MaximumBatchingWindowInSeconds", 0))
-    queue = sam["Resources"]["SendQueue"]["Properties"]
-    queue["VisibilityTimeout"] = VISIBILITY_FACTOR * int(send["Timeout"]) + window
+def concurrency_plan(env: Mapping[str, str], poll_invocations: int) -> dict[str, int]:
+    """How many send invocations may run so that every request in flight to Twilio fits the budget:
+    send invocations × SEND_CONCURRENCY + poll invocations × POLL_CONCURRENCY ≤ TWILIO_MAX_CONCURRENCY."""
+    budget = int(env.get("TWILIO_MAX_CONCURRENCY") or DEFAULT_TWILIO_BUDGET)
+    per_send = int(env.get("SEND_CONCURRENCY") or 10)
+    per_poll = int(env.get("POLL_CONCURRENCY") or 5)
+    send_invocations = (budget - poll_invocations * per_poll) // per_send
+    if send_invocations < 2:  # the SQS trigger's MaximumConcurrency is at least 2
+        raise DeployError(
+            f"TWILIO_MAX_CONCURRENCY={budget} leaves room for {max(send_invocations, 0)} send invocations of "
+            f"SEND_CONCURRENCY={per_send} beside {poll_invocations} poll invocations of POLL_CONCURRENCY={per_poll}; "
+            "at least 2 are needed: raise the budget or lower SEND_CONCURRENCY"
+        )
+    return {"budget": budget, "send_invocations": min(send_invocations, 1000), "per_send": per_send,
+            "poll_invocations": poll_invocations, "per_poll": per_poll}  # fmt: skip
+
+
+def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings of the template that follow from others: the send queue's visibility timeout, and how many
+    send invocations run at once (the Twilio concurrency budget)."""
+    resources = sam["Resources"]
+    send = resources["Send"]["Properties"]
+    trigger = send["Events"]["SendSqsEventSource"]["Properties"]
+    window = int(trigger.get("MaximumBatchingWindowInSeconds", 0))
+    resources["SendQueue"]["Properties"]["VisibilityTimeout"] = VISIBILITY_FACTOR * int(send["Timeout"]) + window
+    plan = concurrency_plan(env or {}, int(resources["Poll"]["Properties"]["ReservedConcurrentExecutions"]))
+    trigger["ScalingConfig"] = {"MaximumConcurrency": plan["send_invocations"]}
+    # Reserved concurrency below the trigger's maximum would throttle its invocations and burn receives.
+    send["ReservedConcurrentExecutions"] = plan["send_invocations"]
     return sam
 
 
 def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> Path:
-    check_connection_secrets(stage, stage_environment(stage))
+    env = stage_environment(stage)
+    check_connection_secrets(stage, env)
     chalice = Path(sys.executable).parent / "chalice"
     run(
         [str(chalice), "package", "--stage", stage, "--merge-template", str(MERGE_TEMPLATE), str(out)],
@@ -83,7 +108,7 @@ def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> 
         check=True,
     )
     template = out / "sam.json"
-    template.write_text(json.dumps(derive(json.loads(template.read_text())), indent=2) + "\n")
+    template.write_text(json.dumps(derive(json.loads(template.read_text()), env), indent=2) + "\n")
     return template
 
 

@@ -86,6 +86,22 @@ def test_the_send_trigger_reports_partial_batch_failures(cfn: dict[str, Any]) ->
     assert props["EventSourceArn"] == {"Fn::Sub": "${SendQueue.Arn}"}
 
 
+def test_every_request_in_flight_to_twilio_fits_the_concurrency_budget(sam: dict[str, Any]) -> None:
+    """Twilio limits concurrent requests per account (429 / 20429 beyond): the SQS trigger's maximum
+    concurrency × sends per invocation, plus the poll function's share, stays within TWILIO_MAX_CONCURRENCY."""
+    from infra.deploy import DeployError, concurrency_plan
+
+    send = sam["Resources"]["Send"]["Properties"]
+    env = send["Environment"]["Variables"]
+    invocations = send["Events"]["SendSqsEventSource"]["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    polls = sam["Resources"]["Poll"]["Properties"]["ReservedConcurrentExecutions"]
+    in_flight = invocations * int(env["SEND_CONCURRENCY"]) + polls * int(env["POLL_CONCURRENCY"])
+    assert invocations >= 2 and in_flight <= int(env["TWILIO_MAX_CONCURRENCY"])
+    assert send["ReservedConcurrentExecutions"] == invocations  # fewer would throttle the trigger's invocations
+    with pytest.raises(DeployError, match="raise the budget or lower SEND_CONCURRENCY"):
+        concurrency_plan({"TWILIO_MAX_CONCURRENCY": "20", "SEND_CONCURRENCY": "10"}, poll_invocations=2)
+
+
 def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dict[str, Any]) -> None:
     """AWS: at least six times the function's timeout (plus the batching window), else a slow batch is
     handed out again while it is still being sent."""
@@ -99,7 +115,7 @@ def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dic
     assert queue["VisibilityTimeout"] == 6 * send["Timeout"] + window
     slower = copy.deepcopy(sam)
     slower["Resources"]["Send"]["Properties"]["Timeout"] = 300
-    assert derive(slower)["Resources"]["SendQueue"]["Properties"]["VisibilityTimeout"] == 1800 + window
+    assert derive(slower, {})["Resources"]["SendQueue"]["Properties"]["VisibilityTimeout"] == 1800 + window
 
 
 def test_tables_are_on_demand_encrypted_recoverable_and_messages_expire(sam: dict[str, Any]) -> None:
