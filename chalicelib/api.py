@@ -22,6 +22,7 @@ from typing import Any
 from chalicelib import rules
 from chalicelib.models import ValidationError, parse_timestamp
 from chalicelib.observability import logger, metrics
+from chalicelib.queue import SendQueue
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.services import SendService, ledger_attrs
 from chalicelib.settings import ConfigurationError, Settings
@@ -33,7 +34,6 @@ from chalicelib.twilio_signature import compute_signature
 
 MAX_BATCH = 100
 MAX_STATS_DAYS = 92
-MESSAGE_ID_ATTRIBUTE = "connector_message_id"
 
 
 @dataclass(frozen=True)
@@ -66,42 +66,6 @@ def unexpected(exc: Exception, path: str) -> ApiResult:
     ]
     logger.error("unexpected error", extra={"error": type(exc).__name__, "path": path, "frames": frames[-5:]})
     return error(500, "internal_error", "the connector failed on this request; retry, and report it if it repeats")
-
-
-class SendQueue:
-    """The SQS send queue, as the API writes to it."""
-
-    def __init__(self, client: Any, queue_name: str, queue_url: str | None = None) -> None:
-        self.client = client
-        self.queue_name = queue_name
-        self._url = queue_url  # the deployed functions get it from the template: no GetQueueUrl call, no grant
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            self._url = str(self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"])
-        return self._url
-
-    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]:
-        """Enqueue (message id, body) pairs, ten per call; the ids SQS did not take."""
-        failed: set[str] = set()
-        for start in range(0, len(items), 10):
-            chunk = items[start : start + 10]
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": json.dumps(body),
-                    "MessageAttributes": {MESSAGE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message_id}},
-                }
-                for i, (message_id, body) in enumerate(chunk)
-            ]
-            try:
-                result = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
-                failed |= {chunk[int(f["Id"])][0] for f in result.get("Failed", [])}
-            except Exception as exc:  # botocore errors of any kind: report the chunk as not enqueued
-                logger.error("send queue unavailable", extra={"error": str(exc)})
-                failed |= {message_id for message_id, _ in chunk}
-        return failed
 
 
 class MessagesApi:

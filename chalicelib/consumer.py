@@ -12,6 +12,7 @@ execution starts for the messages Twilio took (DESIGN §3.4).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +22,12 @@ from typing import Any
 from chalicelib import events
 from chalicelib.events import EventPublisher
 from chalicelib.observability import logger, metrics
-from chalicelib.services import RetryLater, SendOutcome, SendService
+from chalicelib.queue import QueueError, SendQueue, record_deferrals, record_message_id
+from chalicelib.services import Deferred, SendOutcome, SendService
 from chalicelib.workflow import PollTarget, PollWorkflow, WorkflowError
 
-# The API (POST /messages) names the ledger record it already wrote with this attribute.
-MESSAGE_ID_ATTRIBUTE = "connector_message_id"
+MAX_DEFERRALS = 100  # a record put back this often (throttling for days) goes the usual way, to the DLQ
+THROTTLE_BACKOFF_S = 5.0  # first wait after a throttled send; doubles with each deferral, up to SQS's 900 s
 FINISH_MARGIN_S = 2.0  # what the invocation keeps after the last Twilio call: recording, events, poll start
 
 
@@ -52,11 +54,13 @@ class SendConsumer:
         service: SendService,
         publisher: EventPublisher,
         workflow: PollWorkflow | None,
+        queue: SendQueue | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.service = service
         self.publisher = publisher
         self.workflow = workflow
+        self.queue = queue
         # SEND_CONCURRENCY sends in flight: part of the account's budget of requests to Twilio (README, Limits)
         workers = service.settings.send_concurrency
         self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send")
@@ -70,6 +74,9 @@ class SendConsumer:
         for record, future in running:
             try:
                 outcomes.append(future.result())
+            except Deferred as deferred:
+                if not self._put_back(record, deferred):
+                    failures.append({"itemIdentifier": str(record.get("messageId"))})
             except Exception:  # send_one logged it; SQS hands the record out again
                 failures.append({"itemIdentifier": str(record.get("messageId"))})
         self._after_batch(outcomes)
@@ -77,18 +84,36 @@ class SendConsumer:
 
     def send_one(self, record: Mapping[str, Any], budget: TimeBudget | None = None) -> SendOutcome:
         delivery_id = str(record.get("messageId"))
-        attributes = record.get("messageAttributes") or {}
-        message_id = (attributes.get(MESSAGE_ID_ATTRIBUTE) or {}).get("stringValue")
+        message_id = record_message_id(record)
         if budget is not None and time.monotonic() > budget.start_by:
-            # Nothing claimed, nothing sent: SQS hands the record out again after its visibility timeout.
+            # Nothing claimed, nothing sent: the record goes back for the next invocation.
             metrics.add_metric(name="SendsDeferredForTime", unit="Count", value=1)
-            raise RetryLater("the invocation is short of time; not started")
+            raise Deferred("the invocation is short of time; not started", 0, "Time")
         try:
             finish_by = budget.finish_by if budget else None
             return self.service.send_record(str(record.get("body") or ""), delivery_id, message_id, finish_by)
         except Exception:
             logger.warning("record returned to the queue", extra={"sqs_message_id": delivery_id}, exc_info=True)
             raise
+
+    def _put_back(self, record: Mapping[str, Any], deferred: Deferred) -> bool:
+        """Requeue a deferred record as a new message naming the same ledger record; False to let SQS
+        redeliver it instead (no queue, too many deferrals, or SQS refused)."""
+        deferrals = record_deferrals(record) + 1
+        if self.queue is None or deferrals > MAX_DEFERRALS:
+            return False
+        delay = deferred.delay_seconds
+        if deferred.kind == "Throttling":
+            delay = max(delay, THROTTLE_BACKOFF_S * 2 ** min(deferrals - 1, 8) * (0.5 + random.random()))  # noqa: S311
+        body = str(record.get("body") or "")
+        message_id = record_message_id(record) or self.service.message_id_of(body, str(record.get("messageId")))
+        try:
+            self.queue.defer(message_id, body, delay, deferrals)
+        except QueueError as exc:
+            logger.warning("deferred record not put back; SQS redelivers it", extra={"error": str(exc)})
+            return False
+        metrics.add_metric(name=f"RequeuedFor{deferred.kind}", unit="Count", value=1)
+        return True
 
     def _after_batch(self, outcomes: list[SendOutcome]) -> None:
         changed = [o.record for o in outcomes if o.record is not None]

@@ -40,6 +40,16 @@ class RetryLater(Exception):
     """The record must go back to the queue (batchItemFailures); nothing was lost or sent twice."""
 
 
+class Deferred(RetryLater):
+    """Not the record's fault (Twilio throttling, a full sender queue, time short): it is put back as a new
+    message after `delay_seconds`, so the wait burns none of its receives on the way to the DLQ."""
+
+    def __init__(self, reason: str, delay_seconds: float, kind: str) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+        self.kind = kind  # Throttling | Pacing | Time: names the metric
+
+
 @dataclass(frozen=True)
 class SendOutcome:
     message_id: str
@@ -147,20 +157,28 @@ class SendService:
 
     # --- sending -------------------------------------------------------------
 
-    def send_record(
-        self, body: str, delivery_id: str, message_id: str | None = None, finish_by: float | None = None
-    ) -> SendOutcome:
-        """One SQS record: its JSON body is exactly a POST /messages body (DESIGN §1)."""
+    @staticmethod
+    def _parse(body: str) -> tuple[Any, str | None]:
         try:
             raw: Any = json.loads(body)
         except ValueError:
             raw = None  # parse_send_request turns this into a clear error on the record
         key = raw.get("idempotency_key") if isinstance(raw, dict) else None
-        if message_id is None and not (isinstance(key, str) and key):
+        return raw, key if isinstance(key, str) and key else None
+
+    def message_id_of(self, body: str, delivery_id: str) -> str:
+        """The ledger id of a record that names none: from its idempotency_key, else its SQS messageId."""
+        return rules.message_id(self._parse(body)[1], delivery_id)
+
+    def send_record(
+        self, body: str, delivery_id: str, message_id: str | None = None, finish_by: float | None = None
+    ) -> SendOutcome:
+        """One SQS record: its JSON body is exactly a POST /messages body (DESIGN §1)."""
+        raw, key = self._parse(body)
+        if message_id is None and key is None:
             # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (README, Operations).
             metrics.add_metric(name="RecordsWithoutIdempotencyKey", unit="Count", value=1)
-        message_id = message_id or rules.message_id(key if isinstance(key, str) else None, delivery_id)
-        return self.send(message_id, raw, finish_by)
+        return self.send(message_id or rules.message_id(key, delivery_id), raw, finish_by)
 
     def send(self, message_id: str, raw: Any, finish_by: float | None = None) -> SendOutcome:
         now = self.clock()
@@ -219,6 +237,8 @@ class SendService:
                 self.ledger.mark_outcome_unknown(message_id, token, now)
             metrics.add_metric(name="SendRetries", unit="Count", value=1)
             logger.warning("send deferred", extra={**log, "error": str(exc), "kind": type(exc).__name__})
+            if isinstance(exc, TwilioRetryable) and exc.http_status == 429:
+                raise Deferred("Twilio is throttling the account", exc.retry_after or 0, "Throttling") from exc
             raise RetryLater(str(exc)) from exc
         return self._record_sent(message_id, sent, now, "sent", log)
 

@@ -93,6 +93,8 @@ class TwilioRejected(TwilioError):
 class TwilioRetryable(TwilioError):
     """Nothing was created; the same request may be sent again later."""
 
+    retry_after: float | None = None  # what Twilio asked for with its last 429
+
 
 class TwilioOutcomeUnknown(TwilioError):
     """The request went out and no answer came back: a message may exist."""
@@ -310,6 +312,7 @@ class TwilioApi:
                 if status >= 500 and not idempotent:
                     raise TwilioOutcomeUnknown(message, code, status, more_info)
                 last = TwilioRetryable(message, code, status, more_info)
+                last.retry_after = _retry_after(response)
                 if status == 429:
                     metrics.add_metric(name="TwilioThrottled", unit="Count", value=1)
                 if status in (401, 403):

@@ -162,7 +162,7 @@ def workflow() -> Any:
 def send_consumer() -> Any:
     from chalicelib.consumer import SendConsumer
 
-    return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow()))
+    return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow(), send_queue()))
 
 
 def tracking() -> Any:
@@ -220,21 +220,20 @@ def api_keys() -> Any:
 
 
 def messages_api() -> Any:
-    from chalicelib.api import MessagesApi, SendQueue
+    from chalicelib.api import MessagesApi
 
     s = settings()
     return _once(
         "messages_api",
-        lambda: MessagesApi(
-            s,
-            send_service(),
-            ledger(),
-            templates(),
-            stats(),
-            SendQueue(_boto_client("sqs"), s.send_queue, s.send_queue_url),
-            clock(),
-        ),
+        lambda: MessagesApi(s, send_service(), ledger(), templates(), stats(), send_queue(), clock()),
     )
+
+
+def send_queue() -> Any:
+    from chalicelib.queue import SendQueue
+
+    s = settings()
+    return _once("send_queue", lambda: SendQueue(_OnFirstUse("sqs"), s.send_queue, s.send_queue_url))
 
 
 def connection_check() -> Any:

@@ -139,7 +139,9 @@ def send_work(world: dict[str, Any]) -> None:
 
     wiring.templates().put(Template(name="welcome", body="Hi <Name>", field_map={"to": "mobile", "Name": "n"}))
     world["stub"].fail_for("+15551230002", "reject:21610")
+    world["stub"].fail_for("+15551230004", "429", "429", "429", "429")  # put back on the queue
     batch = [
+        Delivery({"to": "+15551230004", "from": FROM, "body": "throttled"}),
         Delivery({"to": "+15551230001", "from": FROM, "body": "one"}),
         Delivery({"to": "+15551230002", "from": FROM, "body": "opted out at Twilio"}),
         Delivery({"template": "welcome", "from": FROM, "fields": {"mobile": "+15551230003", "n": "Ann"}}),
@@ -147,7 +149,7 @@ def send_work(world: dict[str, Any]) -> None:
     ]
     world["calls"].clear()  # the template was written by the test, not the function
     assert app.send(sqs_event(*batch), LambdaContext())["batchItemFailures"] == []
-    assert app.send(sqs_event(batch[0].redelivered()), LambdaContext())["batchItemFailures"] == []
+    assert app.send(sqs_event(batch[1].redelivered()), LambdaContext())["batchItemFailures"] == []
 
 
 def poll_work(world: dict[str, Any]) -> None:

@@ -58,6 +58,14 @@ class Stack:
         result = app.send(sqs_event(*deliveries), context or LambdaContext())
         return [failure["itemIdentifier"] for failure in result["batchItemFailures"]]
 
+    def sqs_depth(self) -> dict[str, int]:
+        """The send queue's messages waiting, by kind, leaving out kinds with none."""
+        sqs = boto3.client("sqs")
+        url = sqs.get_queue_url(QueueName="twilio-connector-test-send")["QueueUrl"]
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return {name: int(value) for name, value in found.items() if int(value)}
+
     def record(self, delivery: Delivery) -> MessageRecord:
         key = delivery.body.get("idempotency_key") if isinstance(delivery.body, dict) else None
         found = wiring.ledger().get(rules.message_id(key, delivery.message_id))
@@ -200,6 +208,7 @@ def test_a_twilio_rejection_is_recorded_and_consumed(stack: Stack) -> None:
 
 
 def test_a_mixed_batch_hands_back_only_the_retryable_records(stack: Stack) -> None:
+    """Lost answers go back to SQS (and are reconciled); throttled ones are put back as new messages."""
     ok = send(to="+15550000001")
     invalid = Delivery({"to": "12345", "from": FROM, "body": "x"})
     throttled = send(to="+15550000003")
@@ -209,7 +218,8 @@ def test_a_mixed_batch_hands_back_only_the_retryable_records(stack: Stack) -> No
     stack.stub.fail_for("+15550000004", "reject:21614")
     stack.stub.fail_for("+15550000005", "lost")
     failures = stack.deliver(ok, invalid, throttled, rejected, lost)
-    assert sorted(failures) == sorted([throttled.message_id, lost.message_id])
+    assert failures == [lost.message_id]
+    assert stack.sqs_depth() == {"ApproximateNumberOfMessagesDelayed": 1}  # the throttled one, after a backoff
     assert stack.record(ok).status == "queued"
     assert (stack.record(invalid).status, stack.record(invalid).error_code) == ("error", 21211)
     assert stack.record(rejected).error_code == 21614
@@ -315,14 +325,88 @@ class ShortOfTime(LambdaContext):
         return self.remaining_ms
 
 
+def requeued(stack: Stack) -> list[dict[str, Any]]:
+    """What the send function put back on the queue, as SQS will hand it out (delays ignored)."""
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="twilio-connector-test-send")["QueueUrl"]
+    found = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+    )
+    return found.get("Messages", [])
+
+
+def as_delivery(message: dict[str, Any]) -> Delivery:
+    attributes = {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
+    return Delivery(json.loads(message["Body"]), message["MessageId"], attributes=attributes)
+
+
 def test_records_the_invocation_has_no_time_for_go_back_untouched(stack: Stack) -> None:
-    """A send started now could outlive the Lambda (one Twilio try: 3.05 s connect + 10 s read):
-    it is handed back to SQS as a batch item failure, with nothing claimed and nothing sent."""
+    """A send started now could outlive the Lambda (one Twilio try: 3.05 s connect + 10 s read): it is
+    put back on the queue as a new message, nothing claimed and nothing sent, and no receive burnt."""
     batch = [send(to=f"+1555123456{i}") for i in range(3)]
     failures = stack.deliver(*batch, context=ShortOfTime(remaining_ms=12_000))
-    assert sorted(failures) == sorted(d.message_id for d in batch)
-    assert stack.stub.create_attempts == 0
+    assert failures == [] and stack.stub.create_attempts == 0
     assert all(wiring.ledger().get(rules.message_id(None, d.message_id)) is None for d in batch)
-    # the next invocation, with time to spare, sends each once
-    assert stack.deliver(*(d.redelivered() for d in batch)) == []
+    copies = requeued(stack)
+    assert {m["MessageAttributes"]["connector_message_id"]["StringValue"] for m in copies} == {
+        rules.message_id(None, d.message_id) for d in batch
+    }
+    # the next invocation, with time to spare, sends each once, as the message the original would have been
+    assert stack.deliver(*(as_delivery(m) for m in copies)) == []
     assert stack.stub.create_attempts == 3
+    assert all(wiring.ledger().get(rules.message_id(None, d.message_id)).twilio_sid for d in batch)
+
+
+def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio answers 429 to every try: the record is not handed back to SQS (each receive walks it
+    toward the DLQ) but put back as a new message after a backoff, naming the same ledger record."""
+    monkeypatch.setattr("chalicelib.consumer.THROTTLE_BACKOFF_S", 0.0)  # to see the copy now (backoff: below)
+    delivery = send()
+    stack.stub.fail_next(*["429"] * 4)  # every try of this invocation
+    assert stack.deliver(delivery) == []  # consumed, not failed: no receive counted against it
+    (copy,) = requeued(stack)
+    assert copy["MessageAttributes"]["connector_deferrals"]["StringValue"] == "1"
+    assert copy["Attributes"]["ApproximateReceiveCount"] == "1"
+    message_id = rules.message_id(None, delivery.message_id)
+    assert copy["MessageAttributes"]["connector_message_id"]["StringValue"] == message_id
+    assert stack.record(delivery).claim.claim_token is None  # released: nothing was sent
+    stack.stub.fail_next("429")  # the storm is passing
+    assert stack.deliver(as_delivery(copy)) == []
+    assert stack.stub.creates_per_message() == {(TO, "Your order shipped"): 1}
+    assert stack.deliver(delivery.redelivered()) == []  # a late duplicate of the original sends nothing
+    assert len(stack.stub.messages) == 1
+
+
+def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
+    from chalicelib.consumer import SendConsumer
+    from chalicelib.services import Deferred
+
+    class Queue:
+        def __init__(self) -> None:
+            self.delays: list[float] = []
+
+        def defer(self, message_id: str, body: str, delay_seconds: float, deferrals: int) -> None:
+            self.delays.append(delay_seconds)
+
+    class Service:
+        def message_id_of(self, body: str, delivery_id: str) -> str:
+            return "m"
+
+    queue = Queue()
+    consumer = SendConsumer.__new__(SendConsumer)
+    consumer.queue, consumer.service = queue, Service()  # type: ignore[assignment]
+
+    def record(deferrals: int) -> dict[str, Any]:
+        return {
+            "messageId": "x",
+            "body": "{}",
+            "messageAttributes": {"connector_deferrals": {"stringValue": str(deferrals)}},
+        }
+
+    for deferrals in range(12):
+        assert consumer._put_back(record(deferrals), Deferred("429", 0, "Throttling"))
+    first, *_, last = queue.delays
+    assert 2.5 <= first <= 7.5 and queue.delays[3] > first * 4 and last >= 640
+    assert not consumer._put_back(record(100), Deferred("429", 0, "Throttling"))  # then the usual way: the DLQ

@@ -1,0 +1,86 @@
+"""The SQS send queue as the connector writes to it: the API enqueues accepted requests, and the send
+function puts back a record it defers (Twilio throttling, a sender's queue full, time short) as a new
+message with a delay, so a deferral never burns one of the record's receives on its way to the DLQ.
+
+Both name the ledger record in a message attribute, so every copy of a request is the same message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.observability import logger
+
+MESSAGE_ID_ATTRIBUTE = "connector_message_id"
+DEFERRALS_ATTRIBUTE = "connector_deferrals"
+MAX_DELAY_SECONDS = 900  # SQS's longest DelaySeconds
+
+
+class QueueError(Exception):
+    """SQS did not take the message."""
+
+
+def _attribute(value: str | int) -> dict[str, str]:
+    if isinstance(value, int):
+        return {"DataType": "Number", "StringValue": str(value)}
+    return {"DataType": "String", "StringValue": value}
+
+
+def record_message_id(record: Mapping[str, Any]) -> str | None:
+    """The ledger id an SQS record names (API requests and deferred copies), if any."""
+    found = ((record.get("messageAttributes") or {}).get(MESSAGE_ID_ATTRIBUTE) or {}).get("stringValue")
+    return str(found) if found else None
+
+
+def record_deferrals(record: Mapping[str, Any]) -> int:
+    found = ((record.get("messageAttributes") or {}).get(DEFERRALS_ATTRIBUTE) or {}).get("stringValue")
+    return int(found) if found and str(found).isdecimal() else 0
+
+
+class SendQueue:
+    def __init__(self, client: Any, queue_name: str, queue_url: str | None = None) -> None:
+        self.client = client
+        self.queue_name = queue_name
+        self._url = queue_url  # the deployed functions get it from the template: no GetQueueUrl call, no grant
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = str(self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"])
+        return self._url
+
+    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]:
+        """Enqueue (message id, body) pairs, ten per call; the ids SQS did not take."""
+        failed: set[str] = set()
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(body),
+                    "MessageAttributes": {MESSAGE_ID_ATTRIBUTE: _attribute(message_id)},
+                }
+                for i, (message_id, body) in enumerate(chunk)
+            ]
+            try:
+                result = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+                failed |= {chunk[int(f["Id"])][0] for f in result.get("Failed", [])}
+            except Exception as exc:  # botocore errors of any kind: report the chunk as not enqueued
+                logger.error("send queue unavailable", extra={"error": str(exc)})
+                failed |= {message_id for message_id, _ in chunk}
+        return failed
+
+    def defer(self, message_id: str, body: str, delay_seconds: float, deferrals: int) -> None:
+        """Put a record back as a new message, seen again after `delay_seconds` (at most 900)."""
+        delay = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds + 0.999)))
+        attributes = {MESSAGE_ID_ATTRIBUTE: _attribute(message_id), DEFERRALS_ATTRIBUTE: _attribute(deferrals)}
+        try:
+            self.client.send_message(
+                QueueUrl=self.url, MessageBody=body, DelaySeconds=delay, MessageAttributes=attributes
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"could not put message {message_id} back on the queue: {exc}") from exc
