@@ -17,11 +17,12 @@ from typing import Any
 from chalicelib import rules
 from chalicelib.models import OutboundMessage, ValidationError, parse_send_request, validate_outbound
 from chalicelib.observability import logger, metrics
+from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, SenderRates
 from chalicelib.rules import ClaimOutcome, ConnectorCode
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
 from chalicelib.store import MessageLedger, MessageRecord, SentMessage, StoreError
-from chalicelib.tables import OptOutStore, StatsStore, TemplateStore
+from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
 from chalicelib.templates import apply_template
 from chalicelib.twilio_api import (
     TwilioApi,
@@ -113,6 +114,7 @@ class SendService:
         stats: StatsStore,
         clock: Callable[[], datetime] = _utcnow,
         new_token: Callable[[], str] = _new_token,
+        senders: SenderQueues | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -124,6 +126,8 @@ class SendService:
         self.clock = clock
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
+        self.senders = senders
+        self.rates = SenderRates(settings.sender_rates)
 
     @property
     def one_send_seconds(self) -> float:
@@ -216,6 +220,7 @@ class SendService:
                 code, text = early
                 record = self.ledger.record_error(message_id, code, text, now, token=token)
                 return self._errored(message_id, code, text, log, record)
+            self._take_place(msg, now)
             callback = self.settings.status_callback_url(message_id)
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
@@ -225,6 +230,9 @@ class SendService:
                 for sender in filter(None, (msg.from_, msg.messaging_service_sid)):
                     self.opt_outs.opt_out(msg.to, sender, now)
             return self._errored(message_id, code, exc.message, log, record)
+        except Deferred:
+            self.ledger.release(message_id, token, now)  # nothing was sent: the copy put back claims it afresh
+            raise
         except TwilioOutcomeUnknown as exc:
             self.ledger.mark_outcome_unknown(message_id, token, now)
             metrics.add_metric(name="SendOutcomeUnknown", unit="Count", value=1)
@@ -241,6 +249,19 @@ class SendService:
                 raise Deferred("Twilio is throttling the account", exc.retry_after or 0, "Throttling") from exc
             raise RetryLater(str(exc)) from exc
         return self._record_sent(message_id, sent, now, "sent", log)
+
+    def _take_place(self, msg: OutboundMessage, now: datetime) -> None:
+        """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
+        would wait there longer than its validity and fail with 30001."""
+        sender = msg.messaging_service_sid or msg.from_
+        rate = self.rates.rate(sender) if sender else None
+        if sender is None or rate is None or self.senders is None:
+            return
+        validity = msg.validity_period or DEFAULT_VALIDITY_SECONDS
+        place = self.senders.reserve(sender, msg.num_segments, rate, validity, now)
+        if place.next_free is None:
+            metrics.add_metric(name="SenderQueueFull", unit="Count", value=1)
+            raise Deferred("the sender's queue at Twilio is full for this message's validity", place.over_by, "Pacing")
 
     def _refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
         """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""

@@ -46,6 +46,8 @@ class Settings:
     optouts_table: str = "twilio-connector-optouts"
     templates_table: str = "twilio-connector-templates"
     counters_table: str = "twilio-connector-counters"
+    senders_table: str = "twilio-connector-senders"
+    sender_rates: Mapping[str, float] = field(default_factory=dict)  # SENDER_RATES: segments/s per sender
     api_keys_secret_id: str | None = None
     send_queue: str = "twilio-connector-send"
     send_queue_url: str | None = None  # set by the template; else the URL is looked up by name
@@ -138,6 +140,8 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    from chalicelib.pacing import parse_rates
+
     env = os.environ if env is None else env
     return Settings(
         twilio_base_url=(env.get("TWILIO_BASE_URL") or DEFAULT_TWILIO_BASE_URL).rstrip("/"),
@@ -150,6 +154,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         optouts_table=env.get("OPTOUTS_TABLE", "twilio-connector-optouts"),
         templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),
         counters_table=env.get("COUNTERS_TABLE", "twilio-connector-counters"),
+        senders_table=env.get("SENDERS_TABLE", "twilio-connector-senders"),
+        sender_rates=parse_rates(env.get("SENDER_RATES")),
         api_keys_secret_id=env.get("API_KEYS_SECRET_ID") or None,
         send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
         send_queue_url=env.get("SEND_QUEUE_URL") or None,

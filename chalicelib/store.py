@@ -305,8 +305,8 @@ def event(status: str, now: datetime, source: str, error_code: int | None = None
     return entry
 
 
-class _ConditionFailed(Exception):
-    pass
+class ConditionFailed(Exception):
+    """A conditional write found the item changed."""
 
 
 class DynamoTable:
@@ -322,7 +322,7 @@ class DynamoTable:
             yield
         except ClientError as exc:
             if _conditional_failed(exc):
-                raise _ConditionFailed from exc
+                raise ConditionFailed from exc
             raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
@@ -374,7 +374,7 @@ class DynamoMessageLedger(DynamoTable):
             try:
                 self._call("update_item", **u.request({"id": message_id}, self._fresh_condition(u)))
                 return ClaimResult(ClaimOutcome.FRESH)
-            except _ConditionFailed:
+            except ConditionFailed:
                 existing = self.get(message_id)
             outcome = rules.decide_claim(existing.claim if existing else None, now, lease)
             if outcome is ClaimOutcome.FRESH:
@@ -385,7 +385,7 @@ class DynamoMessageLedger(DynamoTable):
                 condition = f"{t.n('claim_token')} = {t.v(existing.claim_token)}"
                 try:
                     self._call("update_item", **t.request({"id": message_id}, condition))
-                except _ConditionFailed:
+                except ConditionFailed:
                     continue
             return ClaimResult(outcome, existing)
         return ClaimResult(ClaimOutcome.BUSY)
@@ -399,7 +399,7 @@ class DynamoMessageLedger(DynamoTable):
         """Apply a conditional update: the record as it now is, or None if the condition failed."""
         try:
             result = self._call("update_item", **u.request({"id": message_id}, condition), ReturnValues="ALL_NEW")
-        except _ConditionFailed:
+        except ConditionFailed:
             return None
         return MessageRecord(deserialize(result["Attributes"]))
 
@@ -420,7 +420,7 @@ class DynamoMessageLedger(DynamoTable):
 
     def _finish_claim(self, message_id: str, token: str, u: _Update) -> None:
         # If the condition fails, someone took the claim over and owns the outcome now.
-        with contextlib.suppress(_ConditionFailed):
+        with contextlib.suppress(ConditionFailed):
             self._call("update_item", **u.request({"id": message_id}, f"{u.n('claim_token')} = {u.v(token)}"))
 
     def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None:
@@ -466,7 +466,7 @@ class DynamoMessageLedger(DynamoTable):
         return self._update_returning(message_id, u, condition)
 
     def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None:
-        with contextlib.suppress(_ConditionFailed):
+        with contextlib.suppress(ConditionFailed):
             self._call(
                 "update_item",
                 Key=serialize({"id": message_id}),

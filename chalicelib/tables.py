@@ -14,10 +14,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import rules
 from chalicelib.observability import logger, metrics
-from chalicelib.store import DynamoTable, deserialize, serialize
+from chalicelib.pacing import Reservation, reserve
+from chalicelib.store import ConditionFailed, DynamoTable, StoreError, deserialize, serialize
 from chalicelib.templates import Template
 
 ANY_SENDER = "*"
+CONTENDED_TRIES = 50  # each lost race means another send took its place: all of a batch's sends get through
 # One DynamoDB partition key takes about 1,000 writes/s and a message bumps its day's counters about
 # three times: one item per day would throttle above ~330 messages/s. Each day is spread over this many
 # items (keys `<day>#<shard>`), read back together by `totals`: ~5,000 messages/s before a shard is hot.
@@ -36,6 +38,12 @@ class TemplateStore(Protocol):
     def get(self, name: str) -> Template | None: ...
 
     def put(self, template: Template) -> None: ...
+
+
+class SenderQueues(Protocol):
+    def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
+        """Take a message's place in the sender's queue at Twilio if it fits within its validity."""
+        ...
 
 
 class StatsStore(Protocol):
@@ -118,3 +126,30 @@ class DynamoStats(DynamoTable):
                 if target is not None:
                     target[key] = target.get(key, 0) + int(value)
         return {"by_status": by_status, "by_error_code": by_code}
+
+
+class DynamoSenderQueues(DynamoTable):
+    """Per sender, when Twilio's queue for it will be empty (`next_free`): read, then a conditional write
+    that fails if another send moved it meanwhile (then read again). One item per sender: a short code at
+    100 segments/s is 100 writes/s, well under a partition key's ~1,000."""
+
+    def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
+        for _ in range(CONTENDED_TRIES):
+            item = self._call("get_item", Key={"sender": {"S": sender}}, ConsistentRead=True).get("Item")
+            current = item["next_free"]["S"] if item else None
+            place = reserve(rules.from_iso(current), now, segments, rate, validity_seconds)
+            if place.next_free is None:
+                return place
+            condition = "attribute_not_exists(sender)" if current is None else "next_free = :seen"
+            values = {":seen": {"S": current}} if current is not None else {}
+            try:
+                self._call(
+                    "put_item",
+                    Item={"sender": {"S": sender}, "next_free": {"S": rules.iso(place.next_free)}},
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                )
+                return place
+            except ConditionFailed:
+                continue
+        raise StoreError(f"sender {sender}'s queue is too contended to reserve a place; try again")

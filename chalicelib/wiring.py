@@ -92,6 +92,12 @@ def templates() -> Any:
     return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
+def sender_queues() -> Any:
+    from chalicelib.tables import DynamoSenderQueues
+
+    return _once("sender_queues", lambda: DynamoSenderQueues(dynamodb(), settings().senders_table))
+
+
 def stats() -> Any:
     from chalicelib.tables import DynamoStats
 
@@ -131,7 +137,15 @@ def send_service() -> Any:
     return _once(
         "send_service",
         lambda: SendService(
-            settings(), ledger(), opt_outs(), templates(), twilio(), credentials(), stats(), clock=clock()
+            settings(),
+            ledger(),
+            opt_outs(),
+            templates(),
+            twilio(),
+            credentials(),
+            stats(),
+            clock=clock(),
+            senders=sender_queues(),
         ),
     )
 

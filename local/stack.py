@@ -116,6 +116,7 @@ class LocalStack:
                 "OPTOUTS_TABLE": self.tables["OptOutsTable"],
                 "TEMPLATES_TABLE": self.tables["TemplatesTable"],
                 "COUNTERS_TABLE": self.tables["CountersTable"],
+                "SENDERS_TABLE": self.tables["SendersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",
                 "TWILIO_SECRET_ID": self.secret_id,
                 "API_KEYS_SECRET_ID": self.api_keys_secret_id,

@@ -43,6 +43,7 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
         "OPTOUTS_TABLE": names["OptOutsTable"],
         "TEMPLATES_TABLE": names["TemplatesTable"],
         "COUNTERS_TABLE": names["CountersTable"],
+        "SENDERS_TABLE": names["SendersTable"],
         "SEND_QUEUE_NAME": f"twilio-connector-{STAGE}-send",
         "TWILIO_SECRET_ID": SECRET_ID,
         "API_KEYS_SECRET_ID": API_KEYS_SECRET_ID,

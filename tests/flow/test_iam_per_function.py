@@ -142,6 +142,7 @@ def send_work(world: dict[str, Any]) -> None:
     world["stub"].fail_for("+15551230004", "429", "429", "429", "429")  # put back on the queue
     batch = [
         Delivery({"to": "+15551230004", "from": FROM, "body": "throttled"}),
+        Delivery({"to": "+15551230005", "from": "+15551239999", "body": "paced: a long code's queue at Twilio"}),
         Delivery({"to": "+15551230001", "from": FROM, "body": "one"}),
         Delivery({"to": "+15551230002", "from": FROM, "body": "opted out at Twilio"}),
         Delivery({"template": "welcome", "from": FROM, "fields": {"mobile": "+15551230003", "n": "Ann"}}),

@@ -410,3 +410,19 @@ def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
     first, *_, last = queue.delays
     assert 2.5 <= first <= 7.5 and queue.delays[3] > first * 4 and last >= 640
     assert not consumer._put_back(record(100), Deferred("429", 0, "Throttling"))  # then the usual way: the DLQ
+
+
+def test_a_senders_queue_at_twilio_never_outlasts_a_messages_validity(stack: Stack) -> None:
+    """A long code sends 1 segment/s. With a validity of 10 s, ten messages fit (they wait 0-9 s at
+    Twilio, within 10 s less a 1 s margin); more would fail there with 30001. They wait in our queue."""
+    long_code = "+15551230000"
+    batch = [
+        Delivery({"to": f"+1555987{i:04d}", "from": long_code, "body": "x", "validity_period": 10}) for i in range(12)
+    ]
+    assert stack.deliver(*batch) == []
+    assert len(stack.stub.messages) == 10  # the other two were put back, not sent to overflow
+    assert stack.sqs_depth() == {"ApproximateNumberOfMessagesDelayed": 2}
+    place = wiring.sender_queues().reserve(long_code, 1, 1.0, 10, stack.clock())
+    assert place.next_free is None and place.over_by >= 1  # still full: a later copy waits again
+    stack.clock.advance(seconds=11)  # Twilio drained it meanwhile
+    assert wiring.sender_queues().reserve(long_code, 1, 1.0, 10, stack.clock()).wait_seconds == 0
