@@ -24,7 +24,7 @@ from chalicelib.events import EventPublisher
 from chalicelib.observability import logger, metrics
 from chalicelib.queue import QueueError, SendQueue, record_deferrals, record_message_id
 from chalicelib.services import Deferred, SendOutcome, SendService
-from chalicelib.workflow import PollTarget, PollWorkflow, WorkflowError
+from chalicelib.workflow import PollWorkflow, WorkflowError
 
 MAX_DEFERRALS = 100  # a record put back this often (throttling for days) goes the usual way, to the DLQ
 THROTTLE_BACKOFF_S = 5.0  # first wait after a throttled send; doubles with each deferral, up to SQS's 900 s
@@ -119,11 +119,14 @@ class SendConsumer:
         changed = [o.record for o in outcomes if o.record is not None]
         if changed:
             self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(r) for r in changed])
-        targets = [PollTarget(o.message_id, o.record.twilio_sid) for o in outcomes if o.needs_polling and o.record]
-        if targets and self.workflow is not None:
+        windows = {int(o.record.item["poll_window"]) for o in outcomes if o.needs_polling and o.record}
+        workflow = self.workflow
+        if workflow is None:
+            return
+        for window in sorted(windows):
             try:
-                self.workflow.start(targets)
+                workflow.start(window, self.service.clock())
             except WorkflowError as exc:
                 # The messages are sent; callbacks still report their status. Count it, don't fail the batch.
                 metrics.add_metric(name="PollStartFailed", unit="Count", value=1)
-                logger.error("poll execution not started", extra={"error": str(exc), "messages": len(targets)})
+                logger.error("poll execution not started", extra={"error": str(exc), "window": window})

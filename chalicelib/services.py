@@ -62,7 +62,7 @@ class SendOutcome:
     @property
     def needs_polling(self) -> bool:
         record = self.record
-        return bool(record and record.twilio_sid and record.status not in rules.TERMINAL_STATUSES)
+        return bool(record and record.twilio_sid and record.item.get("poll_window") is not None)
 
 
 def _utcnow() -> datetime:
@@ -303,6 +303,7 @@ class SendService:
                 price_unit=sent.price_unit,
                 error_code=sent.error_code,
                 error_message=sent.error_message,
+                poll_window=None if sent.status in rules.TERMINAL_STATUSES else self.settings.poll_window(now),
             ),
             now,
         )

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlencode
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
@@ -40,6 +41,9 @@ class Settings:
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
     retry_interval_ms: int = 10000
     retry_attempts: int = 10
+    # One poll execution follows every message sent in a window of this many seconds: Step Functions
+    # bills transitions, so polling costs the same whether messages came in bursts or one at a time.
+    poll_window_seconds: int = 60
     public_base_url: str | None = None
     webhook_base_url: str | None = None  # where Twilio calls the webhooks (a function URL); else public_base_url
     messages_table: str = "twilio-connector-messages"
@@ -63,6 +67,11 @@ class Settings:
     # how many send invocations may run (the SQS trigger's MaximumConcurrency) from TWILIO_MAX_CONCURRENCY.
     send_concurrency: int = 10
     poll_concurrency: int = 5
+
+    def poll_window(self, moment: datetime) -> int:
+        """The window a message sent at `moment` is polled in: its start, in epoch seconds."""
+        epoch = int(moment.timestamp())
+        return epoch - epoch % self.poll_window_seconds
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
         return self.connections.get(name or DEFAULT_CONNECTION)
@@ -148,6 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connections=_connections(env),
         retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
+        poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", 60, minimum=1),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         webhook_base_url=(env.get("WEBHOOK_BASE_URL") or "").rstrip("/") or None,
         messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),

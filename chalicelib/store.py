@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 CLAIM_RELEASED = "released"
 RECIPIENT_INDEX = "by_recipient"
+POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
 
 # Attributes that describe the message; written when it is claimed or fails.
@@ -123,6 +124,7 @@ class SentMessage:
     # A message adopted by reconciliation may already have failed at Twilio.
     error_code: int | None = None
     error_message: str | None = None
+    poll_window: int | None = None  # the poll execution that follows it (None: terminal already)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -195,6 +197,8 @@ class MessageLedger(Protocol):
     def record_reply(self, item: Mapping[str, Any], now: datetime) -> None: ...
 
     def last_message_to(self, phone: str) -> str | None: ...
+
+    def open_in_window(self, window: int) -> list[str]: ...
 
 
 # --- DynamoDB plumbing -------------------------------------------------------
@@ -293,6 +297,7 @@ def sent_values(sent: SentMessage, now: datetime) -> dict[str, Any]:
         "claim_state": CLAIM_FINISHED,
         "updated_at": rules.iso(now),
         "sent_at": rules.iso(now),
+        "poll_window": sent.poll_window,
         **sent.extra,
     }
     return {k: v for k, v in values.items() if v is not None}
@@ -460,6 +465,8 @@ class DynamoMessageLedger(DynamoTable):
             return None
         u = _Update().set(update.values(now))
         u.append("events", [event(update.status, now, update.source, update.error_code)])
+        if update.status in rules.TERMINAL_STATUSES:
+            u.remove("poll_window")  # no poll execution needs it any more
         condition = f"{u.n('status')} IN ({', '.join(u.v(s) for s in lower)})"
         if update.twilio_sid:
             condition += f" AND {u.n('twilio_sid')} = {u.v(update.twilio_sid)}"
@@ -470,7 +477,9 @@ class DynamoMessageLedger(DynamoTable):
             self._call(
                 "update_item",
                 Key=serialize({"id": message_id}),
-                UpdateExpression="SET polling = :exhausted, poll_attempts = :attempts, updated_at = :now",
+                UpdateExpression=(
+                    "SET polling = :exhausted, poll_attempts = :attempts, updated_at = :now REMOVE poll_window"
+                ),
                 ConditionExpression="attribute_exists(id)",
                 ExpressionAttributeValues=serialize(
                     {":exhausted": "exhausted", ":attempts": attempts, ":now": rules.iso(now)}
@@ -492,3 +501,18 @@ class DynamoMessageLedger(DynamoTable):
         )
         items = result.get("Items") or []
         return str(deserialize(items[0])["id"]) if items else None
+
+    def open_in_window(self, window: int) -> list[str]:
+        """The messages a poll window still follows (terminal ones have left the sparse index)."""
+        ids: list[str] = []
+        request: dict[str, Any] = {
+            "IndexName": POLL_WINDOW_INDEX,
+            "KeyConditionExpression": "poll_window = :w",
+            "ExpressionAttributeValues": {":w": {"N": str(window)}},
+        }
+        while True:
+            result = self._call("query", **request)
+            ids += [item["id"]["S"] for item in result.get("Items", [])]
+            if "LastEvaluatedKey" not in result:
+                return ids
+            request["ExclusiveStartKey"] = result["LastEvaluatedKey"]

@@ -92,9 +92,9 @@ class TrackingService:
     # --- the poll loop (Step Functions) -------------------------------------
 
     def poll(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """One poll attempt over a batch: skip what callbacks finished, fetch the rest concurrently."""
-        targets = list(state.get("messages") or [])
-        records = self.ledger.get_many([t["id"] for t in targets])
+        """One poll attempt over a window: what callbacks finished has left it; fetch the rest concurrently."""
+        window = int(state["window"])
+        records = self.ledger.get_many(self.ledger.open_in_window(window))
         open_ = [r for r in records.values() if r.status not in rules.TERMINAL_STATUSES and r.twilio_sid]
         fetched = list(self.executor.map(self._fetch, open_))
         failures = [f for f in fetched if isinstance(f, TwilioError)]
@@ -110,9 +110,9 @@ class TrackingService:
                 status = updated.status if updated else status
             if status not in rules.TERMINAL_STATUSES:
                 still_open.add(record.id)
-        remaining = [t for t in targets if t["id"] in still_open]
-        logger.info("poll attempt", extra={"attempt": attempt, "polled": len(open_), "remaining": len(remaining)})
-        return {**state, "messages": remaining, "remaining": len(remaining), "attempt": attempt}
+        logger.info("poll attempt", extra={"window": window, "attempt": attempt, "polled": len(open_)})
+        wait = state.get("retry_interval_seconds") or 1
+        return {**state, "remaining": len(still_open), "attempt": attempt, "wait_seconds": wait}
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
@@ -127,10 +127,10 @@ class TrackingService:
     def finalize(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Polling is over: whatever is still open keeps its last status, marked as exhausted."""
         now = self.clock()
-        remaining = list(state.get("messages") or [])
+        remaining = self.ledger.open_in_window(int(state["window"]))
         attempts = int(state.get("attempt") or 0)
-        for target in remaining:
-            self.ledger.mark_poll_exhausted(target["id"], attempts, now)
+        for message_id in remaining:
+            self.ledger.mark_poll_exhausted(message_id, attempts, now)
         if remaining:
             metrics.add_metric(name="PollsExhausted", unit="Count", value=len(remaining))
         return {"finalized": len(remaining), "attempts": state.get("attempt", 0), "error": state.get("error")}

@@ -169,7 +169,9 @@ def workflow() -> Any:
     arn = s.state_machine_arn
     return _once(
         "workflow",
-        lambda: PollWorkflow(_OnFirstUse("stepfunctions"), arn, s.retry_interval_ms, s.retry_attempts),
+        lambda: PollWorkflow(
+            _OnFirstUse("stepfunctions"), arn, s.retry_interval_ms, s.retry_attempts, s.poll_window_seconds
+        ),
     )
 
 

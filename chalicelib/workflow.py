@@ -1,12 +1,15 @@
-"""Step Functions adapter: one poll execution per send batch, with a deterministic name."""
+"""Step Functions adapter: one poll execution per time window, named after it.
+
+Every message sent in a window (POLL_WINDOW_SECONDS) is followed by the window's one execution, which
+finds them through the messages table's sparse `by_poll_window` index. So polling costs the same per
+message whether messages came a million at once or one every few seconds.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,46 +19,47 @@ class WorkflowError(Exception):
     """Step Functions did not take the execution."""
 
 
-@dataclass(frozen=True)
-class PollTarget:
-    id: str
-    sid: str
-
-
-def poll_input(targets: Sequence[PollTarget], retry_interval_ms: int, retry_attempts: int) -> dict[str, Any]:
-    ordered = sorted(targets, key=lambda t: t.id)
+def poll_input(
+    window: int, window_seconds: int, now: datetime, retry_interval_ms: int, retry_attempts: int
+) -> dict[str, Any]:
+    """The first poll comes one retry interval after the window closes: every message sent in it is in."""
+    interval = math.ceil(retry_interval_ms / 1000)
+    closes_in = window + window_seconds - now.timestamp()
     return {
-        "messages": [{"id": t.id, "sid": t.sid} for t in ordered],
-        "retry_interval_seconds": math.ceil(retry_interval_ms / 1000),
+        "window": window,
+        "wait_seconds": max(1, math.ceil(closes_in) + interval),
+        "retry_interval_seconds": max(1, interval),
         "retry_attempts": retry_attempts,
         "attempt": 0,
-        "remaining": len(ordered),
+        "remaining": -1,
     }
 
 
-def execution_name(targets: Sequence[PollTarget]) -> str:
-    """The same batch always gets the same name, so a redelivered batch cannot start a second loop."""
-    digest = hashlib.sha256(",".join(sorted(t.id for t in targets)).encode()).hexdigest()
-    return f"poll-{digest[:40]}"
+def execution_name(window: int) -> str:
+    """One execution per window: every batch sent in it names the same one, so only the first starts it."""
+    return f"poll-window-{window}"
 
 
 class PollWorkflow:
-    def __init__(self, client: Any, state_machine_arn: str, retry_interval_ms: int, retry_attempts: int) -> None:
+    def __init__(
+        self, client: Any, state_machine_arn: str, retry_interval_ms: int, retry_attempts: int, window_seconds: int = 60
+    ) -> None:
         self.client = client
         self.state_machine_arn = state_machine_arn
         self.retry_interval_ms = retry_interval_ms
         self.retry_attempts = retry_attempts
+        self.window_seconds = window_seconds
 
-    def start(self, targets: Sequence[PollTarget]) -> str | None:
-        if not targets:
-            return None
-        name = execution_name(targets)
-        payload = json.dumps(poll_input(targets, self.retry_interval_ms, self.retry_attempts))
+    def start(self, window: int, now: datetime) -> str | None:
+        name = execution_name(window)
+        state = poll_input(window, self.window_seconds, now, self.retry_interval_ms, self.retry_attempts)
         try:
-            result = self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=payload)
+            result = self.client.start_execution(
+                stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(state)
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
-                return None  # this batch is already being followed
+                return None  # this window is already being followed
             raise WorkflowError(f"could not start poll execution {name}: {exc}") from exc
         except BotoCoreError as exc:
             raise WorkflowError(f"could not start poll execution {name}: {exc}") from exc

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         stage="local",
         api_port=args.port,
         retry_interval_ms=int(os.environ.get("RETRY_INTERVAL_MS", "5000")),
+        poll_window_seconds=int(os.environ.get("POLL_WINDOW_SECONDS", "10")),
         retry_attempts=int(os.environ.get("RETRY_ATTEMPTS", "10")),
         time_scale=1.0,
         visibility_timeout=10,

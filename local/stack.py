@@ -39,6 +39,7 @@ class StackConfig:
     host: str = "127.0.0.1"
     api_port: int = 0
     retry_interval_ms: int = 1000
+    poll_window_seconds: int = 1  # one poll execution per window of sends (deployed: 60 s)
     retry_attempts: int = 5
     time_scale: float = 10.0
     visibility_timeout: int = 2  # seconds before a record handed back is retried locally
@@ -124,6 +125,7 @@ class LocalStack:
                 **twilio_env,
                 "POLL_STATE_MACHINE_ARN": self.state_machine_arn,
                 "RETRY_INTERVAL_MS": str(cfg.retry_interval_ms),
+                "POLL_WINDOW_SECONDS": str(cfg.poll_window_seconds),
                 "RETRY_ATTEMPTS": str(cfg.retry_attempts),
                 "SECRET_MAX_AGE_SECONDS": "0",
                 **cfg.extra_env,

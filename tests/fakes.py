@@ -142,16 +142,23 @@ class InMemoryLedger:
                 return None
             item.update({k: v for k, v in update.values(now).items() if v is not None})
             item.setdefault("events", []).append(event(update.status, now, update.source, update.error_code))
+            if update.status in rules.TERMINAL_STATUSES:
+                item.pop("poll_window", None)
             return MessageRecord(copy.deepcopy(item))
 
     def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None:
         with self.lock:
             if message_id in self.items:
                 self.items[message_id].update(polling="exhausted", poll_attempts=attempts, updated_at=rules.iso(now))
+                self.items[message_id].pop("poll_window", None)
 
     def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
         with self.lock:
             self.items[item["id"]] = {**copy.deepcopy(dict(item)), "expires_at": int((now + self.ttl).timestamp())}
+
+    def open_in_window(self, window: int) -> list[str]:
+        with self.lock:
+            return [i for i, item in self.items.items() if item.get("poll_window") == window]
 
     def last_message_to(self, phone: str) -> str | None:
         with self.lock:

@@ -35,7 +35,8 @@ def resource_name(resource: Any) -> str:
     if isinstance(resource, dict) and "Ref" in resource:
         return str(resource["Ref"])
     text = str(resource["Fn::Sub"])
-    for marker, name in (("/index/by_recipient", "by_recipient"), (":event-bus/", "event-bus"),
+    for marker, name in (("/index/by_recipient", "by_recipient"), ("/index/by_poll_window", "by_poll_window"),
+                         (":event-bus/", "event-bus"),
                          (SECRET_PREFIX_MARKER, "ConnectionSecrets")):  # fmt: skip
         if marker in text:
             return name

@@ -44,13 +44,13 @@ class Counting:
 def run_poll() -> None:
     import app
 
-    app.poll({"messages": []}, LambdaContext())
+    app.poll({"window": 0}, LambdaContext())
 
 
 def run_finalize() -> None:
     import app
 
-    app.finalize({"messages": []}, LambdaContext())
+    app.finalize({"window": 0}, LambdaContext())
 
 
 def run_forward() -> None:

@@ -79,7 +79,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")  # every read reaches Secrets Manager, so each is seen
         logical = {physical: name for name, physical in names.items()}
         logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
-        logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient"})
+        logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient", "by_poll_window": "by_poll_window"})
         calls: set[Call] = set()
         original = wiring._boto_client
 
@@ -157,22 +157,23 @@ def poll_work(world: dict[str, Any]) -> None:
     import app
 
     delivered, delivered_sid = sent_message(world, "+15551230011")
-    blocked, blocked_sid = sent_message(world, "+15551230012")
+    sent_message(world, "+15551230012")  # undelivered with 30004: the recipient is blocked, an opt-out
     for message in world["stub"].messages:
         message.status, message.error_code = (
             ("delivered", None) if message.sid == delivered_sid else ("undelivered", 30004)
         )
+    window = wiring.ledger().get(delivered).item["poll_window"]
     world["calls"].clear()
-    state = {"messages": [{"id": delivered, "sid": delivered_sid}, {"id": blocked, "sid": blocked_sid}]}
-    assert app.poll({**state, "attempt": 0, "retry_attempts": 3}, LambdaContext())["remaining"] == 0
+    assert app.poll({"window": window, "attempt": 0, "retry_attempts": 3}, LambdaContext())["remaining"] == 0
 
 
 def finalize_work(world: dict[str, Any]) -> None:
     import app
 
-    message_id, sid = sent_message(world)
+    message_id, _ = sent_message(world)
+    window = wiring.ledger().get(message_id).item["poll_window"]
     world["calls"].clear()
-    app.finalize({"messages": [{"id": message_id, "sid": sid}], "attempt": 3}, LambdaContext())
+    app.finalize({"window": window, "attempt": 3}, LambdaContext())
 
 
 def forward_work(world: dict[str, Any]) -> None:

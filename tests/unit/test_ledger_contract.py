@@ -220,3 +220,20 @@ def test_opt_in_lifts_an_opt_out(opt_outs):
     opt_outs.opt_out("+15551234567", "+15005550006", NOW)
     opt_outs.opt_in("+15551234567", "+15005550006")
     assert not opt_outs.is_opted_out("+15551234567", ["+15005550006"])
+
+
+def test_a_poll_window_holds_its_sent_messages_until_they_finish(ledger):
+    """The sparse window index: a message sent into a window stays there until it is terminal or
+    polling is exhausted, so each poll attempt reads only what is still open."""
+    for i in range(3):
+        ledger.claim(f"w{i}", ATTRS, "t", NOW, LEASE)
+        ledger.record_sent(f"w{i}", SentMessage(f"SMw{i}", "queued", poll_window=1_795_000_000), NOW)
+    ledger.claim("elsewhere", ATTRS, "t", NOW, LEASE)
+    ledger.record_sent("elsewhere", SentMessage("SMx", "queued", poll_window=1_795_000_060), NOW)
+    assert sorted(ledger.open_in_window(1_795_000_000)) == ["w0", "w1", "w2"]
+    ledger.apply_status("w0", StatusUpdate("sent", "callback", "SMw0"), NOW)  # not terminal: still followed
+    ledger.apply_status("w1", StatusUpdate("delivered", "callback", "SMw1"), NOW)
+    ledger.mark_poll_exhausted("w2", 10, NOW)
+    assert ledger.open_in_window(1_795_000_000) == ["w0"]
+    assert ledger.open_in_window(1_795_000_060) == ["elsewhere"]
+    assert ledger.open_in_window(1) == []
