@@ -5,12 +5,18 @@ send worker killed mid-batch (its batch comes back whole after the visibility ti
 duplicated and reordered callbacks, and a burst of STOP replies. It passes only if no
 message is lost, the simulator saw no second create for any message, and every
 message's final status matches the simulator's truth. SOAK_MESSAGES sets the size (5000).
+
+SOAK_SHAPE=burst puts every message on the queue at once (no producer pacing) against a simulator
+as strict as Twilio: 20 requests in flight per account, two senders draining 1 and 10 segments/s.
+It passes only if, besides the above, no record reached the DLQ, no message failed with 30001, and
+the requests in flight never exceeded the connector's budget (TWILIO_MAX_CONCURRENCY=20).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import random
 import sys
@@ -23,9 +29,12 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 
 FROM = "+15005550006"
 TERMINAL = {"delivered", "undelivered", "failed", "error"}
+BURST_SENDERS = {"+15551110001": 1.0, "+15551110002": 10.0}  # segments/s at Twilio, simulated time
+BURST_BUDGET = 20  # the simulator's account limit, and the connector's TWILIO_MAX_CONCURRENCY
+TIME_SCALE = 20
 
 
-def soak(messages: int, seed: int = 7) -> dict[str, Any]:
+def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
     from chalicelib import rules, wiring
     from local.stack import LocalStack, StackConfig
     from local.twilio_sim import CallbackFaults, Fault
@@ -34,9 +43,10 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     config = StackConfig(
         stage="soak",
-        time_scale=20,
+        time_scale=TIME_SCALE,
         retry_interval_ms=1000,
         retry_attempts=10,
+        poll_window_seconds=10 if burst else 1,
         pollers=2,
         visibility_timeout=12,
         batch_size=50,
@@ -44,7 +54,16 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
     )
     # A claim outlives any one send (429 retries included); a killed batch comes back after 12 s.
     config.extra_env = {"CLAIM_LEASE_SECONDS": "10", "SECRET_MAX_AGE_SECONDS": "300"}
-    counts = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0, "redriven": 0}
+    if burst:  # the budget as `make deploy` would plan it: 2 send invocations × 5 + 2 polls × 5 = 20
+        config.extra_env |= {
+            "TWILIO_MAX_CONCURRENCY": str(BURST_BUDGET),
+            "SEND_CONCURRENCY": "5",
+            "POLL_CONCURRENCY": "5",
+        }
+        # the connector's clock is real time; the simulator's runs TIME_SCALE times faster
+        rates = {sender: rate * TIME_SCALE for sender, rate in BURST_SENDERS.items()}
+        config.extra_env["SENDER_RATES"] = json.dumps(rates)
+    counts: dict[str, float] = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0, "redriven": 0}
     with LocalStack(config) as stack:
         assert stack.simulator is not None
         sim = stack.simulator.sim
@@ -52,6 +71,9 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         sim.add_fault(Fault("500", count=None, rate=0.04))
         sim.add_fault(Fault("lost", count=None, rate=0.04))
         sim.callback_faults = CallbackFaults(duplicate=0.15, reorder=0.15)
+        if burst:
+            sim.config.max_in_flight = BURST_BUDGET
+            sim.config.sender_rates.update(BURST_SENDERS)
         for i in range(0, messages, 7):
             sim.set_scenario(_phone(i), "undelivered", 30007)
 
@@ -79,13 +101,26 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         started = time.perf_counter()
         stop_at = {i for i in range(3, messages, 40)}  # a burst of STOP replies, for about 2.5%
         progress = Progress()
+        senders = sorted(BURST_SENDERS) if burst else [FROM]
+        bodies = [
+            {"to": _phone(i), "from": senders[i % len(senders)], "body": f"soak {i}", "idempotency_key": f"soak-{i}"}
+            for i in range(messages)
+        ]
+        if burst:  # the whole campaign at once, as a CDP drops it
+            for start in range(0, messages, 10):
+                entries = [
+                    {"Id": str(j), "MessageBody": json.dumps(b)} for j, b in enumerate(bodies[start : start + 10])
+                ]
+                stack.sqs.send_message_batch(QueueUrl=stack.queues["SendQueue"], Entries=entries)
+            progress(f"{messages} put on the queue at once")
         for i in range(messages):
-            if i % 50 == 0:
-                stack.wait_for_room()  # posted as an event stream does, never far ahead
-                progress(f"{i}/{messages} posted")
-            stack.enqueue({"to": _phone(i), "from": FROM, "body": f"soak {i}", "idempotency_key": f"soak-{i}"})
+            if not burst:
+                if i % 50 == 0:
+                    stack.wait_for_room()  # posted as an event stream does, never far ahead
+                    progress(f"{i}/{messages} posted")
+                stack.enqueue(bodies[i])
             if i in stop_at:
-                sim.inbound(_phone(i), FROM, "STOP")
+                sim.inbound(_phone(i), bodies[i]["from"], "STOP")
                 counts["stop_replies"] += 1
         ids = {i: rules.message_id(f"soak-{i}", "") for i in range(messages)}
         deadline = time.monotonic() + 120 + messages / 2
@@ -93,12 +128,19 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
         pending = set(ids)
         while pending and time.monotonic() < deadline:
             counts["redriven"] += _redrive(stack)  # as an operator would: the DLQ holds, it does not lose
+            if burst:
+                counts["peak_in_flight"] = sim.peak_in_flight
             records = ledger.get_many([ids[i] for i in pending])
             pending = {i for i in pending if (r := records.get(ids[i])) is None or r.status not in TERMINAL}
             progress(f"{messages - len(pending)}/{messages} finished")
             if pending:
                 time.sleep(5)  # reading thousands of records is moto CPU the pipeline needs: not too often
         elapsed = time.perf_counter() - started
+        counts["peak_in_flight"] = sim.peak_in_flight
+        counts["account_429s"] = sim.throttled
+        counts["overflows"] = sum(sim.overflows.values())
+        segments = sum(rules.segment_info(b["body"]).num_segments for b in bodies)
+        counts["physical_drain_s"] = segments / sum(BURST_SENDERS.values()) / TIME_SCALE if burst else 0
         sim.clear_faults()
         while sim.pending_jobs():
             time.sleep(0.2)
@@ -123,9 +165,11 @@ def soak(messages: int, seed: int = 7) -> dict[str, Any]:
                 ok = (record.status, record.error_code) == truth and record.twilio_sid == created["sid"]
             if not ok:
                 wrong.append((i, record.status, record.error_code, truth))
+    failed_30001 = sum(1 for r in records.values() if r.error_code == 30001)
     return {
         "messages": messages,
         "seconds": elapsed,
+        "failed_30001": failed_30001,
         "lost": len(lost),
         "sent_twice": len(twice),
         "wrong_status": len(wrong),
@@ -164,9 +208,11 @@ def _lambda_record(stack: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     messages = int(os.environ.get("SOAK_MESSAGES", "5000"))
-    print(f"soak: {messages} messages through the local stack with faults (loopback only)…", flush=True)
+    burst = os.environ.get("SOAK_SHAPE", "paced") == "burst"
+    shape = "all at once, 20 requests in flight, senders at 1 and 10 segments/s" if burst else "paced"
+    print(f"soak: {messages} messages through the local stack with faults ({shape}; loopback only)…", flush=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = soak(messages)
+        result = soak(messages, burst=burst)
     print(
         f"  {result['messages']} messages in {result['seconds']:.0f} s; faults: 8% 429, 4% 500, 4% lost responses, "
         f"{result['duplicate_deliveries']} duplicate deliveries, {result['killed_batches']} killed batches, "
@@ -179,6 +225,17 @@ def main() -> int:
     for example in result["examples"]:
         print(f"    e.g. message {example[0]}: {example[1]} ({example[2]}), truth {example[3]}")
     ok = result["lost"] == 0 and result["sent_twice"] == 0 and result["wrong_status"] == 0
+    if burst:
+        print(
+            f"  in the DLQ: {result['redriven']}   failed 30001: {result['failed_30001']}   "
+            f"peak requests in flight: {result['peak_in_flight']} (budget {BURST_BUDGET}; {result['account_429s']} refused)"
+        )
+        print(
+            f"  drain: {result['seconds']:.0f} s here vs the senders' physical limit {result['physical_drain_s']:.0f} s "
+            f"(segments ÷ 11 segments/s, at the simulator's {TIME_SCALE}× time)"
+        )
+        ok = ok and result["redriven"] == 0 and result["failed_30001"] == 0
+        ok = ok and result["peak_in_flight"] <= BURST_BUDGET
     print("  PASS" if ok else "  FAIL")
     return 0 if ok else 1
 
