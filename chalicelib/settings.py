@@ -43,7 +43,7 @@ class Settings:
     retry_attempts: int = 10
     # One poll execution follows every message sent in a window of this many seconds: Step Functions
     # bills transitions, so polling costs the same whether messages came in bursts or one at a time.
-    poll_window_seconds: int = 60
+    poll_window_seconds: int = 120
     public_base_url: str | None = None
     webhook_base_url: str | None = None  # where Twilio calls the webhooks (a function URL); else public_base_url
     messages_table: str = "twilio-connector-messages"
@@ -157,7 +157,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connections=_connections(env),
         retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=0),
         retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
-        poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", 60, minimum=1),
+        poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", 120, minimum=1),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         webhook_base_url=(env.get("WEBHOOK_BASE_URL") or "").rstrip("/") or None,
         messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),

@@ -41,7 +41,7 @@ def keyword_of(body: str, opt_out_type: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class CallbackResult:
-    outcome: str  # applied | stale | unknown
+    outcome: str  # applied | stale | transient | unknown
 
 
 class TrackingService:
@@ -144,6 +144,8 @@ class TrackingService:
         if not message_id or not sid or status not in rules.STATUS_RANK:
             logger.warning("status callback for no message of ours", extra=log)
             return CallbackResult("unknown")
+        if status in rules.TRANSIENT_STATUSES:
+            return CallbackResult("transient")  # acknowledged; `sent` follows
         update = StatusUpdate(
             status=status,
             source="callback",

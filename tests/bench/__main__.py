@@ -21,7 +21,7 @@ def quietly(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-TRICKLE_MESSAGES = 240
+TRICKLE_MESSAGES = 480
 
 
 def verdict(ok: bool) -> str:
@@ -67,9 +67,9 @@ def main() -> int:
         growth = runs[1]["seconds"] / runs[0]["seconds"]
         print(f"   time grows x{growth:.1f} for x{runs[1]['messages'] / runs[0]['messages']:.0f} messages")
     base = runs[0]
-    # A trickle of 0.4 messages/s with 60 s poll windows and Lambda's 2 s batching window, run 20× faster:
+    # A trickle of 0.4 messages/s with 120 s poll windows and Lambda's 2 s batching window, run 20× faster:
     # the same messages per window and per batch, so the same calls per message.
-    trickle = quietly(pipeline.run, TRICKLE_MESSAGES, arrivals_per_second=8.0, poll_window=3, batch_window=0.1)
+    trickle = quietly(pipeline.run, TRICKLE_MESSAGES, arrivals_per_second=8.0, poll_window=6, batch_window=0.1)
     print(
         f"   trickle: {trickle['messages']} messages at 0.4/s (20x time-compressed): {trickle['delivered']} delivered, "
         f"{trickle['executions']} poll executions, {trickle['meter'].invocations['send']} send invocations; sent twice: {trickle['sent_twice']}"

@@ -28,8 +28,9 @@ PRICES = {
 }
 MEMORY_GB = {"send": 0.25, "poll": 0.25, "finalize": 0.125, "api": 0.125}
 # Assumed waits per invocation on top of measured CPU: DynamoDB/EventBridge round trips of
-# ~10 ms, and for a send batch two rounds of 200 ms Twilio creates (50 records, 25 at a time).
-NETWORK_WAIT = {"send": 0.5, "poll": 0.3, "finalize": 0.05, "api": 0.05}
+# ~10 ms, and for a send batch a round of 200 ms Twilio creates per SEND_CONCURRENCY records.
+NETWORK_WAIT = {"send": 0.1, "poll": 0.3, "finalize": 0.05, "api": 0.05}
+TWILIO_ROUND_S, SEND_CONCURRENCY = 0.2, 10
 WRITES = {"UpdateItem", "PutItem", "DeleteItem"}
 
 
@@ -75,10 +76,12 @@ class Meter:
 
         def run(*args: Any, **kwargs: Any) -> Any:
             started = time.thread_time()
+            records = len(args[0]) if name == "send" and args else 0
             try:
                 return handler(*args, **kwargs)
             finally:
-                spent = time.thread_time() - started + NETWORK_WAIT[name]
+                rounds = -(-records // SEND_CONCURRENCY)
+                spent = time.thread_time() - started + NETWORK_WAIT[name] + rounds * TWILIO_ROUND_S
                 with self.lock:
                     self.invocations[name] += 1
                     self.seconds[name] = self.seconds.get(name, 0.0) + spent
@@ -107,7 +110,7 @@ def run(
     messages: int,
     time_scale: float = 20.0,
     arrivals_per_second: float | None = None,
-    poll_window: int = 60,
+    poll_window: int = 120,
     batch_window: float = 2.0,
 ) -> dict[str, Any]:
     """Messages through the local stack. A burst (the default) is posted as fast as the stack takes it;

@@ -171,7 +171,7 @@ class TestWebhookSignatures:
     def sent_message(self, stack: Harness) -> tuple[str, str]:
         stack.sim.set_scenario("+15550100006", "stuck_sent")
         message_id = stack.send("+15550100006")
-        record = stack.wait_status(message_id, "queued", "sending", "sent")
+        record = stack.wait_status(message_id, "queued", "sent")
         return message_id, record.twilio_sid
 
     def test_a_callback_signed_with_the_right_token_is_applied(self, stack: Harness) -> None:
