@@ -20,7 +20,7 @@ from traceback import extract_tb
 from typing import Any
 
 from chalicelib import rules
-from chalicelib.models import ValidationError, parse_timestamp
+from chalicelib.models import ValidationError, is_name, parse_timestamp
 from chalicelib.observability import logger, metrics
 from chalicelib.queue import SendQueue
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
@@ -216,8 +216,8 @@ def parse_template(name: str, body: Any) -> Template:
         raise ValidationError(
             unknown[0], f"unknown field `{unknown[0]}`; a template has {', '.join(sorted(allowed))}", 20001
         )
-    if not name or len(name) > 128:
-        raise ValidationError("name", "a template name must be 1-128 characters")
+    if not is_name(name):
+        raise ValidationError("name", "a template name must be 1-128 printable characters, no space at either end")
     text = body.get("body")
     media = body.get("media_urls") or []
     if text is not None and not isinstance(text, str):

@@ -139,8 +139,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
             raise ValidationError(name, f"`{name}` must be an integer")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value.strip())
+        if isinstance(value, str) and rules.ASCII_INTEGER.match(value.strip()):
+            return int(value.strip())  # ASCII digits only: "²" and "٣" pass isdigit() but are no integer here
         raise ValidationError(name, f"`{name}` must be an integer")
     if kind == "bool":
         if isinstance(value, bool):
@@ -181,6 +181,11 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     raise AssertionError(f"unknown kind {kind}")  # pragma: no cover - schema bug
 
 
+def is_name(value: str) -> bool:
+    """A template or connection name: printable, trimmed, 1-128 characters (no newline sneaks a twin in)."""
+    return 1 <= len(value) <= 128 and value.isprintable() and value == value.strip()
+
+
 def parse_timestamp(name: str, value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValidationError(name, f"`{name}` must be an ISO-8601 timestamp string")
@@ -214,8 +219,9 @@ def parse_send_request(data: Any) -> SendRequest:
         raise ValidationError("metadata", f"`metadata` must be at most {MAX_METADATA_BYTES} bytes as JSON")
     for name in ("template", "connection"):
         value = values.get(name)
-        if value is not None and not 1 <= len(value.strip()) <= 128:
-            raise ValidationError(name, f"`{name}` must be a name of 1-128 characters")
+        if value is not None and not is_name(value):
+            rule = "a name of 1-128 printable characters, no space at either end"
+            raise ValidationError(name, f"`{name}` must be {rule}")
     key = values.get("idempotency_key")
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ValidationError("idempotency_key", f"`idempotency_key` must be 1-{MAX_IDEMPOTENCY_KEY} characters")

@@ -79,10 +79,13 @@ def is_retryable(http_status: int, code: int | None) -> bool:
 
 # --- addresses ---------------------------------------------------------------
 
-E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
-SHORT_CODE = re.compile(r"^[0-9]{5,6}$")
-ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
-MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+# Anchored with \Z, never $: `$` also matches before a final newline, so "+15550009998\n" would pass
+# and then miss the opt-out lookup of "+15550009998".
+E164 = re.compile(r"^\+[1-9][0-9]{7,14}\Z")
+SHORT_CODE = re.compile(r"^[0-9]{5,6}\Z")
+ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}\Z")
+ASCII_INTEGER = re.compile(r"^-?[0-9]{1,18}\Z")
 WHATSAPP_PREFIX = "whatsapp:"
 
 

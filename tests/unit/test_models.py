@@ -163,3 +163,42 @@ def test_pass_through_parameters_keep_twilio_types():
 
 def test_the_body_limit_counts_characters_not_bytes():
     assert build({"to": TO, "from": FROM, "body": "你" * 1600}).num_segments == 24
+
+
+# --- whole strings only: a final newline is not a way around a rule (found by a hostile-input run) ---
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"to": TO + "\n"}, "to"),
+        ({"from": FROM + "\n"}, "from"),
+        ({"from": None, "messaging_service_sid": MG + "\n"}, "messaging_service_sid"),
+        ({"template": "welcome\n"}, "template"),
+        ({"connection": "default\n"}, "connection"),
+    ],
+)
+def test_a_trailing_newline_is_refused_naming_the_field(extra, field):
+    data = {"to": TO, "from": FROM, "body": "Hi", **extra}
+    assert rejected({k: v for k, v in data.items() if v is not None}).field == field
+
+
+@pytest.mark.parametrize("value", ["²", "--5", "٣", "1e3", "0x10", " 5 5"])
+def test_integers_are_ascii_digits_and_anything_else_is_a_clear_error(value):
+    err = rejected({"to": TO, "from": FROM, "body": "Hi", "validity_period": value})
+    assert err.field == "validity_period" and "integer" in err.message
+
+
+def test_no_pattern_in_the_shipped_code_is_anchored_with_a_dollar():
+    """`$` matches before a final newline; every pattern must end with \\Z (or be used with fullmatch)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        f"{path.relative_to(root)}: {pattern}"
+        for path in [root / "app.py", *(root / "chalicelib").glob("*.py")]
+        for pattern in re.findall(r're\.compile\(r?"([^"]*)"', path.read_text())
+        if pattern.endswith("$")
+    ]
+    assert offenders == []
