@@ -33,6 +33,7 @@ from chalicelib.twilio_api import TwilioApi, TwilioError
 from chalicelib.twilio_signature import compute_signature
 
 MAX_BATCH = 100
+MAX_TEMPLATE_BYTES = 64 * 1024  # far below DynamoDB's 400 KB item
 MAX_STATS_DAYS = 92
 
 
@@ -108,7 +109,10 @@ class MessagesApi:
         results: list[ApiResult | None] = [None] * len(bodies)
         to_enqueue: list[tuple[int, str, dict[str, Any]]] = []
         for index, raw in enumerate(bodies):
-            outcome = self._accept_one(raw, header_key, now)
+            try:
+                outcome = self._accept_one(raw, header_key, now)
+            except Exception as exc:  # a bug on one item is that item's answer, never its neighbours'
+                outcome = unexpected(exc, f"messages[{index}]")
             if isinstance(outcome, ApiResult):
                 results[index] = outcome
             else:
@@ -118,7 +122,12 @@ class MessagesApi:
             if message_id in failed:
                 results[index] = error(503, "queue_unavailable", "the send queue did not take the message; retry", None)
                 continue
-            self.ledger.mark_enqueued(message_id, now)
+            try:
+                self.ledger.mark_enqueued(message_id, now)
+            except (
+                StoreError
+            ) as exc:  # it is on the queue: a later retry of the key may enqueue a twin, the ledger dedupes
+                logger.warning("enqueued mark not written", extra={"error": str(exc)})
             results[index] = ApiResult(202, {"id": message_id, "status": "pending"})
         return [r for r in results if r is not None]
 
@@ -241,6 +250,11 @@ def parse_template(name: str, body: Any) -> Template:
             raise ValidationError(
                 "field_map", f"placeholder <{unmapped[0]}> has no entry in `field_map`, so nothing can fill it"
             )
+    connection = body.get("connection")
+    if connection is not None and (not isinstance(connection, str) or not is_name(connection)):
+        raise ValidationError("connection", "`connection` must be a connection's name (1-128 printable characters)")
+    if len(json.dumps(body)) > MAX_TEMPLATE_BYTES:
+        raise ValidationError("", f"a template must be at most {MAX_TEMPLATE_BYTES // 1024} KB as JSON")
     sender, service = body.get("from"), body.get("messaging_service_sid")
     if sender is not None and (not isinstance(sender, str) or not rules.is_valid_sender(sender)):
         raise ValidationError(
@@ -385,11 +399,17 @@ class ApiKeys:
         return None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(raw_body: bytes | str) -> Any:
     """A request body as JSON, or a ValidationError the API answers with 400."""
     if not raw_body:
         raise ValidationError("", "the request body must be a JSON object")
     try:
-        return json.loads(raw_body)
+        return json.loads(raw_body, parse_constant=_no_constant)  # NaN and Infinity are not JSON
+    except RecursionError as exc:
+        raise ValidationError("", "the request body nests objects or lists too deeply") from exc
     except ValueError as exc:
         raise ValidationError("", f"the request body is not valid JSON: {exc}") from exc

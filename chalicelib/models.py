@@ -23,6 +23,9 @@ MAX_BODY_CHARS = 1600
 MAX_MEDIA = 10
 MAX_METADATA_BYTES = 2048
 MAX_IDEMPOTENCY_KEY = 255
+MAX_NESTING = 8  # levels of objects and lists inside `metadata` (DynamoDB allows 32 in a whole item)
+# DynamoDB's numbers: 38 significant digits, magnitude 1E-130 to 9.99E+125.
+DYNAMO_DIGITS, DYNAMO_MIN_EXP, DYNAMO_MAX_EXP = 38, -130, 125
 VALIDITY_RANGE = (1, 36000)
 SCHEDULE_MIN = timedelta(seconds=300)
 SCHEDULE_MAX = timedelta(days=35)
@@ -198,7 +201,42 @@ def parse_timestamp(name: str, value: Any) -> datetime:
         raise ValidationError(name, f"`{name}` must be an ISO-8601 timestamp, e.g. 2026-01-31T09:00:00Z") from exc
     if parsed.tzinfo is None:
         raise ValidationError(name, f"`{name}` must include a timezone (Z or an offset such as +01:00)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 with an offset leaves datetime's range
+        raise ValidationError(name, f"`{name}` must be a time between the years 2 and 9998") from exc
+
+
+def check_storable(name: str, value: Any, depth: int = 0) -> None:
+    """What DynamoDB will store: finite numbers in its range and precision, bounded nesting,
+    string keys that are not empty (moto is laxer than DynamoDB on all three)."""
+    if depth > MAX_NESTING:
+        raise ValidationError(name, f"`{name}` may nest objects and lists at most {MAX_NESTING} levels deep")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float, Decimal)):
+        number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+        if not number.is_finite():
+            raise ValidationError(name, f"`{name}` holds {value}: numbers must be finite")
+        if number != 0:
+            digits = len(number.as_tuple().digits)  # as written: boto3 refuses to round 40 digits to 38
+            exponent = number.adjusted()
+            if digits > DYNAMO_DIGITS or not DYNAMO_MIN_EXP <= exponent <= DYNAMO_MAX_EXP:
+                raise ValidationError(
+                    name, f"`{name}` holds {value}: numbers have at most 38 digits, between 1e-130 and 9.99e125"
+                )
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise ValidationError(name, f"`{name}` keys must be non-empty strings")
+            check_storable(name, item, depth + 1)
+        return
+    if isinstance(value, list):
+        for item in value:
+            check_storable(name, item, depth + 1)
+        return
+    raise ValidationError(name, f"`{name}` holds a value of type {type(value).__name__}")
 
 
 def parse_send_request(data: Any) -> SendRequest:
@@ -215,6 +253,7 @@ def parse_send_request(data: Any) -> SendRequest:
         values[name] = _coerce(name, _SCHEMA[name][1], value)
     fields_ = values.pop("fields", None) or {}
     metadata = values.pop("metadata", None) or {}
+    check_storable("metadata", metadata)
     if len(json.dumps(metadata, separators=(",", ":"), default=str)) > MAX_METADATA_BYTES:
         raise ValidationError("metadata", f"`metadata` must be at most {MAX_METADATA_BYTES} bytes as JSON")
     for name in ("template", "connection"):

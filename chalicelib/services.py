@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import rules
-from chalicelib.models import OutboundMessage, ValidationError, parse_send_request, validate_outbound
+from chalicelib.models import (
+    OutboundMessage,
+    ValidationError,
+    check_storable,
+    parse_send_request,
+    validate_outbound,
+)
 from chalicelib.observability import logger, metrics
 from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, SenderRates
 from chalicelib.rules import ClaimOutcome, ConnectorCode
@@ -83,7 +89,11 @@ def _partial_attrs(raw: Any) -> dict[str, Any]:
         if value is not None and len(value) <= 64:
             attrs[key] = value
     if isinstance(raw.get("metadata"), dict):
-        attrs["metadata"] = raw["metadata"]
+        try:
+            check_storable("metadata", raw["metadata"])
+            attrs["metadata"] = raw["metadata"]
+        except ValidationError:
+            pass  # what DynamoDB would refuse is left off the error record
     return attrs
 
 
@@ -165,7 +175,7 @@ class SendService:
     def _parse(body: str) -> tuple[Any, str | None]:
         try:
             raw: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = None  # parse_send_request turns this into a clear error on the record
         key = raw.get("idempotency_key") if isinstance(raw, dict) else None
         return raw, key if isinstance(key, str) and key else None
@@ -190,6 +200,12 @@ class SendService:
             msg = self.prepare(raw, now)
         except ValidationError as exc:
             return self._reject_invalid(message_id, raw, exc, now)
+        except StoreError:
+            raise  # the templates table: try again later
+        except Exception as exc:  # a request nothing can read: an error record, never five receives to the DLQ
+            logger.error("unreadable request", extra={"message_id": message_id, "error": type(exc).__name__})
+            unreadable = ValidationError("", f"the request could not be read ({type(exc).__name__})")
+            return self._reject_invalid(message_id, raw, unreadable, now)
 
         token = self.new_token()
         try:

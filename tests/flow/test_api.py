@@ -94,6 +94,20 @@ class TestPostMessages:
             ("[1, 2", "", 900001),
             ("", "", 900001),
             ([1, 2], "", 900001),
+            # found by a hostile-input run: each was a 500
+            ({"to": TO, "body": "hi", "validity_period": "²"}, "validity_period", 900001),
+            ({"to": TO, "body": "hi", "attempt": "--5"}, "attempt", 900001),
+            ({"to": TO, "body": "hi", "not_after": "9999-12-31T23:00:00-05:00"}, "not_after", 900001),
+            ({"to": TO, "body": "hi", "send_at": "0001-01-01T00:00:00+05:00"}, "send_at", 900001),
+            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": NaN}}', "", 900001),
+            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": Infinity}}', "", 900001),
+            ({"to": TO, "body": "hi", "metadata": {"x": 1e200}}, "metadata", 900001),
+            ({"to": TO, "body": "hi", "metadata": {"x": 1e-200}}, "metadata", 900001),
+            ({"to": TO, "body": "hi", "metadata": {"x": 10**40}}, "metadata", 900001),
+            ({"to": TO, "body": "hi", "metadata": {"": 1}}, "metadata", 900001),
+            ({"to": TO, "body": "hi", "metadata": {"a": [[[[[[[[[[1]]]]]]]]]]}}, "metadata", 900001),
+            ("[" * 5000 + "]" * 5000, "", 900001),
+            ({"to": TO + "\n", "body": "hi"}, "to", 21211),
         ],
     )
     def test_bad_input_is_400_naming_the_field_and_rule(self, api: Api, body: Any, field: str, code: int) -> None:
@@ -142,6 +156,24 @@ class TestBatch:
         assert answer["results"][1]["error"]["field"] == "to"
         assert len(api.queued()) == 2
 
+    def test_a_bug_on_one_item_is_that_items_answer_and_its_neighbours_are_sent(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        service = wiring.messages_api().service
+        prepare = service.prepare
+
+        def breaks_on_b(raw: Any, now: Any) -> Any:
+            if raw.get("body") == "b":
+                raise KeyError("a bug")
+            return prepare(raw, now)
+
+        monkeypatch.setattr(service, "prepare", breaks_on_b)
+        batch = {"messages": [{"to": TO, "body": "a"}, {"to": TO, "body": "b"}, {"to": TO, "body": "c"}]}
+        status, answer = api.call("post", "/messages/batch", batch)
+        assert status == 200 and [r["http_status"] for r in answer["results"]] == [202, 500, 202]
+        assert answer["results"][1]["error"]["code"] == "internal_error"
+        assert len(api.queued()) == 2  # the first item is not left pending forever
+
     @pytest.mark.parametrize("body", [{"messages": []}, {"messages": [{"to": TO, "body": "x"}] * 101}, {"items": []}])
     def test_the_batch_shape_is_checked(self, api: Api, body: Any) -> None:
         status, answer = api.call("post", "/messages/batch", body)
@@ -177,6 +209,9 @@ class TestTemplates:
             ({"body": "Hi", "from": "not a sender!"}, "from"),
             ({"body": "Hi", "media_urls": ["ftp://x"]}, "media_urls"),
             ({"body": "Hi", "connection": "eu"}, "connection"),
+            ({"body": "Hi", "connection": ["default"]}, "connection"),
+            ({"body": "Hi", "connection": {"name": "default"}}, "connection"),
+            ({"body": "Hi " + "x" * 70_000}, ""),  # DynamoDB would refuse a 400 KB item; 64 KB is the rule
         ],
     )
     def test_a_template_that_cannot_work_is_400(self, api: Api, body: Any, field: str) -> None:
@@ -185,6 +220,11 @@ class TestTemplates:
 
     def test_an_unknown_template_is_404(self, api: Api) -> None:
         assert api.call("get", "/templates/none")[0] == 404
+
+    def test_a_template_name_with_a_newline_is_400(self, api: Api) -> None:
+        # API Gateway decodes `%0A` in the path to a newline (Chalice's local gateway does not): the rule itself
+        result = wiring.messages_api().put_template("welcome\n", {"body": "Hi"})
+        assert (result.status, result.body["error"]["field"]) == (400, "name")
 
 
 class TestStats:
@@ -200,7 +240,14 @@ class TestStats:
         assert api.call("get", "/stats?from=2026-11-19&to=2026-11-22")[1]["by_status"]["delivered"] == 3
 
     @pytest.mark.parametrize(
-        "query", ["from=yesterday", "from=2026-11-22&to=2026-11-01", "from=2026-01-01&to=2026-11-22"]
+        "query",
+        [
+            "from=yesterday",
+            "from=2026-11-22&to=2026-11-01",
+            "from=2026-01-01&to=2026-11-22",
+            "from=9999-12-31T23:00:00-05:00",
+            "from=0001-01-01T00:00:00%2B05:00",
+        ],
     )
     def test_a_bad_window_is_400(self, api: Api, query: str) -> None:
         status, answer = api.call("get", f"/stats?{query}")

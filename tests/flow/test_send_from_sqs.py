@@ -426,3 +426,28 @@ def test_a_senders_queue_at_twilio_never_outlasts_a_messages_validity(stack: Sta
     assert place.next_free is None and place.over_by >= 1  # still full: a later copy waits again
     stack.clock.advance(seconds=11)  # Twilio drained it meanwhile
     assert wiring.sender_queues().reserve(long_code, 1, 1.0, 10, stack.clock()).wait_seconds == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"to": TO, "from": FROM, "body": "x", "validity_period": "²"}),
+        json.dumps({"to": TO, "from": FROM, "body": "x", "attempt": "--5"}),
+        json.dumps({"to": TO, "from": FROM, "body": "x", "not_after": "9999-12-31T23:00:00-05:00"}),
+        '{"to": "' + TO + '", "from": "' + FROM + '", "body": "x", "metadata": {"score": NaN}}',
+        json.dumps({"to": TO, "from": FROM, "body": "x", "metadata": {"big": 10**40}}),
+        json.dumps({"to": TO, "from": FROM, "body": "x", "metadata": {"tiny": 1e-200}}),
+        json.dumps({"to": TO + "\n", "from": FROM, "body": "x"}),
+        json.dumps({"to": TO, "from": FROM, "template": "welcome\n"}),
+        "[" * 5000 + "]" * 5000,
+    ],
+    ids=["superscript", "double-minus", "year-9999", "nan", "40-digits", "1e-200", "newline", "template", "deep"],
+)
+def test_a_poison_record_is_an_error_record_and_consumed(stack: Stack, body: str) -> None:
+    """The same inputs the API refuses, written straight to the queue: never five receives to the DLQ
+    with no trace, but an `error` record naming the problem, and the record consumed."""
+    delivery = Delivery(body)
+    assert stack.deliver(delivery) == []
+    record = stack.record(delivery)
+    assert record.status == "error" and record.error_code and record.error_message
+    assert stack.stub.create_attempts == 0
