@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -173,20 +173,53 @@ class LambdaRouter:
 
 @contextmanager
 def linear_sqs_receive() -> Iterator[None]:
-    """Make moto's ReceiveMessage cost O(backlog), not O(backlog²).
+    """Make moto's ReceiveMessage cost O(backlog), not O(backlog²), and SendMessage O(1), not O(backlog).
 
     For every message it hands out, moto 5.x computes *all* of the queue's attributes
     (three passes over every message, for the approximate counts) to read one of them,
     the retention period. With thousands queued that dominated a local run's CPU.
     """
-    from moto.core.utils import unix_time
-    from moto.sqs.models import SQSBackend
+    from moto.core.utils import camelcase_to_underscores, unix_time
+    from moto.sqs.models import Queue, SQSBackend
 
     def still_retained(backend: Any, queue_name: str, message: Any) -> bool:
         retention = int(backend.get_queue(queue_name).message_retention_period)
         return bool(retention + message.sent_timestamp / 1000 > unix_time())
 
-    with mock.patch.object(SQSBackend, "is_message_valid_based_on_retention_period", still_retained):
+    class LazyAttributes(Mapping[str, Any]):
+        """The queue's attributes, each computed when read: SendMessage reads one of them
+        (ContentBasedDeduplication) per message, which made putting n messages O(n²)."""
+
+        def __init__(self, queue: Any) -> None:
+            self.queue = queue
+            names = list(queue.BASE_ATTRIBUTES)
+            names += list(queue.FIFO_ATTRIBUTES) if queue.fifo_queue else []
+            names += list(queue.KMS_ATTRIBUTES) if queue.kms_master_key_id else []
+            names += ["Policy"] if queue.policy else []
+            names += ["RedrivePolicy"] if queue.redrive_policy else []
+            self.names = names
+
+        def __getitem__(self, key: str) -> Any:
+            if key not in self.names:
+                raise KeyError(key)
+            if key == "Policy":
+                return self.queue.policy
+            if key == "RedrivePolicy":
+                return json.dumps(self.queue.redrive_policy)
+            value = getattr(self.queue, camelcase_to_underscores(key))
+            return str(value).lower() if isinstance(value, bool) else value
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self.names)
+
+        def __len__(self) -> int:
+            return len(self.names)
+
+    lazy = property(lambda queue: LazyAttributes(queue))
+    with (
+        mock.patch.object(SQSBackend, "is_message_valid_based_on_retention_period", still_retained),
+        mock.patch.object(Queue, "attributes", lazy),
+    ):
         yield
 
 

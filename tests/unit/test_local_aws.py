@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -34,3 +35,25 @@ def _receive(patched: bool) -> list[str]:
 @pytest.mark.parametrize("patched", [False, True])
 def test_a_message_past_its_retention_period_is_not_handed_out(patched: bool) -> None:
     assert _receive(patched) == ["fresh-1"]
+
+
+def _attributes(patched: bool) -> dict[str, Any]:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": 5}}'
+        url = sqs.create_queue(QueueName="q", Attributes={"RedrivePolicy": redrive, "DelaySeconds": "0"})["QueueUrl"]
+        context = linear_sqs_receive() if patched else contextlib.nullcontext()
+        with context:
+            sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(7)])
+            sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+            found: dict[str, Any] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        found.pop("CreatedTimestamp"), found.pop("LastModifiedTimestamp")
+        return found
+
+
+def test_the_send_speed_up_keeps_every_attribute_moto_reports() -> None:
+    patched = _attributes(True)
+    assert patched == _attributes(False)
+    assert (patched["ApproximateNumberOfMessages"], patched["ApproximateNumberOfMessagesDelayed"]) == ("7", "1")
