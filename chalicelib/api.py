@@ -28,7 +28,7 @@ from chalicelib.services import SendService, ledger_attrs
 from chalicelib.settings import ConfigurationError, Settings
 from chalicelib.store import MessageLedger, StoreError
 from chalicelib.tables import StatsStore, TemplateStore
-from chalicelib.templates import TO_KEY, Template, placeholders
+from chalicelib.templates import TO_KEY, Template, check_unrendered_size, placeholders
 from chalicelib.twilio_api import TwilioApi, TwilioError
 from chalicelib.twilio_signature import compute_signature
 
@@ -231,6 +231,7 @@ def parse_template(name: str, body: Any) -> Template:
     media = body.get("media_urls") or []
     if text is not None and not isinstance(text, str):
         raise ValidationError("body", "`body` must be a string")
+    check_unrendered_size(text or "")
     if not isinstance(media, list) or not all(
         isinstance(m, str) and m.startswith(("http://", "https://")) for m in media
     ):

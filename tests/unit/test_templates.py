@@ -77,3 +77,13 @@ def test_the_requests_own_values_win_over_the_template():
 
 def test_templates_round_trip_through_their_stored_form():
     assert Template.from_dict(WELCOME.to_dict()) == WELCOME
+
+
+def test_forty_thousand_placeholders_are_refused_by_size_before_any_scan():
+    body = "".join(f"<p{i}>" for i in range(40_000))
+    with pytest.raises(ValidationError) as info:
+        apply_template(parse_send_request({"to": "+15551234567", "body": body}), None)
+    assert info.value.field == "body" and info.value.code == 21617
+    # and the scan itself is linear: the same placeholders, found in order, once each
+    names = placeholders(body + body)
+    assert names[:3] == ["p0", "p1", "p2"] and len(names) == 40_000
