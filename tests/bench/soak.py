@@ -29,6 +29,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
 
 FROM = "+15005550006"
 TERMINAL = {"delivered", "undelivered", "failed", "error"}
+# as in production, where Twilio answers in ~150 ms and requests in flight pile up to the budget
 BURST_SENDERS = {"+15551110001": 1.0, "+15551110002": 10.0}  # segments/s at Twilio, simulated time
 BURST_BUDGET = 20  # the simulator's account limit, and the connector's TWILIO_MAX_CONCURRENCY
 TIME_SCALE = 20
@@ -74,6 +75,7 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
         if burst:
             sim.config.max_in_flight = BURST_BUDGET
             sim.config.sender_rates.update(BURST_SENDERS)
+            sim.config.latency_ms = 150  # Twilio's answers take time: requests overlap, as they would
         for i in range(0, messages, 7):
             sim.set_scenario(_phone(i), "undelivered", 30007)
 
