@@ -219,6 +219,8 @@ def parse_template(name: str, body: Any) -> Template:
     """A template as PUT: known fields only, and a field map that can fill every placeholder."""
     if not isinstance(body, dict):
         raise ValidationError("", "the template must be a JSON object")
+    if len(json.dumps(body)) > MAX_TEMPLATE_BYTES:  # sizes first: DynamoDB takes 400 KB, the rest scans it
+        raise ValidationError("", f"a template must be at most {MAX_TEMPLATE_BYTES // 1024} KB as JSON")
     allowed = {"body", "media_urls", "from", "messaging_service_sid", "connection", "field_map"}
     unknown = sorted(set(body) - allowed - {"name"})
     if unknown:
@@ -254,8 +256,6 @@ def parse_template(name: str, body: Any) -> Template:
     connection = body.get("connection")
     if connection is not None and (not isinstance(connection, str) or not is_name(connection)):
         raise ValidationError("connection", "`connection` must be a connection's name (1-128 printable characters)")
-    if len(json.dumps(body)) > MAX_TEMPLATE_BYTES:
-        raise ValidationError("", f"a template must be at most {MAX_TEMPLATE_BYTES // 1024} KB as JSON")
     sender, service = body.get("from"), body.get("messaging_service_sid")
     if sender is not None and (not isinstance(sender, str) or not rules.is_valid_sender(sender)):
         raise ValidationError(

@@ -194,7 +194,11 @@ class MessageLedger(Protocol):
 
     def mark_poll_exhausted(self, message_id: str, attempts: int, now: datetime) -> None: ...
 
-    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None: ...
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> MessageRecord | None:
+        """Store an inbound message once; the one already stored (a replay) or None if it is new."""
+        ...
+
+    def mark_reply_handled(self, reply_id: str) -> None: ...
 
     def last_message_to(self, phone: str) -> str | None: ...
 
@@ -486,8 +490,24 @@ class DynamoMessageLedger(DynamoTable):
                 ),
             )
 
-    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
-        self._call("put_item", Item=serialize({**item, "expires_at": int((now + self.ttl).timestamp())}))
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> MessageRecord | None:
+        try:
+            self._call(
+                "put_item",
+                Item=serialize({**item, "expires_at": int((now + self.ttl).timestamp())}),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+            return None
+        except ConditionFailed:
+            return self.get(str(item["id"]))
+
+    def mark_reply_handled(self, reply_id: str) -> None:
+        self._call(
+            "update_item",
+            Key=serialize({"id": reply_id}),
+            UpdateExpression="SET handled = :yes",
+            ExpressionAttributeValues=serialize({":yes": True}),
+        )
 
     def last_message_to(self, phone: str) -> str | None:
         result = self._call(

@@ -161,19 +161,14 @@ class TrackingService:
         return CallbackResult("stale")  # duplicate or out of order: the status already moved past it
 
     def inbound(self, params: Mapping[str, str]) -> str:
-        """A recipient wrote back: opt out, opt in, ask for help, or reply."""
-        phone, our_number = params.get("From", ""), params.get("To", "")
+        """A recipient wrote back: opt out, opt in, ask for help, or reply. Acted on once per MessageSid,
+        so a replayed earlier START (validly signed) cannot undo a later STOP."""
+        phone, our_number = params.get("From", "").strip(), params.get("To", "").strip()
         service = params.get("MessagingServiceSid") or None
         body = params.get("Body", "")
         keyword = keyword_of(body, params.get("OptOutType"))
         now = self.clock()
         senders = [our_number, service]
-        if keyword == OPT_OUT:
-            self.record_opt_out(phone, senders)
-        elif keyword == OPT_IN:
-            for sender in filter(None, senders):
-                self.opt_outs.opt_in(phone, sender)
-            self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
         sid = params.get("MessageSid") or params.get("SmsSid") or ""
         reply = {
             "id": f"in_{sid}",
@@ -189,11 +184,21 @@ class TrackingService:
             "created_at": rules.iso(now),
             "updated_at": rules.iso(now),
         }
-        self.ledger.record_reply({k: v for k, v in reply.items() if v is not None}, now)
-        if keyword is None:
+        earlier = self.ledger.record_reply({k: v for k, v in reply.items() if v is not None}, now)
+        if earlier is not None and earlier.item.get("handled"):
+            logger.info("inbound message seen before; not acted on again", extra={"twilio_sid": sid})
+            return "duplicate"
+        if keyword == OPT_OUT:
+            self.record_opt_out(phone, senders)
+        elif keyword == OPT_IN:
+            for sender in filter(None, senders):
+                self.opt_outs.opt_in(phone, sender)
+            self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
+        elif keyword is None:
             self.publisher.publish(
                 events.REPLY_RECEIVED, [{k: reply[k] for k in ("id", "from", "body", "in_reply_to")}]
             )
+        self.ledger.mark_reply_handled(str(reply["id"]))  # after acting: a failure before it is retried whole
         logger.info("inbound message", extra={"from": rules.mask_phone(phone), "keyword": keyword})
         return keyword or "reply"
 

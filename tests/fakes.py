@@ -152,9 +152,16 @@ class InMemoryLedger:
                 self.items[message_id].update(polling="exhausted", poll_attempts=attempts, updated_at=rules.iso(now))
                 self.items[message_id].pop("poll_window", None)
 
-    def record_reply(self, item: Mapping[str, Any], now: datetime) -> None:
+    def record_reply(self, item: Mapping[str, Any], now: datetime) -> MessageRecord | None:
         with self.lock:
+            if item["id"] in self.items:
+                return MessageRecord(copy.deepcopy(self.items[item["id"]]))
             self.items[item["id"]] = {**copy.deepcopy(dict(item)), "expires_at": int((now + self.ttl).timestamp())}
+            return None
+
+    def mark_reply_handled(self, reply_id: str) -> None:
+        with self.lock:
+            self.items[reply_id]["handled"] = True
 
     def open_in_window(self, window: int) -> list[str]:
         with self.lock:

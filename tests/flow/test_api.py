@@ -211,7 +211,8 @@ class TestTemplates:
             ({"body": "Hi", "connection": "eu"}, "connection"),
             ({"body": "Hi", "connection": ["default"]}, "connection"),
             ({"body": "Hi", "connection": {"name": "default"}}, "connection"),
-            ({"body": "Hi " + "x" * 70_000}, ""),  # DynamoDB would refuse a 400 KB item; 64 KB is the rule
+            ({"body": "Hi " + "x" * 70_000}, "body"),  # DynamoDB would refuse a 400 KB item: sizes are rules
+            ({"body": "Hi", "field_map": {f"k{i}": "v" * 900 for i in range(80)}}, ""),  # a 64 KB template
         ],
     )
     def test_a_template_that_cannot_work_is_400(self, api: Api, body: Any, field: str) -> None:
@@ -324,6 +325,23 @@ class TestWebhooksOnAFunctionUrl:
         answer = app.webhooks(self.event("/twilio/inbound", params, signature), None)
         assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
         assert wiring.opt_outs().is_opted_out(TO, [FROM])
+
+
+    def test_a_replayed_inbound_message_is_acted_on_once(self, api: Api, sent: str) -> None:
+        """STOP, START, STOP; then the earlier START, validly signed, arrives again: the recipient stays out."""
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        def inbound(text: str, sid: str) -> dict[str, Any]:
+            params = {"From": TO, "To": FROM, "Body": text, "MessageSid": sid}
+            signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{self.BASE}/twilio/inbound", params)
+            return app.webhooks(self.event("/twilio/inbound", params, signature), None)
+
+        for text, sid in (("STOP", "SM" + "1" * 32), ("START", "SM" + "2" * 32), ("STOP", "SM" + "3" * 32)):
+            assert inbound(text, sid)["statusCode"] == 200
+        assert inbound("START", "SM" + "2" * 32)["statusCode"] == 200  # the replay is acknowledged …
+        assert wiring.opt_outs().is_opted_out(TO, [FROM])  # … and changes nothing
 
 
 class TestOneDeployTwoEntryPoints:

@@ -237,3 +237,11 @@ def test_a_poll_window_holds_its_sent_messages_until_they_finish(ledger):
     assert ledger.open_in_window(1_795_000_000) == ["w0"]
     assert ledger.open_in_window(1_795_000_060) == ["elsewhere"]
     assert ledger.open_in_window(1) == []
+
+
+def test_an_inbound_message_is_stored_once_and_a_replay_sees_it(ledger):
+    reply = {"id": "in_SM1", "direction": "inbound", "from": "+15551234567", "body": "START"}
+    assert ledger.record_reply(reply, NOW) is None
+    ledger.mark_reply_handled("in_SM1")
+    again = ledger.record_reply({**reply, "body": "changed"}, NOW)
+    assert again is not None and again.item["handled"] is True and again.item["body"] == "START"
