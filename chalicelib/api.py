@@ -69,6 +69,12 @@ def unexpected(exc: Exception, path: str) -> ApiResult:
     return error(500, "internal_error", "the connector failed on this request; retry, and report it if it repeats")
 
 
+def request_digest(raw: Any) -> str:
+    """What makes two requests the same request: their content, in canonical JSON, without the key."""
+    content = {k: v for k, v in raw.items() if k != "idempotency_key"} if isinstance(raw, dict) else raw
+    return rules.body_digest(json.dumps(content, sort_keys=True, separators=(",", ":"), default=str))
+
+
 class MessagesApi:
     def __init__(
         self,
@@ -148,10 +154,15 @@ class MessagesApi:
             return error(400, rules.ConnectorCode.STALE_REQUEST, "`not_after` is already in the past", "not_after")
         key = message.idempotency_key
         message_id = rules.message_id(key, "") if key else f"msg_{uuid.uuid4().hex}"
+        digest = request_digest(raw)
         try:
-            created = self.ledger.create_pending(message_id, ledger_attrs(message), now)
+            created = self.ledger.create_pending(message_id, {**ledger_attrs(message), "request_sha256": digest}, now)
             if created is None:
                 existing = self.ledger.get(message_id)
+                seen = existing.item.get("request_sha256") if existing else None
+                if seen is not None and seen != digest:  # as payment APIs do: one key, one request
+                    text = f"idempotency key `{key}` was already used for a different request; use a new key"
+                    return error(409, "idempotency_key_reused", text, "idempotency_key")
                 if existing is None or existing.status != "pending" or existing.item.get("enqueued_at"):
                     return ApiResult(200, existing.public() if existing else {"id": message_id})
                 # accepted before but never enqueued (the queue failed then): enqueue it now

@@ -124,6 +124,15 @@ class TestPostMessages:
         assert again["id"] == first["id"] and again["status"] == "pending"
         assert len(api.queued()) == 1
 
+    def test_one_key_with_a_different_request_is_409_and_nothing_is_dropped_silently(self, api: Api) -> None:
+        first, _ = api.call("post", "/messages", {"to": TO, "body": "hi"}, {"Idempotency-Key": "order-8"})
+        status, answer = api.call("post", "/messages", {"to": TO, "body": "bye"}, {"Idempotency-Key": "order-8"})
+        assert (first, status) == (202, 409)
+        assert (answer["error"]["code"], answer["error"]["field"]) == ("idempotency_key_reused", "idempotency_key")
+        assert "order-8" in answer["error"]["message"] and len(api.queued()) == 1
+        again, _ = api.call("post", "/messages", {"body": "hi", "to": TO}, {"Idempotency-Key": "order-8"})
+        assert again == 200  # the same request again, in another key order, is the same request
+
     def test_the_header_and_the_body_key_must_agree(self, api: Api) -> None:
         status, answer = api.call(
             "post", "/messages", {"to": TO, "body": "hi", "idempotency_key": "a"}, {"Idempotency-Key": "b"}
@@ -325,7 +334,6 @@ class TestWebhooksOnAFunctionUrl:
         answer = app.webhooks(self.event("/twilio/inbound", params, signature), None)
         assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
         assert wiring.opt_outs().is_opted_out(TO, [FROM])
-
 
     def test_a_replayed_inbound_message_is_acted_on_once(self, api: Api, sent: str) -> None:
         """STOP, START, STOP; then the earlier START, validly signed, arrives again: the recipient stays out."""
