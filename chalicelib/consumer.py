@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from traceback import extract_tb
 from typing import Any
 
 from chalicelib import events
@@ -92,8 +93,14 @@ class SendConsumer:
         try:
             finish_by = budget.finish_by if budget else None
             return self.service.send_record(str(record.get("body") or ""), delivery_id, message_id, finish_by)
-        except Exception:
-            logger.warning("record returned to the queue", extra={"sqs_message_id": delivery_id}, exc_info=True)
+        except Deferred:
+            raise
+        except Exception as exc:
+            # Type, text (numbers masked by the log filter) and where: a traceback's locals and messages could
+            # carry a full number past the filter.
+            where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in extract_tb(exc.__traceback__)]
+            extra = {"sqs_message_id": delivery_id, "kind": type(exc).__name__, "error": str(exc), "frames": where[-5:]}
+            logger.warning("record returned to the queue", extra=extra)
             raise
 
     def _put_back(self, record: Mapping[str, Any], deferred: Deferred) -> bool:

@@ -79,6 +79,14 @@ ERROR_MESSAGES = {
 }
 
 # name -> (steps after creation as (seconds, status), default error code)
+# How Twilio's API words these errors: unlike its dictionary, it quotes the numbers (and so must never
+# reach a log line unmasked).
+REAL_WORDING = {
+    21211: "The 'To' number {to} is not a valid phone number.",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}.",
+    21612: "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {sender} via SMS.",
+    21614: "To number: {to}, is not a mobile number",
+}
 SCENARIOS: dict[str, tuple[list[tuple[float, str]], int | None]] = {
     "delivered": ([(1, "sending"), (2, "sent"), (4, "delivered")], None),
     "undelivered": ([(1, "sending"), (2, "sent"), (4, "undelivered")], 30003),
@@ -488,7 +496,8 @@ class Simulator:
         if not to:
             raise TwilioApiError(400, 21604)
         if to in MAGIC_TO:
-            raise TwilioApiError(400, MAGIC_TO[to])
+            code = MAGIC_TO[to]
+            raise TwilioApiError(400, code, REAL_WORDING.get(code, "").format(to=to, sender=sender) or None)
         if not rules.is_valid_recipient(to):
             raise TwilioApiError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not sender and not service:
