@@ -23,6 +23,9 @@ from chalicelib.store import StoreError
 from chalicelib.tracking import TrackingService
 from chalicelib.twilio_signature import is_valid
 
+# Twilio's webhooks are small (a few dozen fields, a few KB): anything far bigger is refused unread.
+MAX_BODY_BYTES = 64 * 1024
+MAX_FIELDS = 200
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 FORM_CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
 
@@ -73,8 +76,15 @@ class Webhooks:
             return HttpResult(403, "PUBLIC_BASE_URL is not configured; webhooks are refused")
         if not well_formed(request.signature):
             return self._refused(request)  # before reading a secret or parsing the body
+        if len(request.raw_body) > MAX_BODY_BYTES:
+            return HttpResult(413, f"a webhook body is at most {MAX_BODY_BYTES // 1024} KB")
         query = f"?{urlencode(dict(request.query))}" if request.query else ""
-        params = parse_qsl(request.raw_body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        try:
+            params = parse_qsl(
+                request.raw_body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+            )
+        except ValueError:
+            return HttpResult(400, f"a webhook has at most {MAX_FIELDS} fields")
         try:
             tokens = self._tokens()
             valid = any(is_valid(url + query, params, request.signature, tokens) for url in request.urls)

@@ -335,6 +335,20 @@ class TestWebhooksOnAFunctionUrl:
         assert answer["statusCode"] == 200 and "<Response>" in answer["body"]
         assert wiring.opt_outs().is_opted_out(TO, [FROM])
 
+    def test_oversized_or_unsigned_webhooks_are_refused_before_any_work(self, api: Api, sent: str) -> None:
+        """The public URL takes anything: a 500,000-field form with a bogus signature must cost nothing."""
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        flood = {f"f{i}": "x" for i in range(500_000)}
+        assert app.webhooks(self.event("/twilio/status", flood, "bogus"), None)["statusCode"] == 403
+        assert app.webhooks(self.event("/twilio/status", flood, "A" * 27 + "="), None)["statusCode"] == 413
+        many = {f"f{i}": "x" for i in range(300)}
+        signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{self.BASE}/twilio/status", many)
+        assert app.webhooks(self.event("/twilio/status", many, signature), None)["statusCode"] == 400
+        assert wiring.ledger().get(sent).status == "queued"
+
     def test_a_replayed_inbound_message_is_acted_on_once(self, api: Api, sent: str) -> None:
         """STOP, START, STOP; then the earlier START, validly signed, arrives again: the recipient stays out."""
         from twilio.request_validator import RequestValidator
