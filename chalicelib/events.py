@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import rules
 from chalicelib.observability import logger, metrics
 from chalicelib.store import MessageRecord
 
@@ -81,16 +85,50 @@ class ForwardFailed(Exception):
     """The caller's status_callback did not take the event; EventBridge's Lambda retries re-deliver it."""
 
 
+def resolve(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+
+
 class CallbackForwarder:
-    def __init__(self, session: requests.Session, signing_key: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        session: requests.Session,
+        signing_key: str,
+        timeout: float = 5.0,
+        allow_local: bool = False,
+        resolver: Callable[[str], list[str]] = resolve,
+    ) -> None:
         self.session = session
         self.signing_key = signing_key
         self.timeout = timeout
+        self.allow_local = allow_local
+        self.resolver = resolver
+
+    def _refusal(self, url: str) -> str | None:
+        """Checked again where the request goes: a public name may resolve to a private address."""
+        refusal = rules.callback_target_refusal(url, self.allow_local)
+        host = urlsplit(url).hostname or ""
+        if refusal is not None or not host:
+            return refusal or "has no host"
+        try:
+            addresses = self.resolver(host)
+        except OSError:
+            return None  # unresolvable now: the POST fails and EventBridge retries
+        for address in addresses:
+            refused = rules.address_refusal(ipaddress.ip_address(address.split("%")[0]), self.allow_local)
+            if refused:
+                return refused
+        return None
 
     def forward(self, detail: Mapping[str, Any], now: float | None = None) -> int:
         if not self.signing_key:
             raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
         url = str(detail["status_callback"])
+        refusal = self._refusal(url)
+        if refusal is not None:  # never retried: it will not become allowed
+            metrics.add_metric(name="ForwardRefused", unit="Count", value=1)
+            logger.warning("status_callback refused", extra={"message_id": detail.get("id"), "reason": refusal})
+            return 0
         body = json.dumps({k: v for k, v in detail.items() if k != "status_callback"}, separators=(",", ":"))
         timestamp = str(int(now if now is not None else time.time()))
         headers = {

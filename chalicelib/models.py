@@ -299,6 +299,7 @@ def validate_outbound(
     default_from: tuple[str, ...],
     default_service: str | None,
     now: datetime,
+    allow_local_callbacks: bool = False,
 ) -> OutboundMessage:
     """Apply every rule of DESIGN §3.1 to a request whose templates are already rendered."""
     if not req.to:
@@ -338,6 +339,9 @@ def validate_outbound(
         raise ValidationError("content_sid", "`content_sid` must match ^HX[0-9a-fA-F]{32}$")
     if req.content_variables is not None and req.content_sid is None:
         raise ValidationError("content_variables", "`content_variables` needs a `content_sid`", 21654)
+    refusal = rules.callback_target_refusal(req.status_callback, allow_local_callbacks) if req.status_callback else None
+    if refusal is not None:
+        raise ValidationError("status_callback", f"`status_callback` {refusal}", 21609)
     if req.status_callback is not None and not _valid_url(req.status_callback, allow_underscore=False):
         raise ValidationError(
             "status_callback", "`status_callback` must be an http(s) URL whose hostname has no underscore", 21609

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 # --- statuses (DESIGN §3.3) -------------------------------------------------
 
@@ -103,6 +105,31 @@ def is_valid_sender(value: str) -> bool:
     if value.startswith(WHATSAPP_PREFIX):
         return is_e164(value[len(WHATSAPP_PREFIX) :])
     return bool(E164.match(value) or SHORT_CODE.match(value) or ALPHANUMERIC_SENDER.match(value))
+
+
+def callback_target_refusal(url: str, allow_local: bool) -> str | None:
+    """Why the connector must not call `url` for a caller (None: it may). Deployed, only https to a public
+    host: never loopback, private, link-local (169.254.169.254 is the instance metadata) or reserved ones.
+    `allow_local` (local development) also takes http and loopback, so local receivers work."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" and not (allow_local and parts.scheme == "http"):
+        return "must use https"
+    if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
+        return None if allow_local else "must not name a local or internal host"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a name: checked again on what it resolves to, when the forward is made
+    return address_refusal(address, allow_local)
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local: bool) -> str | None:
+    if address.is_loopback and allow_local:
+        return None
+    if not address.is_global or address.is_multicast:
+        return f"must not reach a loopback, private, link-local or reserved address ({address})"
+    return None
 
 
 def mask_phone(value: str | None) -> str:

@@ -158,7 +158,14 @@ class SendService:
                 )
         req = apply_template(req, template)
         connection = self._connection(req.connection)
-        return validate_outbound(req, connection.name, connection.from_numbers, connection.messaging_service_sid, now)
+        return validate_outbound(
+            req,
+            connection.name,
+            connection.from_numbers,
+            connection.messaging_service_sid,
+            now,
+            self.settings.allow_local_callbacks,
+        )
 
     def _connection(self, name: str | None) -> ConnectionSettings:
         connection = self.settings.connection(name)

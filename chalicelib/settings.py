@@ -60,6 +60,8 @@ class Settings:
     claim_lease_seconds: int = 120
     record_ttl_days: int = 90
     secret_max_age_seconds: int = 300
+    # Local development only (make run, tests): status_callback may be http and loopback.
+    allow_local_callbacks: bool = False
     twilio_connect_timeout: float = 3.05
     twilio_read_timeout: float = 10.0
     twilio_max_attempts: int = 4
@@ -174,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 120, minimum=1),
         record_ttl_days=_int(env, "RECORD_TTL_DAYS", 90, minimum=1),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
+        allow_local_callbacks=(env.get("ALLOW_LOCAL_CALLBACKS") or "").lower() == "true",
         twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", 3.05),
         twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", 10.0),
         twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),

@@ -217,7 +217,7 @@ def forwarder() -> Any:
     def build() -> Any:
         connection = settings().connection(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
-        return CallbackForwarder(requests.Session(), key or "")
+        return CallbackForwarder(requests.Session(), key or "", allow_local=settings().allow_local_callbacks)
 
     return _once("forwarder", build)
 

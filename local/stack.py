@@ -128,6 +128,7 @@ class LocalStack:
                 "POLL_WINDOW_SECONDS": str(cfg.poll_window_seconds),
                 "RETRY_ATTEMPTS": str(cfg.retry_attempts),
                 "SECRET_MAX_AGE_SECONDS": "0",
+                "ALLOW_LOCAL_CALLBACKS": "true",  # local receivers: http and loopback
                 **cfg.extra_env,
             }
         )

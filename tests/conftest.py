@@ -24,6 +24,9 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_METRICS_NAMESPACE": "TwilioConnectorTests",
         "POWERTOOLS_SERVICE_NAME": "twilio-connector",
+        # local receivers (127.0.0.1, http) take status callbacks, as under `make run`; the tests of the
+        # deployed rule turn it off
+        "ALLOW_LOCAL_CALLBACKS": "true",
     }
 )
 for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"):

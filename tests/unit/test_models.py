@@ -202,3 +202,31 @@ def test_no_pattern_in_the_shipped_code_is_anchored_with_a_dollar():
         if pattern.endswith("$")
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cdp.example/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://127.0.0.1:9000/hook",
+        "https://10.0.0.5/hook",
+        "https://192.168.1.1/hook",
+        "https://[::1]/hook",
+        "https://localhost/hook",
+        "https://metadata.google.internal/",
+    ],
+)
+def test_a_status_callback_must_be_https_to_a_public_host(url):
+    err = rejected({"to": TO, "from": FROM, "body": "Hi", "status_callback": url})
+    assert (err.field, err.code) == ("status_callback", 21609)
+
+
+def test_local_development_allows_http_and_loopback_callbacks():
+    req = parse_send_request({"to": TO, "from": FROM, "body": "Hi", "status_callback": "http://127.0.0.1:9000/hook"})
+    assert validate_outbound(req, "default", (), None, NOW, allow_local_callbacks=True).status_callback
+    with pytest.raises(ValidationError):
+        validate_outbound(req, "default", (), None, NOW)
+    metadata = parse_send_request({"to": TO, "from": FROM, "body": "Hi", "status_callback": "http://169.254.169.254/"})
+    with pytest.raises(ValidationError):  # never the metadata service, not even locally
+        validate_outbound(metadata, "default", (), None, NOW, allow_local_callbacks=True)

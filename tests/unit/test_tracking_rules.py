@@ -112,7 +112,7 @@ class _Receiver:
 def test_forwarded_events_are_signed_with_the_connectors_key():
     receiver = _Receiver(204)
     try:
-        CallbackForwarder(requests.Session(), "k3y").forward(
+        CallbackForwarder(requests.Session(), "k3y", allow_local=True).forward(
             {"id": "m1", "status": "delivered", "status_callback": receiver.url}, now=1700000000
         )
         (got,) = receiver.received
@@ -127,8 +127,50 @@ def test_a_refusing_receiver_makes_the_forward_fail_so_it_is_retried():
     receiver = _Receiver(500)
     try:
         with pytest.raises(ForwardFailed):
-            CallbackForwarder(requests.Session(), "k").forward({"id": "m1", "status_callback": receiver.url})
+            CallbackForwarder(requests.Session(), "k", allow_local=True).forward(
+                {"id": "m1", "status_callback": receiver.url}
+            )
         with pytest.raises(ForwardFailed, match="callback_signing_key"):
             CallbackForwarder(requests.Session(), "").forward({"id": "m1", "status_callback": receiver.url})
     finally:
         receiver.server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("url", "resolves_to"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", None),  # the instance metadata: link-local, and http
+        ("https://169.254.169.254/latest/meta-data/", None),
+        ("https://127.0.0.1/hook", None),
+        ("https://[::1]/hook", None),
+        ("https://10.0.0.5/hook", None),
+        ("https://localhost/hook", None),
+        ("https://cdp.example/hook", "10.1.2.3"),  # a public name that resolves to a private address
+        ("https://cdp.example/hook", "169.254.169.254"),
+    ],
+)
+def test_deployed_forwards_never_reach_internal_addresses(url, resolves_to):
+    """The forward function runs inside the user's account: a request's status_callback must not make
+    it call the metadata service or a private host, also not through DNS."""
+    posted = []
+
+    class Session:
+        def post(self, *args, **kwargs):
+            posted.append(args)
+
+    forwarder = CallbackForwarder(Session(), "k", resolver=lambda host: [resolves_to or "93.184.216.34"])
+    assert forwarder.forward({"id": "m1", "status": "delivered", "status_callback": url}) == 0
+    assert posted == []
+
+
+def test_a_public_https_callback_is_forwarded():
+    posted = []
+
+    class Session:
+        def post(self, url, **kwargs):
+            posted.append(url)
+            return type("R", (), {"status_code": 204})()
+
+    forwarder = CallbackForwarder(Session(), "k", resolver=lambda host: ["93.184.216.34"])
+    assert forwarder.forward({"id": "m1", "status_callback": "https://cdp.example/hook"}) == 204
+    assert posted == ["https://cdp.example/hook"]
