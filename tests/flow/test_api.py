@@ -478,3 +478,36 @@ class TestErrorsChaliceWouldAnswer:
         logged = [vars(record) for record in caplog.records]
         assert any(r.get("error") == "ValueError" and "test_api.py" in str(r.get("frames")) for r in logged)
         assert TO not in str(logged) and TO[-7:] not in str(logged)
+
+
+class TestHostileInput:
+    """Generated from the classes a hostile-input run found (tests/unit/test_properties.py has the
+    values): whatever is posted, no 5xx, and every refusal names its problem in the error body."""
+
+    @staticmethod
+    def bodies() -> Any:
+        from hypothesis import strategies as st
+
+        from tests.unit.test_properties import FIELD_NAMES, JSON, nested
+
+        request = st.dictionaries(
+            st.sampled_from(FIELD_NAMES), JSON | st.builds(nested, st.integers(0, 40)), max_size=6
+        )
+        as_text = request.map(lambda d: json.dumps(d, default=str, allow_nan=True))
+        raw = st.sampled_from(["[" * 5000 + "]" * 5000, '{"to": NaN}', '{"metadata": {"x": Infinity}}', "\ufeff{}"])
+        return as_text | raw | st.text(max_size=60)
+
+    def test_no_request_is_a_5xx(self, api: Api) -> None:
+        from hypothesis import HealthCheck, given, settings
+
+        @given(self.bodies())
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(body: str) -> None:
+            for method, path in (("post", "/messages"), ("put", "/templates/t"), ("post", "/messages/batch")):
+                wrapped = body if path != "/messages/batch" else '{"messages": [' + (body or "null") + "]}"
+                status, answer = api.call(method, path, wrapped)
+                assert status < 500, (path, body, answer)
+                if status >= 400:
+                    assert answer["error"]["message"] and "field" in answer["error"], answer
+
+        check()
