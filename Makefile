@@ -55,7 +55,8 @@ soak: $(STAMP)
 
 # The property tests at a size too slow for every `make test`.
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/unit/test_properties.py tests/flow/test_openapi_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest --hypothesis-show-statistics tests/unit/test_properties.py \
+		tests/flow/test_openapi_fuzz.py tests/flow/test_api.py::TestHostileInput
 
 # The local Twilio simulator on its own (prints its account SID and auth token).
 sim: $(STAMP)

@@ -498,10 +498,14 @@ class TestHostileInput:
         return as_text | raw | st.text(max_size=60)
 
     def test_no_request_is_a_5xx(self, api: Api) -> None:
+        import os
+
         from hypothesis import HealthCheck, given, settings
 
+        examples = 1000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 40
+
         @given(self.bodies())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
         def check(body: str) -> None:
             for method, path in (("post", "/messages"), ("put", "/templates/t"), ("post", "/messages/batch")):
                 wrapped = body if path != "/messages/batch" else '{"messages": [' + (body or "null") + "]}"
