@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 from chalicelib import rules
+from chalicelib.pacing import default_rate
 from chalicelib.twilio_signature import compute_signature
 
 API_VERSION = "2010-04-01"
@@ -99,22 +100,13 @@ OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 FAULT_KINDS = {"429", "500", "503", "reset", "lost", "latency"}
 DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's ValidityPeriod when a create gives none
-# Segments per second a sender drains from Twilio's queue (Twilio's published defaults, US).
-TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
-
-
 def default_sender_rate(sender: str, pool_size: int = 1) -> float | None:
-    """Segments/s a sender drains: long code 1, toll-free 3, short code 100, alphanumeric 1; a messaging
-    service its pool's sum. Twilio's test numbers (+1500555…) queue nothing: None, unpaced."""
-    if sender.startswith("+1500555"):
-        return None
+    """Segments/s a sender drains (Twilio's published US defaults, the same table the connector paces by):
+    long code 1, toll-free 3, short code 100, alphanumeric 1; a messaging service its pool's sum.
+    Twilio's test numbers (+1500555…) queue nothing: None, unpaced."""
     if sender.startswith("MG"):
         return float(max(pool_size, 1))
-    if sender.isdigit() and 5 <= len(sender) <= 6:
-        return 100.0
-    if sender.startswith(TOLL_FREE_PREFIXES):
-        return 3.0
-    return 1.0
+    return default_rate(sender)
 
 
 class TwilioApiError(Exception):
