@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from chalicelib import rules
-from chalicelib.pacing import default_rate
+from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, default_rate
 from chalicelib.twilio_signature import compute_signature
 
 API_VERSION = "2010-04-01"
@@ -99,7 +99,6 @@ OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REV
 OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 FAULT_KINDS = {"429", "500", "503", "reset", "lost", "latency"}
-DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's ValidityPeriod when a create gives none
 def default_sender_rate(sender: str, pool_size: int = 1) -> float | None:
     """Segments/s a sender drains (Twilio's published US defaults, the same table the connector paces by):
     long code 1, toll-free 3, short code 100, alphanumeric 1; a messaging service its pool's sum.
