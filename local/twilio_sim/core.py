@@ -99,6 +99,8 @@ OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REV
 OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 FAULT_KINDS = {"429", "500", "503", "reset", "lost", "latency"}
+
+
 def default_sender_rate(sender: str, pool_size: int = 1) -> float | None:
     """Segments/s a sender drains (Twilio's published US defaults, the same table the connector paces by):
     long code 1, toll-free 3, short code 100, alphanumeric 1; a messaging service its pool's sum.
