@@ -20,9 +20,10 @@ from traceback import extract_tb
 from typing import Any
 
 from chalicelib import rules
-from chalicelib.models import ValidationError, is_name, parse_timestamp
+from chalicelib.models import ValidationError, is_name, parse_timestamp, require_connection
 from chalicelib.observability import logger, metrics
 from chalicelib.queue import SendQueue
+from chalicelib.rules import ConnectorCode
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.services import SendService, ledger_attrs
 from chalicelib.settings import ConfigurationError, Settings
@@ -102,10 +103,12 @@ class MessagesApi:
 
     def accept_batch(self, body: Any) -> ApiResult:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return error(400, 900001, 'the body must be {"messages": [ ... ]}', "messages")
+            return error(400, ConnectorCode.INVALID_REQUEST, 'the body must be {"messages": [ ... ]}', "messages")
         items = body["messages"]
         if not 1 <= len(items) <= MAX_BATCH:
-            return error(400, 900001, f"`messages` must hold 1 to {MAX_BATCH} requests", "messages")
+            return error(
+                400, ConnectorCode.INVALID_REQUEST, f"`messages` must hold 1 to {MAX_BATCH} requests", "messages"
+            )
         results = self._accept_many(items, None)
         rows = [{"index": i, "http_status": r.status, **r.body} for i, r in enumerate(results)]
         return ApiResult(200, {"results": rows})
@@ -141,7 +144,12 @@ class MessagesApi:
         if header_key is not None and isinstance(raw, dict):
             body_key = raw.get("idempotency_key")
             if body_key is not None and body_key != header_key:
-                return error(400, 900001, "the Idempotency-Key header and `idempotency_key` differ", "idempotency_key")
+                return error(
+                    400,
+                    ConnectorCode.INVALID_REQUEST,
+                    "the Idempotency-Key header and `idempotency_key` differ",
+                    "idempotency_key",
+                )
             raw = {**raw, "idempotency_key": header_key}
         try:
             message = self.service.prepare(raw, now)
@@ -150,8 +158,8 @@ class MessagesApi:
         except StoreError as exc:
             logger.error("templates unavailable", extra={"error": str(exc)})
             return error(503, "storage_unavailable", "the template store is unavailable; retry", None)
-        if message.not_after is not None and now > message.not_after:
-            return error(400, rules.ConnectorCode.STALE_REQUEST, "`not_after` is already in the past", "not_after")
+        if rules.is_stale(message.not_after, now):
+            return error(400, ConnectorCode.STALE_REQUEST, "`not_after` is already in the past", "not_after")
         key = message.idempotency_key
         message_id = rules.message_id(key, "") if key else f"msg_{uuid.uuid4().hex}"
         digest = request_digest(raw)
@@ -186,9 +194,7 @@ class MessagesApi:
     def put_template(self, name: str, body: Any) -> ApiResult:
         try:
             template = parse_template(name, body)
-            connection = self.settings.connection(template.connection)
-            if connection is None:
-                raise ValidationError("connection", f"unknown connection `{template.connection}`", 900005)
+            require_connection(self.settings, template.connection)
         except ValidationError as exc:
             return invalid(exc)
         self.templates.put(template)
@@ -210,9 +216,11 @@ class MessagesApi:
         except ValidationError as exc:
             return invalid(exc)
         if end < start:
-            return error(400, 900001, "`to` must not be before `from`", "to")
+            return error(400, ConnectorCode.INVALID_REQUEST, "`to` must not be before `from`", "to")
         if (end - start).days >= MAX_STATS_DAYS:
-            return error(400, 900001, f"the window may span at most {MAX_STATS_DAYS} days", "from")
+            return error(
+                400, ConnectorCode.INVALID_REQUEST, f"the window may span at most {MAX_STATS_DAYS} days", "from"
+            )
         days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         return ApiResult(200, {"from": days[0], "to": days[-1], **self.stats.totals(days)})
 
@@ -300,9 +308,10 @@ class ConnectionCheck:
         self.http_post = http_post
 
     def run(self, name: str | None) -> ApiResult:
-        connection = self.settings.connection(name)
-        if connection is None:
-            return error(400, 900005, f"unknown connection `{name}`", "connection")
+        try:
+            connection = require_connection(self.settings, name)
+        except ValidationError as exc:
+            return invalid(exc)
         checks: list[dict[str, Any]] = []
         try:
             creds = self.credentials.for_connection(connection)

@@ -63,6 +63,11 @@ class ConnectorCode(enum.IntEnum):
     UNKNOWN_CONNECTION = 900005
 
 
+def is_stale(not_after: datetime | None, now: datetime) -> bool:
+    """A request whose `not_after` has passed is dropped, never sent late (the API refuses it at once)."""
+    return not_after is not None and now > not_after
+
+
 OPTED_OUT_CODE = 21610
 # Twilio answers these when the account or sender is momentarily unable to take the
 # message, or when our own credentials are wrong: retrying (and finally the DLQ, from

@@ -20,6 +20,7 @@ from chalicelib.models import (
     ValidationError,
     check_storable,
     parse_send_request,
+    require_connection,
     validate_outbound,
 )
 from chalicelib.observability import logger, metrics
@@ -168,13 +169,7 @@ class SendService:
         )
 
     def _connection(self, name: str | None) -> ConnectionSettings:
-        connection = self.settings.connection(name)
-        if connection is None:
-            known = ", ".join(sorted(self.settings.connections)) or "none configured"
-            raise ValidationError(
-                "connection", f"unknown connection `{name}` (known: {known})", ConnectorCode.UNKNOWN_CONNECTION
-            )
-        return connection
+        return require_connection(self.settings, name)
 
     # --- sending -------------------------------------------------------------
 
@@ -288,7 +283,7 @@ class SendService:
 
     def _refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
         """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
-        if msg.not_after is not None and now > msg.not_after:
+        if rules.is_stale(msg.not_after, now):
             return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"
         senders = [s for s in (msg.from_, msg.messaging_service_sid) if s]
         if self.opt_outs.is_opted_out(msg.to, senders):

@@ -15,6 +15,7 @@ from typing import Any
 
 from chalicelib import events, rules
 from chalicelib.events import EventPublisher
+from chalicelib.models import ValidationError, require_connection
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import SecretsCredentials
 from chalicelib.settings import Settings
@@ -116,10 +117,11 @@ class TrackingService:
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
-            connection = self.settings.connection(record.connection)
-            if connection is None:
-                raise TwilioError(f"unknown connection {record.connection}")
+            connection = require_connection(self.settings, record.connection)
             return self.twilio.fetch_message(self.credentials.for_connection(connection), record.twilio_sid)
+        except ValidationError as exc:  # its connection was removed since it was sent
+            logger.warning("poll fetch failed", extra={"message_id": record.id, "error": exc.message})
+            return TwilioError(exc.message)
         except TwilioError as exc:
             logger.warning("poll fetch failed", extra={"message_id": record.id, "error": exc.message})
             return exc
