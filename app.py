@@ -59,8 +59,8 @@ def _json(result: Any) -> Response:
 
 
 def _with_body(handle: Callable[[Any], Any]) -> Response:
-    from chalicelib.api import invalid, parse_json
     from chalicelib.models import ValidationError
+    from chalicelib.responses import invalid, parse_json
 
     try:
         body = parse_json(_request().raw_body)
@@ -78,7 +78,7 @@ def _guarded(view: Callable[..., Response]) -> Callable[..., Response]:
         try:
             return view(*args, **kwargs)
         except Exception as exc:
-            from chalicelib.api import unexpected
+            from chalicelib.responses import unexpected
 
             return _json(unexpected(exc, _request().path))
 
@@ -98,7 +98,7 @@ def publish_metrics(event: Any, get_response: Callable[[Any], Any]) -> Any:
 
 @app.middleware("http")
 def require_api_key(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    from chalicelib.api import from_chalice
+    from chalicelib.responses import from_chalice
 
     if event.path not in UNSIGNED_BY_KEY:
         refusal = wiring.api_keys().check(event.headers)

@@ -9,12 +9,14 @@ A placeholder without a value is an error naming it, never a message that reads
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.models import SendRequest, ValidationError
+from chalicelib import rules
+from chalicelib.models import SendRequest, ValidationError, is_name
 from chalicelib.rules import ConnectorCode
 
 # A name starts with a letter and may hold letters, digits, spaces, `_`, `-` and `.`;
@@ -144,3 +146,65 @@ def apply_template(req: SendRequest, template: Template | None) -> SendRequest:
         check_unrendered_size(body)  # sizes first: the scans below stay linear and small
         changes["body"] = render(body, req.fields, field_map)
     return dataclasses.replace(req, **changes) if changes else req
+
+
+MAX_TEMPLATE_BYTES = 64 * 1024  # far below DynamoDB's 400 KB item
+
+
+def parse_template(name: str, body: Any) -> Template:
+    """A template as PUT: known fields only, and a field map that can fill every placeholder."""
+    if not isinstance(body, dict):
+        raise ValidationError("", "the template must be a JSON object")
+    if len(json.dumps(body)) > MAX_TEMPLATE_BYTES:  # sizes first: DynamoDB takes 400 KB, the rest scans it
+        raise ValidationError("", f"a template must be at most {MAX_TEMPLATE_BYTES // 1024} KB as JSON")
+    allowed = {"body", "media_urls", "from", "messaging_service_sid", "connection", "field_map"}
+    unknown = sorted(set(body) - allowed - {"name"})
+    if unknown:
+        raise ValidationError(
+            unknown[0], f"unknown field `{unknown[0]}`; a template has {', '.join(sorted(allowed))}", 20001
+        )
+    if not is_name(name):
+        raise ValidationError("name", "a template name must be 1-128 printable characters, no space at either end")
+    text = body.get("body")
+    media = body.get("media_urls") or []
+    if text is not None and not isinstance(text, str):
+        raise ValidationError("body", "`body` must be a string")
+    check_unrendered_size(text or "")
+    if not isinstance(media, list) or not all(
+        isinstance(m, str) and m.startswith(("http://", "https://")) for m in media
+    ):
+        raise ValidationError("media_urls", "`media_urls` must be a list of http(s) URLs", 21620)
+    if not text and not media:
+        raise ValidationError("body", "a template needs a `body` or `media_urls`", 21602)
+    field_map = body.get("field_map") or {}
+    if not isinstance(field_map, dict) or not all(isinstance(v, str) and v for v in field_map.values()):
+        raise ValidationError("field_map", "`field_map` must map names to the caller's field names")
+    used = placeholders(text or "")
+    unused = sorted(set(field_map) - {TO_KEY, *used})
+    if unused:
+        raise ValidationError("field_map", f"`field_map` maps `{unused[0]}`, which the body does not use")
+    if field_map:
+        unmapped = [p for p in used if p not in field_map]
+        if unmapped:
+            raise ValidationError(
+                "field_map", f"placeholder <{unmapped[0]}> has no entry in `field_map`, so nothing can fill it"
+            )
+    connection = body.get("connection")
+    if connection is not None and (not isinstance(connection, str) or not is_name(connection)):
+        raise ValidationError("connection", "`connection` must be a connection's name (1-128 printable characters)")
+    sender, service = body.get("from"), body.get("messaging_service_sid")
+    if sender is not None and (not isinstance(sender, str) or not rules.is_valid_sender(sender)):
+        raise ValidationError(
+            "from", "`from` must be an E.164 number, a short code or an alphanumeric sender ID", 21212
+        )
+    if service is not None and (not isinstance(service, str) or not rules.MESSAGING_SERVICE_SID.match(service)):
+        raise ValidationError("messaging_service_sid", "`messaging_service_sid` must match ^MG[0-9a-fA-F]{32}$", 21705)
+    return Template(
+        name=name,
+        body=text,
+        media_urls=tuple(media),
+        from_=sender,
+        messaging_service_sid=service,
+        connection=body.get("connection"),
+        field_map=dict(field_map),
+    )

@@ -229,7 +229,7 @@ def secrets_provider() -> Any:
 
 
 def api_keys() -> Any:
-    from chalicelib.api import ApiKeys
+    from chalicelib.api_keys import ApiKeys
 
     s = settings()
     return _once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
@@ -255,6 +255,6 @@ def send_queue() -> Any:
 def connection_check() -> Any:
     import requests
 
-    from chalicelib.api import ConnectionCheck
+    from chalicelib.connection_check import ConnectionCheck
 
     return _once("connection_check", lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post))

@@ -1,0 +1,53 @@
+"""API keys: `x-api-key` or `Authorization: Bearer`, checked against SHA-256 hashes in Secrets Manager."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from chalicelib.observability import logger, metrics
+from chalicelib.responses import ApiResult, error
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key: <key>` or `Authorization: Bearer <key>`."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class ApiKeys:
+    """Key hashes from Secrets Manager ({"keys": [{"name", "sha256"}]}); a key is never stored in clear."""
+
+    def __init__(self, provider: Any, secret_id: str | None, max_age: int = 300) -> None:
+        self.provider = provider
+        self.secret_id = secret_id
+        self.max_age = max_age
+
+    def check(self, headers: Mapping[str, str]) -> ApiResult | None:
+        """None when the caller may proceed; else the 401/403 to answer."""
+        key = presented_key(headers)
+        if key is None:
+            return error(401, "unauthorized", "send an API key as `x-api-key` or `Authorization: Bearer <key>`")
+        if not self.secret_id:
+            return error(403, "forbidden", "no API keys are configured (API_KEYS_SECRET_ID)")
+        try:
+            value = self.provider.get(self.secret_id, max_age=self.max_age, transform="json")
+        except Exception as exc:
+            logger.error("API keys unavailable", extra={"error": type(exc).__name__})
+            return error(503, "keys_unavailable", "API keys could not be read; retry")
+        digest = key_hash(key)
+        known = [str(k.get("sha256", "")) for k in (value or {}).get("keys", []) if isinstance(k, dict)]
+        if not any(hmac.compare_digest(digest, h) for h in known):
+            metrics.add_metric(name="ApiKeyRejected", unit="Count", value=1)
+            return error(403, "forbidden", "this API key is not valid")
+        return None

@@ -1,0 +1,93 @@
+"""POST /connection/test: what HCL Unica's "Test connection" does, and more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chalicelib import rules
+from chalicelib.models import ValidationError, require_connection
+from chalicelib.responses import ApiResult, invalid
+from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
+from chalicelib.settings import ConfigurationError, Settings
+from chalicelib.twilio_api import TwilioApi, TwilioError
+from chalicelib.twilio_signature import compute_signature
+
+
+class ConnectionCheck:
+    """What HCL Unica's "Test connection" does, and more: credentials, sender, webhook round trip."""
+
+    def __init__(
+        self, settings: Settings, credentials: SecretsCredentials, twilio: TwilioApi, http_post: Callable[..., Any]
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.twilio = twilio
+        self.http_post = http_post
+
+    def run(self, name: str | None) -> ApiResult:
+        try:
+            connection = require_connection(self.settings, name)
+        except ValidationError as exc:
+            return invalid(exc)
+        checks: list[dict[str, Any]] = []
+        try:
+            creds = self.credentials.for_connection(connection)
+            account = self.twilio.fetch_account(creds)
+            checks.append(
+                {
+                    "check": "credentials",
+                    "ok": True,
+                    "detail": f"account {account.get('sid')} is {account.get('status')}",
+                }
+            )
+        except (CredentialsUnavailable, ConfigurationError) as exc:
+            checks.append({"check": "credentials", "ok": False, "detail": f"cannot read the secret: {exc}"})
+            creds = None
+        except TwilioError as exc:
+            checks.append(
+                {"check": "credentials", "ok": False, "detail": f"Twilio refused them ({exc.code}): {exc.message}"}
+            )
+            creds = None
+        checks.append(self._sender(connection.from_numbers, connection.messaging_service_sid))
+        checks.append(self._webhook(creds.auth_token if creds else None))
+        ok = all(c["ok"] for c in checks)
+        return ApiResult(200 if ok else 502, {"ok": ok, "connection": connection.name, "checks": checks})
+
+    @staticmethod
+    def _sender(numbers: Sequence[str], service: str | None) -> dict[str, Any]:
+        if not numbers and not service:
+            return {"check": "sender", "ok": False, "detail": "no TWILIO_DEFAULT_FROM or TWILIO_MESSAGING_SERVICE_SID"}
+        bad = [n for n in numbers if not rules.is_valid_sender(n)]
+        if bad or (service and not rules.MESSAGING_SERVICE_SID.match(service)):
+            return {"check": "sender", "ok": False, "detail": f"not a valid sender: {', '.join(bad) or service}"}
+        return {
+            "check": "sender",
+            "ok": True,
+            "detail": f"{len(numbers)} number(s)" + (f", service {service}" if service else ""),
+        }
+
+    def _webhook(self, auth_token: str | None) -> dict[str, Any]:
+        url = self.settings.status_callback_url("connection-test")
+        if url is None:
+            return {
+                "check": "webhook",
+                "ok": False,
+                "detail": "neither WEBHOOK_BASE_URL nor PUBLIC_BASE_URL is set: Twilio cannot reach the connector",
+            }
+        if auth_token is None:
+            return {"check": "webhook", "ok": False, "detail": "skipped: no working credentials to sign with"}
+        params = [("MessageSid", "SM" + "0" * 32), ("MessageStatus", "sent"), ("AccountSid", "connection-test")]
+        headers = {"X-Twilio-Signature": compute_signature(url, params, auth_token)}
+        try:
+            status = self.http_post(url, data=params, headers=headers, timeout=10).status_code
+        except Exception as exc:
+            return {"check": "webhook", "ok": False, "detail": f"{url} unreachable: {type(exc).__name__}"}
+        if status == 200:
+            return {"check": "webhook", "ok": True, "detail": f"a signed callback to {url} was accepted"}
+        hint = (
+            " (the signature did not match: is WEBHOOK_BASE_URL / PUBLIC_BASE_URL the exact public URL Twilio calls?)"
+            if status == 403
+            else ""
+        )
+        return {"check": "webhook", "ok": False, "detail": f"{url} answered {status}{hint}"}
