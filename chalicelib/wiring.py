@@ -241,8 +241,14 @@ def messages_api() -> Any:
     s = settings()
     return _once(
         "messages_api",
-        lambda: MessagesApi(s, send_service(), ledger(), templates(), stats(), send_queue(), clock()),
+        lambda: MessagesApi(s, ledger(), templates(), stats(), accept_messages(), clock()),
     )
+
+
+def accept_messages() -> Any:
+    from chalicelib.accept import AcceptMessages
+
+    return _once("accept_messages", lambda: AcceptMessages(send_service(), ledger(), stats(), send_queue(), clock()))
 
 
 def send_queue() -> Any:

@@ -168,7 +168,7 @@ class TestBatch:
     def test_a_bug_on_one_item_is_that_items_answer_and_its_neighbours_are_sent(
         self, api: Api, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        service = wiring.messages_api().service
+        service = wiring.accept_messages().service
         prepare = service.prepare
 
         def breaks_on_b(raw: Any, now: Any) -> Any:

@@ -1,0 +1,77 @@
+"""The accept use case with its ports in memory: each request its own outcome, and nothing lost
+between the ledger and the queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed, Refused, Unavailable
+from chalicelib.services import SendService
+from chalicelib.settings import load_settings
+from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+TO = "+15551234567"
+
+
+class Queue:
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.sent: list[tuple[str, Any]] = []
+
+    def send(self, items: list[tuple[str, Any]]) -> set[str]:
+        if self.refuse:
+            return {message_id for message_id, _ in items}
+        self.sent += items
+        return set()
+
+
+def accepting(queue: Queue) -> tuple[AcceptMessages, InMemoryLedger]:
+    settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_DEFAULT_FROM": "+15005550006"})
+    ledger, stats = InMemoryLedger(), InMemoryStats()
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), None, None, stats)  # type: ignore[arg-type]
+    return AcceptMessages(service, ledger, stats, queue, lambda: NOW), ledger  # type: ignore[arg-type]
+
+
+def test_each_request_gets_its_own_outcome_and_the_valid_ones_are_queued_as_posted() -> None:
+    queue = Queue()
+    use_case, ledger = accepting(queue)
+    outcomes = use_case.accept([{"to": TO, "body": "a"}, {"to": "nope", "body": "b"}, {"to": TO, "body": "c"}])
+    assert [type(o) for o in outcomes] == [Accepted, Refused, Accepted]
+    assert isinstance(outcomes[1], Refused) and (outcomes[1].status, outcomes[1].field) == (400, "to")
+    assert [raw for _, raw in queue.sent] == [{"to": TO, "body": "a"}, {"to": TO, "body": "c"}]
+    assert all((r := ledger.get(message_id)) and r.status == "pending" for message_id, _ in queue.sent)
+
+
+def test_a_key_is_one_request_the_same_again_is_already_accepted_a_different_one_is_refused() -> None:
+    use_case, _ = accepting(Queue())
+    (first,) = use_case.accept([{"to": TO, "body": "hi"}], "k1")
+    (again,) = use_case.accept([{"body": "hi", "to": TO}], "k1")
+    (other,) = use_case.accept([{"to": TO, "body": "bye"}], "k1")
+    assert isinstance(first, Accepted) and isinstance(again, AlreadyAccepted) and again.message_id == first.message_id
+    assert isinstance(other, Refused) and (other.status, other.code) == (409, "idempotency_key_reused")
+
+
+def test_a_queue_outage_is_unavailable_and_the_same_key_later_enqueues_it() -> None:
+    down = Queue(refuse=True)
+    use_case, _ = accepting(down)
+    (outcome,) = use_case.accept([{"to": TO, "body": "hi"}], "k2")
+    assert isinstance(outcome, Unavailable) and outcome.code == "queue_unavailable"
+    use_case.queue = up = Queue()  # type: ignore[assignment]
+    (retried,) = use_case.accept([{"to": TO, "body": "hi"}], "k2")
+    assert isinstance(retried, Accepted) and len(up.sent) == 1
+
+
+def test_a_bug_on_one_request_is_that_requests_failure() -> None:
+    use_case, _ = accepting(Queue())
+    prepare = use_case.service.prepare
+
+    def breaks_on_b(raw: Any, now: datetime) -> Any:
+        if raw["body"] == "b":
+            raise KeyError("a bug")
+        return prepare(raw, now)
+
+    setattr(use_case.service, "prepare", breaks_on_b)  # noqa: B010 - replacing a bound method
+    outcomes = use_case.accept([{"to": TO, "body": "a"}, {"to": TO, "body": "b"}])
+    assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[1], Failed)
