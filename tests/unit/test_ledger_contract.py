@@ -245,3 +245,15 @@ def test_an_inbound_message_is_stored_once_and_a_replay_sees_it(ledger):
     ledger.mark_reply_handled("in_SM1")
     again = ledger.record_reply({**reply, "body": "changed"}, NOW)
     assert again is not None and again.item["handled"] is True and again.item["body"] == "START"
+
+
+def test_an_accepted_message_is_created_pending_once_and_marked_enqueued(ledger):
+    created = ledger.create_pending("p1", ATTRS, NOW)
+    assert created is not None and created.status == "pending" and created.to == ATTRS["to"]
+    assert [e["source"] for e in created.events] == ["api"]
+    assert ledger.create_pending("p1", {**ATTRS, "to": "+15550000000"}, NOW) is None  # a repeated key
+    assert ledger.get("p1").to == ATTRS["to"] and not ledger.get("p1").item.get("enqueued_at")
+    ledger.mark_enqueued("p1", NOW)
+    assert ledger.get("p1").item["enqueued_at"]
+    # the send then claims it as any queued request
+    assert ledger.claim("p1", ATTRS, "t", NOW, LEASE).outcome is ClaimOutcome.FRESH
