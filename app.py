@@ -212,14 +212,16 @@ def send(event: SQSEvent) -> dict[str, Any]:
 
 @app.lambda_function(name="poll")
 def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result: dict[str, Any] = wiring.tracking().poll(event)
-    return result
+    from chalicelib.workflow import PollState
+
+    return wiring.tracking().poll(PollState.from_state(event)).to_state()
 
 
 @app.lambda_function(name="finalize")
 def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result: dict[str, Any] = wiring.tracking().finalize(event)
-    return result
+    from chalicelib.workflow import PollState
+
+    return wiring.tracking().finalize(PollState.from_state(event))
 
 
 @app.on_cw_event(

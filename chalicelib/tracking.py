@@ -7,6 +7,7 @@ forward (DESIGN §3.3), so late and duplicate reports change nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from chalicelib.settings import Settings
 from chalicelib.store import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.tables import OptOutStore, StatsStore
 from chalicelib.twilio_api import TwilioApi, TwilioError, TwilioMessage, TwilioRetryable
+from chalicelib.workflow import PollState
 
 OPT_OUT = "STOP"
 OPT_IN = "START"
@@ -38,6 +40,50 @@ def keyword_of(body: str, opt_out_type: str | None) -> str | None:
     if opt_out_type and opt_out_type.upper() in (OPT_OUT, OPT_IN, HELP):
         return opt_out_type.upper()
     return KEYWORDS.get(body.strip().upper())
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A status callback as Twilio posts it, read at the webhook (Twilio's form names stay there)."""
+
+    message_id: str | None  # ours, from StatusCallback's `mid`
+    twilio_sid: str | None
+    status: str
+    error_code: int | None = None
+    raw_dlr_done_date: str | None = None
+
+    @classmethod
+    def from_form(cls, message_id: str | None, form: Mapping[str, str]) -> StatusReport:
+        return cls(
+            message_id=message_id,
+            twilio_sid=form.get("MessageSid") or form.get("SmsSid") or None,
+            status=(form.get("MessageStatus") or form.get("SmsStatus") or "").lower(),
+            error_code=_int(form.get("ErrorCode")),
+            raw_dlr_done_date=form.get("RawDlrDoneDate") or None,
+        )
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a recipient sent to one of our numbers, read at the webhook."""
+
+    twilio_sid: str
+    phone: str  # who wrote: the recipient of our messages
+    our_number: str
+    messaging_service_sid: str | None
+    body: str
+    opt_out_type: str | None = None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> InboundMessage:
+        return cls(
+            twilio_sid=form.get("MessageSid") or form.get("SmsSid") or "",
+            phone=form.get("From", "").strip(),
+            our_number=form.get("To", "").strip(),
+            messaging_service_sid=form.get("MessagingServiceSid") or None,
+            body=form.get("Body", ""),
+            opt_out_type=form.get("OptOutType") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,16 +138,16 @@ class TrackingService:
 
     # --- the poll loop (Step Functions) -------------------------------------
 
-    def poll(self, state: Mapping[str, Any]) -> dict[str, Any]:
+    def poll(self, state: PollState) -> PollState:
         """One poll attempt over a window: what callbacks finished has left it; fetch the rest concurrently."""
-        window = int(state["window"])
+        window = state.window
         records = self.ledger.get_many(self.ledger.open_in_window(window))
         open_ = [r for r in records.values() if r.status not in rules.TERMINAL_STATUSES and r.twilio_sid]
         fetched = list(self.executor.map(self._fetch, open_))
         failures = [f for f in fetched if isinstance(f, TwilioError)]
         if open_ and len(failures) == len(open_) and all(isinstance(f, TwilioRetryable) for f in failures):
             raise failures[0]  # Twilio is down for all of them: let the state machine's Retry wait
-        attempt = int(state.get("attempt") or 0) + 1
+        attempt = state.attempt + 1
         still_open: set[str] = set()
         for record, result in zip(open_, fetched, strict=True):
             status = record.status
@@ -112,8 +158,9 @@ class TrackingService:
             if status not in rules.TERMINAL_STATUSES:
                 still_open.add(record.id)
         logger.info("poll attempt", extra={"window": window, "attempt": attempt, "polled": len(open_)})
-        wait = state.get("retry_interval_seconds") or 1
-        return {**state, "remaining": len(still_open), "attempt": attempt, "wait_seconds": wait}
+        return dataclasses.replace(
+            state, remaining=len(still_open), attempt=attempt, wait_seconds=state.retry_interval_seconds
+        )
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
@@ -126,22 +173,20 @@ class TrackingService:
             logger.warning("poll fetch failed", extra={"message_id": record.id, "error": exc.message})
             return exc
 
-    def finalize(self, state: Mapping[str, Any]) -> dict[str, Any]:
+    def finalize(self, state: PollState) -> dict[str, Any]:
         """Polling is over: whatever is still open keeps its last status, marked as exhausted."""
         now = self.clock()
-        remaining = self.ledger.open_in_window(int(state["window"]))
-        attempts = int(state.get("attempt") or 0)
+        remaining = self.ledger.open_in_window(state.window)
         for message_id in remaining:
-            self.ledger.mark_poll_exhausted(message_id, attempts, now)
+            self.ledger.mark_poll_exhausted(message_id, state.attempt, now)
         if remaining:
             metrics.add_metric(name="PollsExhausted", unit="Count", value=len(remaining))
-        return {"finalized": len(remaining), "attempts": state.get("attempt", 0), "error": state.get("error")}
+        return {"finalized": len(remaining), "attempts": state.attempt, "error": state.error}
 
     # --- Twilio's webhooks ----------------------------------------------------
 
-    def status_callback(self, message_id: str | None, params: Mapping[str, str]) -> CallbackResult:
-        sid = params.get("MessageSid") or params.get("SmsSid")
-        status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+    def status_callback(self, report: StatusReport) -> CallbackResult:
+        message_id, sid, status = report.message_id, report.twilio_sid, report.status
         log = {"message_id": message_id, "twilio_sid": sid, "status": status}
         if not message_id or not sid or status not in rules.STATUS_RANK:
             logger.warning("status callback for no message of ours", extra=log)
@@ -152,8 +197,8 @@ class TrackingService:
             status=status,
             source="callback",
             twilio_sid=sid,
-            error_code=_int(params.get("ErrorCode")),
-            raw_dlr_done_date=params.get("RawDlrDoneDate") or None,
+            error_code=report.error_code,
+            raw_dlr_done_date=report.raw_dlr_done_date,
         )
         if self.apply(message_id, update) is not None:
             return CallbackResult("applied")
@@ -162,16 +207,14 @@ class TrackingService:
             return CallbackResult("unknown")
         return CallbackResult("stale")  # duplicate or out of order: the status already moved past it
 
-    def inbound(self, params: Mapping[str, str]) -> str:
+    def inbound(self, message: InboundMessage) -> str:
         """A recipient wrote back: opt out, opt in, ask for help, or reply. Acted on once per MessageSid,
         so a replayed earlier START (validly signed) cannot undo a later STOP."""
-        phone, our_number = params.get("From", "").strip(), params.get("To", "").strip()
-        service = params.get("MessagingServiceSid") or None
-        body = params.get("Body", "")
-        keyword = keyword_of(body, params.get("OptOutType"))
+        phone, our_number, service = message.phone, message.our_number, message.messaging_service_sid
+        body, sid = message.body, message.twilio_sid
+        keyword = keyword_of(body, message.opt_out_type)
         now = self.clock()
         senders = [our_number, service]
-        sid = params.get("MessageSid") or params.get("SmsSid") or ""
         reply = {
             "id": f"in_{sid}",
             "direction": "inbound",

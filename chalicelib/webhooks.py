@@ -20,7 +20,7 @@ from chalicelib.observability import logger, metrics
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.settings import INBOUND_PATH, MESSAGE_ID_PARAM, STATUS_PATH, ConfigurationError, Settings
 from chalicelib.store import StoreError
-from chalicelib.tracking import TrackingService
+from chalicelib.tracking import InboundMessage, StatusReport, TrackingService
 from chalicelib.twilio_signature import is_valid
 
 # Twilio's webhooks are small (a few dozen fields, a few KB): anything far bigger is refused unread.
@@ -106,7 +106,7 @@ class Webhooks:
         if isinstance(verified, HttpResult):
             return verified
         try:
-            self.tracking.status_callback(request.query.get(MESSAGE_ID_PARAM), dict(verified))
+            self.tracking.status_callback(StatusReport.from_form(request.query.get(MESSAGE_ID_PARAM), dict(verified)))
         except StoreError as exc:
             logger.error("status callback not stored", extra={"error": str(exc)})
             return HttpResult(503, "storage unavailable; try again")
@@ -117,7 +117,7 @@ class Webhooks:
         if isinstance(verified, HttpResult):
             return verified
         try:
-            self.tracking.inbound(dict(verified))
+            self.tracking.inbound(InboundMessage.from_form(dict(verified)))
         except StoreError as exc:
             logger.error("inbound message not stored", extra={"error": str(exc)})
             return HttpResult(503, "storage unavailable; try again")

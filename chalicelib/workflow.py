@@ -7,8 +7,11 @@ message whether messages came a million at once or one every few seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,20 +22,45 @@ class WorkflowError(Exception):
     """Step Functions did not take the execution."""
 
 
+@dataclass(frozen=True)
+class PollState:
+    """The poll loop's state as the state machine carries it from step to step (the ASL reads
+    `wait_seconds`, `remaining`, `attempt` and `retry_attempts`; a Catch adds `error`)."""
+
+    window: int
+    wait_seconds: int
+    retry_interval_seconds: int
+    retry_attempts: int
+    attempt: int = 0
+    remaining: int = -1  # not polled yet
+    error: Any = None
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PollState:
+        return cls(
+            window=int(state["window"]),
+            wait_seconds=int(state.get("wait_seconds") or 1),
+            retry_interval_seconds=int(state.get("retry_interval_seconds") or 1),
+            retry_attempts=int(state.get("retry_attempts") or 0),
+            attempt=int(state.get("attempt") or 0),
+            remaining=int(state.get("remaining", -1)),
+            error=state.get("error"),
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        state = dataclasses.asdict(self)
+        if state["error"] is None:
+            del state["error"]
+        return state
+
+
 def poll_input(
     window: int, window_seconds: int, now: datetime, retry_interval_ms: int, retry_attempts: int
 ) -> dict[str, Any]:
     """The first poll comes one retry interval after the window closes: every message sent in it is in."""
-    interval = math.ceil(retry_interval_ms / 1000)
+    interval = max(1, math.ceil(retry_interval_ms / 1000))
     closes_in = window + window_seconds - now.timestamp()
-    return {
-        "window": window,
-        "wait_seconds": max(1, math.ceil(closes_in) + interval),
-        "retry_interval_seconds": max(1, interval),
-        "retry_attempts": retry_attempts,
-        "attempt": 0,
-        "remaining": -1,
-    }
+    return PollState(window, max(1, math.ceil(closes_in) + interval), interval, retry_attempts).to_state()
 
 
 def execution_name(window: int) -> str:

@@ -36,6 +36,8 @@ class Counting:
             metrics.add_metric(name=self.name, unit="Count", value=1)
             if self.fail:
                 raise RuntimeError("the handler failed")
+            if method == "poll":
+                return args[0]  # the poll state, unchanged
             return {"batchItemFailures": []} if method == "handle" else {}
 
         return run
