@@ -14,12 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib import rules
+from chalicelib.dynamo import StoreError
 from chalicelib.models import ValidationError
 from chalicelib.observability import logger
 from chalicelib.queue import SendQueue
 from chalicelib.rules import ConnectorCode
 from chalicelib.services import SendService, ledger_attrs
-from chalicelib.store import MessageLedger, MessageRecord, StoreError
+from chalicelib.store import MessageLedger, MessageRecord
 from chalicelib.tables import StatsStore
 
 

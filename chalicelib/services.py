@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import rules
+from chalicelib.dynamo import StoreError
 from chalicelib.models import (
     OutboundMessage,
     ValidationError,
@@ -28,7 +29,7 @@ from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, SenderRates
 from chalicelib.rules import ClaimOutcome, ConnectorCode
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
-from chalicelib.store import MessageLedger, MessageRecord, SentMessage, StoreError
+from chalicelib.store import MessageLedger, MessageRecord, SentMessage
 from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
 from chalicelib.templates import apply_template
 from chalicelib.twilio_api import (

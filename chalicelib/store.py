@@ -1,4 +1,5 @@
-"""The message ledger on DynamoDB (opt-outs, templates and counters are in tables.py).
+"""The message ledger on DynamoDB (opt-outs, templates, counters and senders are in tables.py; the
+shared DynamoDB toolkit in dynamo.py).
 
 The ledger is the messages table. A conditional write claims a message before
 it is sent; the Twilio SID, status, segments and price are written after. The
@@ -9,17 +10,13 @@ atomic. botocore's ClientError never leaves this module: it becomes StoreError.
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
-
 from chalicelib import rules
+from chalicelib.dynamo import ConditionFailed, DynamoTable, Update, deserialize, serialize
 from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome, ClaimState
 
 if TYPE_CHECKING:
@@ -30,19 +27,6 @@ RECIPIENT_INDEX = "by_recipient"
 POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
 
-# Attributes that describe the message; written when it is claimed or fails.
-DESCRIPTIVE_ATTRS = (
-    "to",
-    "from",
-    "messaging_service_sid",
-    "connection",
-    "num_segments",
-    "encoding",
-    "metadata",
-    "body_sha256",
-    "status_callback",
-    "idempotency_key",
-)
 PUBLIC_ATTRS = (
     "id",
     "status",
@@ -65,23 +49,95 @@ PUBLIC_ATTRS = (
 )
 
 
-class StoreError(Exception):
-    """DynamoDB could not answer (throttling, outage, misconfiguration); try again later."""
-
-
 @dataclass(frozen=True)
 class MessageRecord:
     """One message as the ledger holds it (DESIGN §3.3) plus its claim bookkeeping."""
 
-    item: Mapping[str, Any]
+    item: Mapping[str, Any]  # the stored attributes; the typed fields below read it
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.item[name]
-        except KeyError:
-            if name in PUBLIC_ATTRS or name.startswith("claim") or name in DESCRIPTIVE_ATTRS:
-                return None
-            raise AttributeError(name) from None
+    def _text(self, name: str) -> str | None:
+        value = self.item.get(name)
+        return None if value is None else str(value)
+
+    def _number(self, name: str) -> int | None:
+        value = self.item.get(name)
+        return None if value is None else int(value)
+
+    @property
+    def id(self) -> str:
+        return str(self.item["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.item.get("status") or "pending")
+
+    @property
+    def to(self) -> str | None:
+        return self._text("to")
+
+    @property
+    def from_(self) -> str | None:
+        return self._text("from")
+
+    @property
+    def messaging_service_sid(self) -> str | None:
+        return self._text("messaging_service_sid")
+
+    @property
+    def connection(self) -> str | None:
+        return self._text("connection")
+
+    @property
+    def twilio_sid(self) -> str | None:
+        return self._text("twilio_sid")
+
+    @property
+    def error_code(self) -> int | None:
+        return self._number("error_code")
+
+    @property
+    def error_message(self) -> str | None:
+        return self._text("error_message")
+
+    @property
+    def num_segments(self) -> int | None:
+        return self._number("num_segments")
+
+    @property
+    def encoding(self) -> str | None:
+        return self._text("encoding")
+
+    @property
+    def price_unit(self) -> str | None:
+        return self._text("price_unit")
+
+    @property
+    def poll_attempts(self) -> int:
+        return self._number("poll_attempts") or 0
+
+    @property
+    def updated_at(self) -> str | None:
+        return self._text("updated_at")
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.item.get("metadata") or {})
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return list(self.item.get("events") or [])
+
+    @property
+    def status_callback(self) -> str | None:
+        return self._text("status_callback")
+
+    @property
+    def body_sha256(self) -> str | None:
+        return self._text("body_sha256")
+
+    @property
+    def claim_token(self) -> str | None:
+        return self._text("claim_token")
 
     @property
     def claim(self) -> ClaimState:
@@ -205,90 +261,6 @@ class MessageLedger(Protocol):
     def open_in_window(self, window: int) -> list[str]: ...
 
 
-# --- DynamoDB plumbing -------------------------------------------------------
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def _to_dynamo(value: Any) -> Any:
-    # boto3 refuses floats; JSON-shaped values (metadata) go through Decimal.
-    return json.loads(json.dumps(value), parse_float=Decimal)
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, (list, set)):
-        return [_from_dynamo(v) for v in value]
-    return value
-
-
-def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
-
-
-def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-class _Update:
-    """Builds one UpdateItem call: SET/REMOVE clauses, a condition, names and values."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, Any] = {}
-        self.sets: list[str] = []
-        self.removes: list[str] = []
-
-    def n(self, attr: str) -> str:
-        key = f"#{attr}"
-        self.names[key] = attr
-        return key
-
-    def v(self, value: Any) -> str:
-        key = f":v{len(self.values)}"
-        self.values[key] = value
-        return key
-
-    def set(self, attrs: Mapping[str, Any]) -> _Update:
-        for attr, value in attrs.items():
-            if value is not None:
-                self.sets.append(f"{self.n(attr)} = {self.v(value)}")
-        return self
-
-    def set_if_absent(self, attr: str, value: Any) -> _Update:
-        self.sets.append(f"{self.n(attr)} = if_not_exists({self.n(attr)}, {self.v(value)})")
-        return self
-
-    def append(self, attr: str, items: list[Any]) -> _Update:
-        name = self.n(attr)
-        self.sets.append(f"{name} = list_append(if_not_exists({name}, {self.v([])}), {self.v(items)})")
-        return self
-
-    def remove(self, *attrs: str) -> _Update:
-        self.removes += [self.n(a) for a in attrs]
-        return self
-
-    def request(self, key: Mapping[str, Any], condition: str) -> dict[str, Any]:
-        expression = "SET " + ", ".join(self.sets)
-        if self.removes:
-            expression += " REMOVE " + ", ".join(self.removes)
-        return {
-            "Key": serialize(key),
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": self.names,
-            "ExpressionAttributeValues": serialize(self.values),
-        }
-
-
 def sent_values(sent: SentMessage, now: datetime) -> dict[str, Any]:
     """The attributes a successful send writes (None values are not written)."""
     values = {
@@ -314,45 +286,6 @@ def event(status: str, now: datetime, source: str, error_code: int | None = None
     return entry
 
 
-class ConditionFailed(Exception):
-    """A conditional write found the item changed."""
-
-
-class DynamoTable:
-    """One table's calls, with botocore's errors translated (the ledger and tables.py share it)."""
-
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
-        self.client = client
-        self.table = table
-
-    @contextlib.contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                raise ConditionFailed from exc
-            raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"DynamoDB {operation} on {self.table} failed: {exc}") from exc
-
-    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        with self._errors(operation):
-            result: dict[str, Any] = getattr(self.client, operation)(TableName=self.table, **kwargs)
-        return result
-
-    def _batch_get(self, keys: Sequence[dict[str, Any]], consistent: bool = False) -> Iterator[dict[str, Any]]:
-        """Every item found for `keys`, deserialized: 100 keys a request, unprocessed keys asked again."""
-        for start in range(0, len(keys), 100):
-            pending = list(keys[start : start + 100])
-            while pending:
-                request: Any = {self.table: {"Keys": pending, **({"ConsistentRead": True} if consistent else {})}}
-                with self._errors("batch_get_item"):
-                    result: Any = self.client.batch_get_item(RequestItems=request)
-                yield from (deserialize(item) for item in result.get("Responses", {}).get(self.table, []))
-                pending = result.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-
-
 class DynamoMessageLedger(DynamoTable):
     def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
         super().__init__(client, table)
@@ -363,13 +296,13 @@ class DynamoMessageLedger(DynamoTable):
         item = result.get("Item")
         return MessageRecord(deserialize(item)) if item else None
 
-    def _fresh_condition(self, u: _Update) -> str:
+    def _fresh_condition(self, u: Update) -> str:
         return (
             f"attribute_not_exists({u.n('id')}) OR ({u.n('status')} = {u.v('pending')} "
             f"AND attribute_not_exists({u.n('claim_token')}) AND attribute_not_exists({u.n('twilio_sid')}))"
         )
 
-    def _lifetime(self, u: _Update, now: datetime) -> _Update:
+    def _lifetime(self, u: Update, now: datetime) -> Update:
         u.set({"updated_at": rules.iso(now), "expires_at": int((now + self.ttl).timestamp())})
         return u.set_if_absent("created_at", rules.iso(now))
 
@@ -377,7 +310,7 @@ class DynamoMessageLedger(DynamoTable):
         self, message_id: str, attrs: Mapping[str, Any], token: str, now: datetime, lease: timedelta
     ) -> ClaimResult:
         for _ in range(3):
-            u = self._lifetime(_Update(), now).set(attrs)
+            u = self._lifetime(Update(), now).set(attrs)
             u.set({"claim_token": token, "claimed_at": rules.iso(now), "claim_state": CLAIM_IN_FLIGHT})
             u.set_if_absent("status", "pending").set_if_absent("first_claimed_at", rules.iso(now))
             try:
@@ -389,7 +322,7 @@ class DynamoMessageLedger(DynamoTable):
             if outcome is ClaimOutcome.FRESH:
                 continue  # the claim was released between our write and read
             if outcome is ClaimOutcome.TAKEOVER and existing is not None:
-                t = _Update().set({"claim_token": token, "claimed_at": rules.iso(now), "claim_state": CLAIM_IN_FLIGHT})
+                t = Update().set({"claim_token": token, "claimed_at": rules.iso(now), "claim_state": CLAIM_IN_FLIGHT})
                 t.set({"updated_at": rules.iso(now)})
                 condition = f"{t.n('claim_token')} = {t.v(existing.claim_token)}"
                 try:
@@ -400,11 +333,11 @@ class DynamoMessageLedger(DynamoTable):
         return ClaimResult(ClaimOutcome.BUSY)
 
     def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None:
-        u = _Update().set(sent_values(sent, now))
+        u = Update().set(sent_values(sent, now))
         u.append("events", [event(sent.status, now, sent.source, sent.error_code)]).remove("claim_token")
         return self._update_returning(message_id, u, f"attribute_not_exists({u.n('twilio_sid')})")
 
-    def _update_returning(self, message_id: str, u: _Update, condition: str) -> MessageRecord | None:
+    def _update_returning(self, message_id: str, u: Update, condition: str) -> MessageRecord | None:
         """Apply a conditional update: the record as it now is, or None if the condition failed."""
         try:
             result = self._call("update_item", **u.request({"id": message_id}, condition), ReturnValues="ALL_NEW")
@@ -421,30 +354,30 @@ class DynamoMessageLedger(DynamoTable):
         attrs: Mapping[str, Any] | None = None,
         token: str | None = None,
     ) -> MessageRecord | None:
-        u = self._lifetime(_Update(), now).set(dict(attrs or {}))
+        u = self._lifetime(Update(), now).set(dict(attrs or {}))
         u.set({"status": "error", "error_code": code, "error_message": message, "claim_state": CLAIM_FINISHED})
         u.append("events", [event("error", now, "send", code)]).remove("claim_token")
         condition = self._fresh_condition(u) if token is None else f"{u.n('claim_token')} = {u.v(token)}"
         return self._update_returning(message_id, u, condition)
 
-    def _finish_claim(self, message_id: str, token: str, u: _Update) -> None:
+    def _finish_claim(self, message_id: str, token: str, u: Update) -> None:
         # If the condition fails, someone took the claim over and owns the outcome now.
         with contextlib.suppress(ConditionFailed):
             self._call("update_item", **u.request({"id": message_id}, f"{u.n('claim_token')} = {u.v(token)}"))
 
     def mark_outcome_unknown(self, message_id: str, token: str, now: datetime) -> None:
-        u = _Update().set({"claim_state": CLAIM_OUTCOME_UNKNOWN, "updated_at": rules.iso(now)})
+        u = Update().set({"claim_state": CLAIM_OUTCOME_UNKNOWN, "updated_at": rules.iso(now)})
         self._finish_claim(message_id, token, u)
 
     def release(self, message_id: str, token: str, now: datetime) -> None:
-        u = _Update().set({"claim_state": CLAIM_RELEASED, "updated_at": rules.iso(now)})
+        u = Update().set({"claim_state": CLAIM_RELEASED, "updated_at": rules.iso(now)})
         self._finish_claim(message_id, token, u.remove("claim_token", "claimed_at"))
 
     # --- accepted through the API ----------------------------------------------
 
     def create_pending(self, message_id: str, attrs: Mapping[str, Any], now: datetime) -> MessageRecord | None:
         """Write a new `pending` record; None if the id exists (a repeated idempotency key)."""
-        u = self._lifetime(_Update(), now).set({**attrs, "status": "pending"})
+        u = self._lifetime(Update(), now).set({**attrs, "status": "pending"})
         u.append("events", [event("pending", now, "api")])
         return self._update_returning(message_id, u, f"attribute_not_exists({u.n('id')})")
 
@@ -467,7 +400,7 @@ class DynamoMessageLedger(DynamoTable):
         lower = lower_statuses(update.status)
         if not lower:
             return None
-        u = _Update().set(update.values(now))
+        u = Update().set(update.values(now))
         u.append("events", [event(update.status, now, update.source, update.error_code)])
         if update.status in rules.TERMINAL_STATUSES:
             u.remove("poll_window")  # no poll execution needs it any more

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import rules
+from chalicelib.dynamo import ConditionFailed, DynamoTable, StoreError, deserialize, serialize
 from chalicelib.observability import logger, metrics
 from chalicelib.pacing import Reservation, reserve
-from chalicelib.store import ConditionFailed, DynamoTable, StoreError, deserialize, serialize
 from chalicelib.templates import Template
 
 ANY_SENDER = "*"

@@ -165,7 +165,8 @@ class TrackingService:
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
             connection = require_connection(self.settings, record.connection)
-            return self.twilio.fetch_message(self.credentials.for_connection(connection), record.twilio_sid)
+            sid = record.twilio_sid or ""  # only records with a SID are polled
+            return self.twilio.fetch_message(self.credentials.for_connection(connection), sid)
         except ValidationError as exc:  # its connection was removed since it was sent
             logger.warning("poll fetch failed", extra={"message_id": record.id, "error": exc.message})
             return TwilioError(exc.message)

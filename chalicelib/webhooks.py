@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from chalicelib.dynamo import StoreError
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
 from chalicelib.settings import INBOUND_PATH, MESSAGE_ID_PARAM, STATUS_PATH, ConfigurationError, Settings
-from chalicelib.store import StoreError
 from chalicelib.tracking import InboundMessage, StatusReport, TrackingService
 from chalicelib.twilio_signature import is_valid
 

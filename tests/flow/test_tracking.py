@@ -122,7 +122,7 @@ def check_callback_wins(stack: Harness) -> None:
     record = stack.wait_status(message_id, "delivered")
     assert record.events[-1]["source"] == "callback"
     stack.executions_done()
-    assert stack.sim.truth(record.twilio_sid)["fetches"] == 0
+    assert record.twilio_sid and stack.sim.truth(record.twilio_sid)["fetches"] == 0
     assert "twilio-connector-test-poll" in [name for name, _ in stack.stack.router.calls]
 
 
@@ -172,6 +172,7 @@ class TestWebhookSignatures:
         stack.sim.set_scenario("+15550100006", "stuck_sent")
         message_id = stack.send("+15550100006")
         record = stack.wait_status(message_id, "queued", "sent")
+        assert record.twilio_sid
         return message_id, record.twilio_sid
 
     def test_a_callback_signed_with_the_right_token_is_applied(self, stack: Harness) -> None:
