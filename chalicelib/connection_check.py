@@ -8,9 +8,9 @@ from typing import Any
 from chalicelib import rules
 from chalicelib.models import ValidationError, require_connection
 from chalicelib.responses import ApiResult, invalid
-from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
+from chalicelib.secrets import Credentials, CredentialsUnavailable
 from chalicelib.settings import ConfigurationError, Settings
-from chalicelib.twilio_api import TwilioApi, TwilioError
+from chalicelib.twilio_api import Twilio, TwilioError
 from chalicelib.twilio_signature import compute_signature
 
 
@@ -18,7 +18,7 @@ class ConnectionCheck:
     """What HCL Unica's "Test connection" does, and more: credentials, sender, webhook round trip."""
 
     def __init__(
-        self, settings: Settings, credentials: SecretsCredentials, twilio: TwilioApi, http_post: Callable[..., Any]
+        self, settings: Settings, credentials: Credentials, twilio: Twilio, http_post: Callable[..., Any]
     ) -> None:
         self.settings = settings
         self.credentials = credentials

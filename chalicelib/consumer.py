@@ -21,7 +21,7 @@ from traceback import extract_tb
 from typing import Any
 
 from chalicelib import events
-from chalicelib.events import EventPublisher
+from chalicelib.events import Events
 from chalicelib.observability import logger, metrics
 from chalicelib.queue import QueueError, SendQueue, record_deferrals, record_message_id
 from chalicelib.services import Deferred, SendOutcome, SendService
@@ -53,7 +53,7 @@ class SendConsumer:
     def __init__(
         self,
         service: SendService,
-        publisher: EventPublisher,
+        publisher: Events,
         workflow: PollWorkflow | None,
         queue: SendQueue | None = None,
         executor: ThreadPoolExecutor | None = None,

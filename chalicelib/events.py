@@ -14,7 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -51,6 +51,12 @@ def status_detail(record: MessageRecord) -> dict[str, Any]:
     if record.status_callback:
         detail["status_callback"] = record.status_callback
     return detail
+
+
+class Events(Protocol):
+    """Where status events go (EventBridge when deployed)."""
+
+    def publish(self, detail_type: str, details: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 class EventPublisher:

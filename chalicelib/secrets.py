@@ -6,7 +6,7 @@ secondary token lets an operator rotate the auth token without downtime.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
@@ -17,6 +17,14 @@ from chalicelib.twilio_api import TwilioCredentials
 
 class CredentialsUnavailable(Exception):
     """Secrets Manager could not give us the credentials; try again later."""
+
+
+class Credentials(Protocol):
+    """Where a connection's Twilio credentials and signing key come from."""
+
+    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials: ...
+
+    def signing_key(self, connection: ConnectionSettings) -> str | None: ...
 
 
 class SecretsCredentials:

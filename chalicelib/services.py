@@ -27,13 +27,13 @@ from chalicelib.models import (
 from chalicelib.observability import logger, metrics
 from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, SenderRates
 from chalicelib.rules import ClaimOutcome, ConnectorCode
-from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
+from chalicelib.secrets import Credentials, CredentialsUnavailable
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
 from chalicelib.store import MessageLedger, MessageRecord, SentMessage
 from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
 from chalicelib.templates import apply_template
 from chalicelib.twilio_api import (
-    TwilioApi,
+    Twilio,
     TwilioCredentials,
     TwilioMessage,
     TwilioOutcomeUnknown,
@@ -121,8 +121,8 @@ class SendService:
         ledger: MessageLedger,
         opt_outs: OptOutStore,
         templates: TemplateStore,
-        twilio: TwilioApi,
-        credentials: SecretsCredentials,
+        twilio: Twilio,
+        credentials: Credentials,
         stats: StatsStore,
         clock: Callable[[], datetime] = _utcnow,
         new_token: Callable[[], str] = _new_token,

@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib import events, rules
-from chalicelib.events import EventPublisher
+from chalicelib.events import Events
 from chalicelib.models import ValidationError, require_connection
 from chalicelib.observability import logger, metrics
-from chalicelib.secrets import SecretsCredentials
+from chalicelib.secrets import Credentials
 from chalicelib.settings import Settings
 from chalicelib.store import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.tables import OptOutStore, StatsStore
-from chalicelib.twilio_api import TwilioApi, TwilioError, TwilioMessage, TwilioRetryable
+from chalicelib.twilio_api import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.workflow import PollState
 
 OPT_OUT = "STOP"
@@ -97,9 +97,9 @@ class TrackingService:
         settings: Settings,
         ledger: MessageLedger,
         opt_outs: OptOutStore,
-        twilio: TwilioApi,
-        credentials: SecretsCredentials,
-        publisher: EventPublisher,
+        twilio: Twilio,
+        credentials: Credentials,
+        publisher: Events,
         stats: StatsStore,
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -186,6 +186,26 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         return None
+
+
+class Twilio(Protocol):
+    """What the use cases need of Twilio; TwilioApi speaks HTTP, tests and benches may stand in."""
+
+    def create_message(
+        self,
+        creds: TwilioCredentials,
+        msg: OutboundMessage,
+        status_callback: str | None = None,
+        finish_by: float | None = None,
+    ) -> TwilioMessage: ...
+
+    def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage: ...
+
+    def fetch_account(self, creds: TwilioCredentials) -> dict[str, Any]: ...
+
+    def list_messages(
+        self, creds: TwilioCredentials, to: str | None = None, from_: str | None = None
+    ) -> Iterator[TwilioMessage]: ...
 
 
 class TwilioApi:

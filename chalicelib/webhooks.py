@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from chalicelib.dynamo import StoreError
 from chalicelib.observability import logger, metrics
-from chalicelib.secrets import CredentialsUnavailable, SecretsCredentials
+from chalicelib.secrets import Credentials, CredentialsUnavailable
 from chalicelib.settings import INBOUND_PATH, MESSAGE_ID_PARAM, STATUS_PATH, ConfigurationError, Settings
 from chalicelib.tracking import InboundMessage, StatusReport, TrackingService
 from chalicelib.twilio_signature import is_valid
@@ -58,7 +58,7 @@ class WebhookRequest:
 
 
 class Webhooks:
-    def __init__(self, settings: Settings, credentials: SecretsCredentials, tracking: TrackingService) -> None:
+    def __init__(self, settings: Settings, credentials: Credentials, tracking: TrackingService) -> None:
         self.settings = settings
         self.credentials = credentials
         self.tracking = tracking

@@ -7,20 +7,41 @@ and the local stack call `reset()` or `override(...)` to swap pieces.
 from __future__ import annotations
 
 import threading
-from datetime import UTC
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from chalicelib.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from chalicelib.accept import AcceptMessages
+    from chalicelib.api import MessagesApi
+    from chalicelib.api_keys import ApiKeys
+    from chalicelib.connection_check import ConnectionCheck
+    from chalicelib.consumer import SendConsumer
+    from chalicelib.events import CallbackForwarder, Events
+    from chalicelib.queue import SendQueue
+    from chalicelib.secrets import Credentials
+    from chalicelib.services import SendService
+    from chalicelib.store import MessageLedger
+    from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
+    from chalicelib.tracking import TrackingService
+    from chalicelib.twilio_api import Twilio
+    from chalicelib.webhooks import Webhooks
+    from chalicelib.workflow import PollWorkflow
+
+T = TypeVar("T")
 
 _lock = threading.RLock()
 _built: dict[str, Any] = {}
 
 
-def _once(name: str, build: Any) -> Any:
+def _once(name: str, build: Callable[[], T]) -> T:
     with _lock:
         if name not in _built:
             _built[name] = build()
-        return _built[name]
+        result: T = _built[name]
+        return result
 
 
 def reset() -> None:
@@ -29,14 +50,32 @@ def reset() -> None:
         _built.clear()
 
 
-def override(**pieces: Any) -> None:
+class Pieces(TypedDict, total=False):
+    """What tests and the local stack may put in place of a built piece, by name and type."""
+
+    settings: Settings
+    dynamodb: Any  # a boto3 DynamoDB client (the local stack wraps moto's to make it atomic)
+    ledger: MessageLedger
+    opt_outs: OptOutStore
+    templates: TemplateStore
+    stats: StatsStore
+    twilio: Twilio
+    credentials: Credentials
+    clock: Callable[[], datetime]
+    tracking: TrackingService
+    send_consumer: SendConsumer
+    forwarder: CallbackForwarder
+    api_keys: ApiKeys
+    messages_api: MessagesApi
+
+
+def override(**pieces: Unpack[Pieces]) -> None:
     with _lock:
         _built.update(pieces)
 
 
 def settings() -> Settings:
-    result: Settings = _once("settings", load_settings)
-    return result
+    return _once("settings", load_settings)
 
 
 def _session() -> Any:
@@ -73,38 +112,38 @@ def dynamodb() -> Any:
     return _once("dynamodb", lambda: _boto_client("dynamodb"))
 
 
-def ledger() -> Any:
+def ledger() -> MessageLedger:
     from chalicelib.store import DynamoMessageLedger
 
     s = settings()
     return _once("ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days))
 
 
-def opt_outs() -> Any:
+def opt_outs() -> OptOutStore:
     from chalicelib.tables import DynamoOptOuts
 
     return _once("opt_outs", lambda: DynamoOptOuts(dynamodb(), settings().optouts_table))
 
 
-def templates() -> Any:
+def templates() -> TemplateStore:
     from chalicelib.tables import DynamoTemplates
 
     return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
-def sender_queues() -> Any:
+def sender_queues() -> SenderQueues:
     from chalicelib.tables import DynamoSenderQueues
 
     return _once("sender_queues", lambda: DynamoSenderQueues(dynamodb(), settings().senders_table))
 
 
-def stats() -> Any:
+def stats() -> StatsStore:
     from chalicelib.tables import DynamoStats
 
     return _once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
 
 
-def twilio() -> Any:
+def twilio() -> Twilio:
     from chalicelib.twilio_api import TwilioApi
 
     s = settings()
@@ -119,19 +158,19 @@ def twilio() -> Any:
     )
 
 
-def credentials() -> Any:
+def credentials() -> Credentials:
     from chalicelib.secrets import SecretsCredentials
 
     return _once("credentials", lambda: SecretsCredentials(secrets_provider(), settings().secret_max_age_seconds))
 
 
-def clock() -> Any:
+def clock() -> Callable[[], datetime]:
     from datetime import datetime
 
     return _once("clock", lambda: lambda: datetime.now(UTC))
 
 
-def send_service() -> Any:
+def send_service() -> SendService:
     from chalicelib.services import SendService
 
     return _once(
@@ -154,13 +193,13 @@ def events_client() -> Any:
     return _once("events_client", lambda: _OnFirstUse("events"))
 
 
-def publisher() -> Any:
+def publisher() -> Events:
     from chalicelib.events import EventPublisher
 
     return _once("publisher", lambda: EventPublisher(events_client(), settings().event_bus_name))
 
 
-def workflow() -> Any:
+def workflow() -> PollWorkflow | None:
     from chalicelib.workflow import PollWorkflow
 
     s = settings()
@@ -175,13 +214,13 @@ def workflow() -> Any:
     )
 
 
-def send_consumer() -> Any:
+def send_consumer() -> SendConsumer:
     from chalicelib.consumer import SendConsumer
 
     return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow(), send_queue()))
 
 
-def tracking() -> Any:
+def tracking() -> TrackingService:
     from concurrent.futures import ThreadPoolExecutor
 
     from chalicelib.tracking import TrackingService
@@ -202,13 +241,13 @@ def tracking() -> Any:
     )
 
 
-def webhooks() -> Any:
+def webhooks() -> Webhooks:
     from chalicelib.webhooks import Webhooks
 
     return _once("webhooks", lambda: Webhooks(settings(), credentials(), tracking()))
 
 
-def forwarder() -> Any:
+def forwarder() -> CallbackForwarder:
     import requests
 
     from chalicelib.events import CallbackForwarder
@@ -228,14 +267,14 @@ def secrets_provider() -> Any:
     return _once("secrets_provider", lambda: SecretsProvider(boto3_client=_boto_client("secretsmanager")))
 
 
-def api_keys() -> Any:
+def api_keys() -> ApiKeys:
     from chalicelib.api_keys import ApiKeys
 
     s = settings()
     return _once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
 
 
-def messages_api() -> Any:
+def messages_api() -> MessagesApi:
     from chalicelib.api import MessagesApi
 
     s = settings()
@@ -245,20 +284,20 @@ def messages_api() -> Any:
     )
 
 
-def accept_messages() -> Any:
+def accept_messages() -> AcceptMessages:
     from chalicelib.accept import AcceptMessages
 
     return _once("accept_messages", lambda: AcceptMessages(send_service(), ledger(), stats(), send_queue(), clock()))
 
 
-def send_queue() -> Any:
+def send_queue() -> SendQueue:
     from chalicelib.queue import SendQueue
 
     s = settings()
     return _once("send_queue", lambda: SendQueue(_OnFirstUse("sqs"), s.send_queue, s.send_queue_url))
 
 
-def connection_check() -> Any:
+def connection_check() -> ConnectionCheck:
     import requests
 
     from chalicelib.connection_check import ConnectionCheck

@@ -209,6 +209,9 @@ class StaticCredentials:
         self.reads += 1
         return self.creds
 
+    def signing_key(self, connection: ConnectionSettings) -> str | None:
+        return None
+
 
 class InMemoryStats:
     def __init__(self) -> None:

@@ -89,10 +89,10 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
             InMemoryOptOuts(),
             InMemoryTemplates(),
             api,
-            StaticCredentials(creds),  # type: ignore[arg-type]
+            StaticCredentials(creds),
             InMemoryStats(),
         )
-        consumer = SendConsumer(service, NoEvents(), None)  # type: ignore[arg-type]
+        consumer = SendConsumer(service, NoEvents(), None)
 
         return _compare(lambda records: consumer.handle({"Records": records}), api, creds)
 

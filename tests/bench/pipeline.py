@@ -140,7 +140,7 @@ def run(
         for name, handler in list(stack.router.routes.items()):
             stack.router.routes[name] = meter.timed("poll" if name.endswith("-poll") else "finalize", handler)
         hooks = wiring.webhooks()
-        hooks.status = meter.timed("api", hooks.status)
+        hooks.status = meter.timed("api", hooks.status)  # type: ignore[method-assign]
         sqs = boto3.client("sqs")
         started = time.perf_counter()
         bodies = [

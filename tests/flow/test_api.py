@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import boto3
 import pytest
@@ -16,6 +16,7 @@ from chalice.test import Client
 from moto import mock_aws
 
 from chalicelib import wiring
+from tests import must
 from tests.aws import API_KEY, AtomicClient, provision
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
@@ -313,7 +314,7 @@ class TestWebhooksOnAFunctionUrl:
         signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
         answer = app.webhooks(self.event("/twilio/status", params, signature, f"mid={sent}"), None)
         assert answer["statusCode"] == 200
-        assert wiring.ledger().get(sent).status == "delivered"
+        assert must(wiring.ledger().get(sent)).status == "delivered"
 
     def test_a_bad_signature_wrong_method_or_path_is_refused(self, api: Api, sent: str) -> None:
         import app
@@ -322,7 +323,7 @@ class TestWebhooksOnAFunctionUrl:
         assert app.webhooks(self.event("/twilio/status", params, "bad", f"mid={sent}"), None)["statusCode"] == 403
         assert app.webhooks(self.event("/twilio/status", params, None, "", "GET"), None)["statusCode"] == 405
         assert app.webhooks(self.event("/elsewhere", params, "x"), None)["statusCode"] == 404
-        assert wiring.ledger().get(sent).status == "queued"
+        assert must(wiring.ledger().get(sent)).status == "queued"
 
     def test_a_stop_reply_opts_out_and_answers_twiml(self, api: Api, sent: str) -> None:
         from twilio.request_validator import RequestValidator
@@ -347,7 +348,7 @@ class TestWebhooksOnAFunctionUrl:
         many = {f"f{i}": "x" for i in range(300)}
         signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{self.BASE}/twilio/status", many)
         assert app.webhooks(self.event("/twilio/status", many, signature), None)["statusCode"] == 400
-        assert wiring.ledger().get(sent).status == "queued"
+        assert must(wiring.ledger().get(sent)).status == "queued"
 
     def test_a_replayed_inbound_message_is_acted_on_once(self, api: Api, sent: str) -> None:
         """STOP, START, STOP; then the earlier START, validly signed, arrives again: the recipient stays out."""
@@ -429,9 +430,9 @@ class TestOneDeployTwoEntryPoints:
         signed_for_function_url = validator.compute_signature(f"{self.FUNCTION_URL}/twilio/status?mid={sent}", params)
 
         refused = app.app(self.api_gateway_event(params, signed_for_function_url, sent), None)
-        assert refused["statusCode"] == 403 and wiring.ledger().get(sent).status == "queued"
+        assert refused["statusCode"] == 403 and must(wiring.ledger().get(sent)).status == "queued"
         answer = app.app(self.api_gateway_event(params, validator.compute_signature(api_url, params), sent), None)
-        assert answer["statusCode"] == 200 and wiring.ledger().get(sent).status == "sent"
+        assert answer["statusCode"] == 200 and must(wiring.ledger().get(sent)).status == "sent"
         # and what the send function gives Twilio is the function URL
         assert wiring.settings().status_callback_url(sent) == f"{self.FUNCTION_URL}/twilio/status?mid={sent}"
 
@@ -447,7 +448,7 @@ class TestOneDeployTwoEntryPoints:
         assert app.webhooks(hooks.event("/twilio/status", params, elsewhere, f"mid={sent}"), None)["statusCode"] == 403
         own = validator.compute_signature(f"{self.FUNCTION_URL}/twilio/status?mid={sent}", params)
         assert app.webhooks(hooks.event("/twilio/status", params, own, f"mid={sent}"), None)["statusCode"] == 200
-        assert wiring.ledger().get(sent).status == "delivered"
+        assert must(wiring.ledger().get(sent)).status == "delivered"
 
 
 class TestErrorsChaliceWouldAnswer:
@@ -472,7 +473,7 @@ class TestErrorsChaliceWouldAnswer:
             def get(self, message_id: str) -> Any:
                 raise ValueError(f"cannot read record for {TO}")
 
-        wiring.override(messages_api=Broken())
+        wiring.override(messages_api=cast(Any, Broken()))
         status, body = api.call("get", "/messages/msg_1")
         assert status == 500 and body["error"]["code"] == "internal_error" and "retry" in body["error"]["message"]
         logged = [vars(record) for record in caplog.records]

@@ -5,7 +5,7 @@ and API metrics were dropped with their invocation."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -83,7 +83,7 @@ HANDLERS = {
 def test_a_lambda_handler_publishes_its_metrics(handler: str, fail: bool, capsys: pytest.CaptureFixture[str]) -> None:
     piece, run = HANDLERS[handler]
     name = f"Probe{handler.capitalize()}"
-    wiring.override(**{piece: Counting(name, fail)})
+    wiring.override(**{piece: cast(Any, Counting(name, fail))})
     if fail:
         with pytest.raises(RuntimeError):
             run()
@@ -99,7 +99,7 @@ def test_the_webhook_function_publishes_a_refused_signature(
     from chalicelib.settings import load_settings
 
     monkeypatch.setenv("TWILIO_SECRET_ID", "twilio")
-    wiring.override(settings=load_settings(), credentials=Counting("Unused"))  # never reached: no signature
+    wiring.override(settings=load_settings(), credentials=cast(Any, Counting("Unused")))  # never reached: no signature
     context = {"domainName": "abc.lambda-url.us-east-1.on.aws", "http": {"method": "POST"}}
     event = {"rawPath": "/twilio/status", "rawQueryString": "", "headers": {}, "body": "a=b", "requestContext": context}
     assert app.webhooks(event, LambdaContext())["statusCode"] == 403
@@ -120,7 +120,7 @@ def test_an_api_route_publishes_a_refused_key(capsys: pytest.CaptureFixture[str]
         def get(self, *args: Any, **kwargs: Any) -> Any:
             return {"keys": []}
 
-    wiring.override(api_keys=Keys())
+    wiring.override(api_keys=cast(Any, Keys()))
     with Client(app.app, project_dir=str(tmp_path)) as client:
         assert client.http.get("/messages/msg_1", headers={"x-api-key": "wrong"}).status_code == 403
     assert "ApiKeyRejected" in published(capsys.readouterr().out)

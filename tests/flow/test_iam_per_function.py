@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from chalicelib import wiring
 from local import aws as local_aws
+from tests import must
 from tests.aws import API_KEY, API_KEYS_SECRET_ID, SECRET_ID, STAGE, AtomicClient, provision
 from tests.events import Delivery, LambdaContext, sqs_event
 from tests.iam import FUNCTION_ROLES, ON_THE_FUNCTIONS_BEHALF, granted
@@ -115,7 +116,7 @@ def sent_message(world: dict[str, Any], to: str = TO) -> tuple[str, str]:
     from chalicelib import rules
 
     message_id = rules.message_id(f"k-{to}", "")
-    return message_id, wiring.ledger().get(message_id).twilio_sid
+    return message_id, must(must(wiring.ledger().get(message_id)).twilio_sid)
 
 
 def function_url_event(path: str, params: dict[str, str], query: str = "") -> dict[str, Any]:
@@ -162,7 +163,7 @@ def poll_work(world: dict[str, Any]) -> None:
         message.status, message.error_code = (
             ("delivered", None) if message.sid == delivered_sid else ("undelivered", 30004)
         )
-    window = wiring.ledger().get(delivered).item["poll_window"]
+    window = must(wiring.ledger().get(delivered)).item["poll_window"]
     world["calls"].clear()
     assert app.poll({"window": window, "attempt": 0, "retry_attempts": 3}, LambdaContext())["remaining"] == 0
 
@@ -171,7 +172,7 @@ def finalize_work(world: dict[str, Any]) -> None:
     import app
 
     message_id, _ = sent_message(world)
-    window = wiring.ledger().get(message_id).item["poll_window"]
+    window = must(wiring.ledger().get(message_id)).item["poll_window"]
     world["calls"].clear()
     app.finalize({"window": window, "attempt": 3}, LambdaContext())
 

@@ -25,6 +25,7 @@ from chalicelib.rules import ConnectorCode
 from chalicelib.store import MessageRecord
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioApi
+from tests import must
 from tests.aws import SECRET_ID, AtomicClient, provision
 from tests.events import Delivery, LambdaContext, sqs_event
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
@@ -356,7 +357,7 @@ def test_records_the_invocation_has_no_time_for_go_back_untouched(stack: Stack) 
     # the next invocation, with time to spare, sends each once, as the message the original would have been
     assert stack.deliver(*(as_delivery(m) for m in copies)) == []
     assert stack.stub.create_attempts == 3
-    assert all(wiring.ledger().get(rules.message_id(None, d.message_id)).twilio_sid for d in batch)
+    assert all(must(wiring.ledger().get(rules.message_id(None, d.message_id))).twilio_sid for d in batch)
 
 
 def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(

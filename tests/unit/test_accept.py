@@ -9,7 +9,8 @@ from typing import Any
 from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed, Refused, Unavailable
 from chalicelib.services import SendService
 from chalicelib.settings import load_settings
-from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates
+from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TO = "+15551234567"
@@ -30,7 +31,9 @@ class Queue:
 def accepting(queue: Queue) -> tuple[AcceptMessages, InMemoryLedger]:
     settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_DEFAULT_FROM": "+15005550006"})
     ledger, stats = InMemoryLedger(), InMemoryStats()
-    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), None, None, stats)  # type: ignore[arg-type]
+    unused = TwilioApi("https://api.twilio.test")  # accepting never calls Twilio
+    creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
     return AcceptMessages(service, ledger, stats, queue, lambda: NOW), ledger  # type: ignore[arg-type]
 
 
