@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import rules
 from chalicelib.observability import logger
 
 MESSAGE_ID_ATTRIBUTE = "connector_message_id"
@@ -39,6 +41,29 @@ def record_message_id(record: Mapping[str, Any]) -> str | None:
 def record_deferrals(record: Mapping[str, Any]) -> int:
     found = ((record.get("messageAttributes") or {}).get(DEFERRALS_ATTRIBUTE) or {}).get("stringValue")
     return int(found) if found and str(found).isdecimal() else 0
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    """An SQS record read at the edge: its request (the JSON of a POST /messages body, None when the
+    body is not JSON) and the ledger id every copy of it shares."""
+
+    delivery_id: str  # SQS's messageId
+    message_id: str
+    request: Any
+    keyed: bool  # named by an idempotency key or an attribute, not by the messageId a redrive replaces
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> QueuedRequest:
+        delivery_id = str(record.get("messageId"))
+        try:
+            request: Any = json.loads(str(record.get("body") or ""))
+        except (ValueError, RecursionError):
+            request = None  # parse_send_request turns this into a clear error on the record
+        key = request.get("idempotency_key") if isinstance(request, dict) else None
+        key = key if isinstance(key, str) and key else None
+        named = record_message_id(record)
+        return cls(delivery_id, named or rules.message_id(key, delivery_id), request, bool(named or key))
 
 
 class SendQueue:

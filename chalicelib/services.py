@@ -7,7 +7,6 @@ died half-way is reconciled against Twilio's own list before anything is resent.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,29 +172,6 @@ class SendService:
         return require_connection(self.settings, name)
 
     # --- sending -------------------------------------------------------------
-
-    @staticmethod
-    def _parse(body: str) -> tuple[Any, str | None]:
-        try:
-            raw: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            raw = None  # parse_send_request turns this into a clear error on the record
-        key = raw.get("idempotency_key") if isinstance(raw, dict) else None
-        return raw, key if isinstance(key, str) and key else None
-
-    def message_id_of(self, body: str, delivery_id: str) -> str:
-        """The ledger id of a record that names none: from its idempotency_key, else its SQS messageId."""
-        return rules.message_id(self._parse(body)[1], delivery_id)
-
-    def send_record(
-        self, body: str, delivery_id: str, message_id: str | None = None, finish_by: float | None = None
-    ) -> SendOutcome:
-        """One SQS record: its JSON body is exactly a POST /messages body (DESIGN §1)."""
-        raw, key = self._parse(body)
-        if message_id is None and key is None:
-            # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (README, Operations).
-            metrics.add_metric(name="RecordsWithoutIdempotencyKey", unit="Count", value=1)
-        return self.send(message_id or rules.message_id(key, delivery_id), raw, finish_by)
 
     def send(self, message_id: str, raw: Any, finish_by: float | None = None) -> SendOutcome:
         now = self.clock()
