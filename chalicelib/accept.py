@@ -17,7 +17,7 @@ from chalicelib import rules
 from chalicelib.dynamo import StoreError
 from chalicelib.models import ValidationError
 from chalicelib.observability import logger
-from chalicelib.queue import SendQueue
+from chalicelib.queue import Enqueue
 from chalicelib.rules import ConnectorCode
 from chalicelib.services import SendService, ledger_attrs
 from chalicelib.store import MessageLedger, MessageRecord
@@ -83,7 +83,7 @@ class AcceptMessages:
         service: SendService,
         ledger: MessageLedger,
         stats: StatsStore,
-        queue: SendQueue,
+        queue: Enqueue,
         clock: Callable[[], datetime],
     ) -> None:
         self.service = service

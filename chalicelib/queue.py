@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -64,6 +64,12 @@ class QueuedRequest:
         key = key if isinstance(key, str) and key else None
         named = record_message_id(record)
         return cls(delivery_id, named or rules.message_id(key, delivery_id), request, bool(named or key))
+
+
+class Enqueue(Protocol):
+    """What accepting needs of the queue: put requests on it, learn which it did not take."""
+
+    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]: ...
 
 
 class SendQueue:

@@ -3,6 +3,7 @@ between the ledger and the queue."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +20,9 @@ TO = "+15551234567"
 class Queue:
     def __init__(self, refuse: bool = False) -> None:
         self.refuse = refuse
-        self.sent: list[tuple[str, Any]] = []
+        self.sent: list[tuple[str, Mapping[str, Any]]] = []
 
-    def send(self, items: list[tuple[str, Any]]) -> set[str]:
+    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]:
         if self.refuse:
             return {message_id for message_id, _ in items}
         self.sent += items
@@ -34,7 +35,7 @@ def accepting(queue: Queue) -> tuple[AcceptMessages, InMemoryLedger]:
     unused = TwilioApi("https://api.twilio.test")  # accepting never calls Twilio
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
     service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
-    return AcceptMessages(service, ledger, stats, queue, lambda: NOW), ledger  # type: ignore[arg-type]
+    return AcceptMessages(service, ledger, stats, queue, lambda: NOW), ledger
 
 
 def test_each_request_gets_its_own_outcome_and_the_valid_ones_are_queued_as_posted() -> None:
@@ -61,7 +62,7 @@ def test_a_queue_outage_is_unavailable_and_the_same_key_later_enqueues_it() -> N
     use_case, _ = accepting(down)
     (outcome,) = use_case.accept([{"to": TO, "body": "hi"}], "k2")
     assert isinstance(outcome, Unavailable) and outcome.code == "queue_unavailable"
-    use_case.queue = up = Queue()  # type: ignore[assignment]
+    use_case.queue = up = Queue()
     (retried,) = use_case.accept([{"to": TO, "body": "hi"}], "k2")
     assert isinstance(retried, Accepted) and len(up.sent) == 1
 
