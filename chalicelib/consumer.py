@@ -1,10 +1,12 @@
-"""The SQS send trigger: a batch of up to 50 records, sent 25 at a time, partial failures reported.
+"""The SQS send trigger: a batch of up to 50 records, SEND_CONCURRENCY at a time, partial failures reported.
 
 Each record runs on a thread of a pool, so sends overlap instead of queueing. A
 record whose send must be retried raises, and is listed in batchItemFailures (the
 merge template sets ReportBatchItemFailures); SQS then redelivers it, and after
-maxReceiveCount moves it to the DLQ. (Powertools' AsyncBatchProcessor did the same
-with asyncio; the twenty lines here cost ~30 ms less cold start than its imports.)
+maxReceiveCount moves it to the DLQ. A record deferred for reasons not its own (Twilio
+throttling, a full sender queue, time short) is put back as a new message instead, so
+it burns no receive. (Powertools' AsyncBatchProcessor did the partial-batch part with
+asyncio; the lines here cost ~30 ms less cold start than its imports.)
 
 After the batch, its status events go to EventBridge in one call and one poll
 execution starts for the messages Twilio took (DESIGN §3.4).
@@ -17,13 +19,12 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from traceback import extract_tb
 from typing import Any
 
 from chalicelib import events
 from chalicelib.events import Events
-from chalicelib.observability import logger, metrics
-from chalicelib.queue import QueuedRequest, QueueError, SendQueue, record_deferrals
+from chalicelib.observability import logger, metrics, where
+from chalicelib.queue import QueuedRequest, QueueError, SendQueue
 from chalicelib.services import Deferred, SendOutcome, SendService
 from chalicelib.workflow import PollWorkflow, WorkflowError
 
@@ -35,7 +36,7 @@ FINISH_MARGIN_S = 2.0  # what the invocation keeps after the last Twilio call: r
 @dataclass(frozen=True)
 class TimeBudget:
     """When the invocation must stop: no send starts after `start_by`, no Twilio retry runs past `finish_by`
-    (both time.monotonic()). Records not started go back to the queue as batch item failures."""
+    (both time.monotonic()). Records not started are put back on the queue untouched."""
 
     start_by: float
     finish_by: float
@@ -67,25 +68,23 @@ class SendConsumer:
         self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send")
 
     def handle(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-        records = list(event.get("Records") or [])
+        queued = [QueuedRequest.from_record(record) for record in event.get("Records") or []]
         budget = TimeBudget.of(context, self.service.one_send_seconds)
-        running = [(record, self.executor.submit(self.send_one, record, budget)) for record in records]
+        running = [(request, self.executor.submit(self.send_one, request, budget)) for request in queued]
         outcomes: list[SendOutcome] = []
         failures: list[dict[str, str]] = []
-        for record, future in running:
+        for request, future in running:
             try:
                 outcomes.append(future.result())
             except Deferred as deferred:
-                if not self._put_back(record, deferred):
-                    failures.append({"itemIdentifier": str(record.get("messageId"))})
+                if not self._put_back(request, deferred):
+                    failures.append({"itemIdentifier": request.delivery_id})
             except Exception:  # send_one logged it; SQS hands the record out again
-                failures.append({"itemIdentifier": str(record.get("messageId"))})
+                failures.append({"itemIdentifier": request.delivery_id})
         self._after_batch(outcomes)
         return {"batchItemFailures": failures}
 
-    def send_one(self, record: Mapping[str, Any], budget: TimeBudget | None = None) -> SendOutcome:
-        queued = QueuedRequest.from_record(record)
-        delivery_id = queued.delivery_id
+    def send_one(self, queued: QueuedRequest, budget: TimeBudget | None = None) -> SendOutcome:
         if budget is not None and time.monotonic() > budget.start_by:
             # Nothing claimed, nothing sent: the record goes back for the next invocation.
             metrics.add_metric(name="SendsDeferredForTime", unit="Count", value=1)
@@ -101,23 +100,26 @@ class SendConsumer:
         except Exception as exc:
             # Type, text (numbers masked by the log filter) and where: a traceback's locals and messages could
             # carry a full number past the filter.
-            where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in extract_tb(exc.__traceback__)]
-            extra = {"sqs_message_id": delivery_id, "kind": type(exc).__name__, "error": str(exc), "frames": where[-5:]}
+            extra = {
+                "sqs_message_id": queued.delivery_id,
+                "kind": type(exc).__name__,
+                "error": str(exc),
+                "frames": where(exc),
+            }
             logger.warning("record returned to the queue", extra=extra)
             raise
 
-    def _put_back(self, record: Mapping[str, Any], deferred: Deferred) -> bool:
+    def _put_back(self, queued: QueuedRequest, deferred: Deferred) -> bool:
         """Requeue a deferred record as a new message naming the same ledger record; False to let SQS
         redeliver it instead (no queue, too many deferrals, or SQS refused)."""
-        deferrals = record_deferrals(record) + 1
+        deferrals = queued.deferrals + 1
         if self.queue is None or deferrals > MAX_DEFERRALS:
             return False
         delay = deferred.delay_seconds
         if deferred.kind == "Throttling":
             delay = max(delay, THROTTLE_BACKOFF_S * 2 ** min(deferrals - 1, 8) * (0.5 + random.random()))  # noqa: S311
-        queued = QueuedRequest.from_record(record)
         try:
-            self.queue.defer(queued.message_id, str(record.get("body") or ""), delay, deferrals)
+            self.queue.defer(queued.message_id, queued.body, delay, deferrals)
         except QueueError as exc:
             logger.warning("deferred record not put back; SQS redelivers it", extra={"error": str(exc)})
             return False

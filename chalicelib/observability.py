@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from traceback import extract_tb
 
 from aws_lambda_powertools import Logger, Metrics
 
@@ -40,6 +41,12 @@ class _MaskNumbers(logging.Filter):
 logger = Logger(service=SERVICE)
 logger.addFilter(_MaskNumbers())
 metrics = Metrics(namespace="TwilioConnector", service=SERVICE)
+
+
+def where(exc: BaseException, last: int = 5) -> list[str]:
+    """Where an exception happened, as `file:line function` for its last frames: what a log may say of
+    a bug, since its message may hold a phone number or a secret."""
+    return [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in extract_tb(exc.__traceback__)][-last:]
 
 
 def flush_metrics() -> None:

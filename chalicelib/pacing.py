@@ -67,9 +67,6 @@ def reserve(
     return Reservation(wait, start + timedelta(seconds=max(segments, 1) / rate))
 
 
-class SenderRates:
-    def __init__(self, overrides: Mapping[str, float]) -> None:
-        self.overrides = dict(overrides)
-
-    def rate(self, sender: str) -> float | None:
-        return self.overrides.get(sender, default_rate(sender))
+def sender_rate(sender: str, overrides: Mapping[str, float]) -> float | None:
+    """SENDER_RATES' rate for a sender, else its type's default."""
+    return overrides.get(sender, default_rate(sender))

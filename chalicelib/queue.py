@@ -52,18 +52,21 @@ class QueuedRequest:
     message_id: str
     request: Any
     keyed: bool  # named by an idempotency key or an attribute, not by the messageId a redrive replaces
+    body: str  # as posted: a deferred record is put back exactly so
+    deferrals: int  # how often it was put back before
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> QueuedRequest:
-        delivery_id = str(record.get("messageId"))
+        delivery_id, body = str(record.get("messageId")), str(record.get("body") or "")
         try:
-            request: Any = json.loads(str(record.get("body") or ""))
+            request: Any = json.loads(body)
         except (ValueError, RecursionError):
             request = None  # parse_send_request turns this into a clear error on the record
         key = request.get("idempotency_key") if isinstance(request, dict) else None
         key = key if isinstance(key, str) and key else None
         named = record_message_id(record)
-        return cls(delivery_id, named or rules.message_id(key, delivery_id), request, bool(named or key))
+        message_id = named or rules.message_id(key, delivery_id)
+        return cls(delivery_id, message_id, request, bool(named or key), body, record_deferrals(record))
 
 
 class Enqueue(Protocol):

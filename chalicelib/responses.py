@@ -7,11 +7,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from traceback import extract_tb
 from typing import Any
 
 from chalicelib.models import ValidationError
-from chalicelib.observability import logger
+from chalicelib.observability import logger, where
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,7 @@ def from_chalice(status: int, body: Any, headers: Mapping[str, Any]) -> ApiResul
 
 def unexpected(exc: Exception, path: str) -> ApiResult:
     """A bug answered as a 500 in our shape; logged by where it happened, not by its message (it may hold data)."""
-    frames = [
-        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in extract_tb(exc.__traceback__)
-    ]
-    logger.error("unexpected error", extra={"error": type(exc).__name__, "path": path, "frames": frames[-5:]})
+    logger.error("unexpected error", extra={"error": type(exc).__name__, "path": path, "frames": where(exc)})
     return error(500, "internal_error", "the connector failed on this request; retry, and report it if it repeats")
 
 

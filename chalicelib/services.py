@@ -24,7 +24,7 @@ from chalicelib.models import (
     validate_outbound,
 )
 from chalicelib.observability import logger, metrics
-from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, SenderRates
+from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.rules import ClaimOutcome, ConnectorCode
 from chalicelib.secrets import Credentials, CredentialsUnavailable
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
@@ -138,7 +138,6 @@ class SendService:
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
         self.senders = senders
-        self.rates = SenderRates(settings.sender_rates)
 
     @property
     def one_send_seconds(self) -> float:
@@ -249,7 +248,7 @@ class SendService:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
         would wait there longer than its validity and fail with 30001."""
         sender = msg.messaging_service_sid or msg.from_
-        rate = self.rates.rate(sender) if sender else None
+        rate = sender_rate(sender, self.settings.sender_rates) if sender else None
         if sender is None or rate is None or self.senders is None:
             return
         validity = msg.validity_period or DEFAULT_VALIDITY_SECONDS

@@ -384,6 +384,7 @@ def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(
 
 def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
     from chalicelib.consumer import SendConsumer
+    from chalicelib.queue import QueuedRequest
     from chalicelib.services import Deferred
 
     class Queue:
@@ -400,12 +401,9 @@ def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
     consumer = SendConsumer.__new__(SendConsumer)
     consumer.queue, consumer.service = queue, Service()  # type: ignore[assignment]
 
-    def record(deferrals: int) -> dict[str, Any]:
-        return {
-            "messageId": "x",
-            "body": "{}",
-            "messageAttributes": {"connector_deferrals": {"stringValue": str(deferrals)}},
-        }
+    def record(deferrals: int) -> QueuedRequest:
+        attributes = {"connector_deferrals": {"stringValue": str(deferrals)}}
+        return QueuedRequest.from_record({"messageId": "x", "body": "{}", "messageAttributes": attributes})
 
     for deferrals in range(12):
         assert consumer._put_back(record(deferrals), Deferred("429", 0, "Throttling"))
