@@ -42,7 +42,9 @@ class ConnectionCheck:
                 }
             )
         except (CredentialsUnavailable, ConfigurationError) as exc:
-            checks.append({"check": "credentials", "ok": False, "detail": f"cannot read the secret: {exc}"})
+            why = self.settings.unreadable_secret(connection)
+            detail = f"cannot read the secret: {exc}" + (f" ({why})" if why else "")
+            checks.append({"check": "credentials", "ok": False, "detail": detail})
             creds = None
         except TwilioError as exc:
             checks.append(

@@ -60,6 +60,8 @@ class Settings:
     claim_lease_seconds: int = 120
     record_ttl_days: int = 90
     secret_max_age_seconds: int = 300
+    # Set by the template: the functions may read the stack's Twilio secret and secrets named with this prefix.
+    connection_secret_prefix: str | None = None
     # Local development only (make run, tests): status_callback may be http and loopback.
     allow_local_callbacks: bool = False
     twilio_connect_timeout: float = 3.05
@@ -74,6 +76,14 @@ class Settings:
         """The window a message sent at `moment` is polled in: its start, in epoch seconds."""
         epoch = int(moment.timestamp())
         return epoch - epoch % self.poll_window_seconds
+
+    def unreadable_secret(self, connection: ConnectionSettings) -> str | None:
+        """Why the deployed functions' roles cannot read this connection's secret, if they cannot."""
+        prefix, secret = self.connection_secret_prefix, connection.secret_id
+        own = self.connections.get(DEFAULT_CONNECTION)
+        if prefix is None or (own is not None and secret == own.secret_id) or prefix in secret:
+            return None
+        return f"secret {secret} is not named {prefix}<name>, the only further secrets the functions may read"
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
         return self.connections.get(name or DEFAULT_CONNECTION)
@@ -177,6 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         record_ttl_days=_int(env, "RECORD_TTL_DAYS", 90, minimum=1),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
         allow_local_callbacks=(env.get("ALLOW_LOCAL_CALLBACKS") or "").lower() == "true",
+        connection_secret_prefix=env.get("CONNECTION_SECRET_PREFIX") or None,
         twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", 3.05),
         twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", 10.0),
         twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),

@@ -147,3 +147,19 @@ def test_make_deploy_without_a_bucket_says_how() -> None:
         ["make", "-s", "deploy", "STAGE=prod"], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2]
     )
     assert result.returncode != 0 and "BUCKET=" in result.stdout
+
+
+def test_the_connection_check_can_say_why_a_secret_is_unreadable() -> None:
+    """The template names the only further secrets the roles may read (CONNECTION_SECRET_PREFIX)."""
+    from chalicelib.settings import load_settings
+
+    env = {
+        "TWILIO_SECRET_ID": "arn:aws:secretsmanager:us-east-1:1:secret:TwilioSecret-abc",
+        "TWILIO_CONNECTIONS": '{"eu": {"secret_id": "my-eu"}, "us": {"secret_id": "twilio-connector-prod/twilio/us"}}',
+        "CONNECTION_SECRET_PREFIX": "twilio-connector-prod/twilio/",
+    }
+    settings = load_settings(env)
+    assert settings.unreadable_secret(settings.connections["default"]) is None
+    assert settings.unreadable_secret(settings.connections["us"]) is None
+    assert "twilio-connector-prod/twilio/<name>" in (settings.unreadable_secret(settings.connections["eu"]) or "")
+    assert load_settings({**env, "CONNECTION_SECRET_PREFIX": ""}).unreadable_secret(settings.connections["eu"]) is None
