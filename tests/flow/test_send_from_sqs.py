@@ -407,8 +407,11 @@ def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
 
     for deferrals in range(12):
         assert consumer._put_back(record(deferrals), Deferred("429", 0, "Throttling"))
-    first, *_, last = queue.delays
-    assert 2.5 <= first <= 7.5 and queue.delays[3] > first * 4 and last >= 640
+    # Jittered by 0.5-1.5x around 5 s doubling, capped at 5 x 2^8: each delay sits in its own band.
+    for deferrals, delay in enumerate(queue.delays):
+        centre = 5 * 2 ** min(deferrals, 8)
+        assert 0.5 * centre <= delay <= 1.5 * centre, (deferrals, delay)
+    assert queue.delays[3] > queue.delays[0] and queue.delays[-1] >= 640  # SQS's own cap is 900 s
     assert not consumer._put_back(record(100), Deferred("429", 0, "Throttling"))  # then the usual way: the DLQ
 
 
