@@ -15,12 +15,12 @@ from typing import Any
 
 from chalicelib import rules
 from chalicelib.dynamo import StoreError
+from chalicelib.ledger import MessageLedger, MessageRecord
 from chalicelib.models import ValidationError
 from chalicelib.observability import logger
 from chalicelib.queue import Enqueue
 from chalicelib.rules import ConnectorCode
 from chalicelib.services import SendService, ledger_attrs
-from chalicelib.store import MessageLedger, MessageRecord
 from chalicelib.tables import StatsStore
 
 

@@ -13,11 +13,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Outcome, Refused, Unavailable
+from chalicelib.ledger import MessageLedger
 from chalicelib.models import ValidationError, parse_timestamp, require_connection
 from chalicelib.responses import ApiResult, error, invalid, unexpected
 from chalicelib.rules import ConnectorCode
 from chalicelib.settings import Settings
-from chalicelib.store import MessageLedger
 from chalicelib.tables import StatsStore, TemplateStore
 from chalicelib.templates import parse_template
 

@@ -24,7 +24,7 @@ from typing import Any
 from chalicelib import events
 from chalicelib.events import Events
 from chalicelib.observability import logger, metrics, where
-from chalicelib.queue import QueuedRequest, QueueError, SendQueue
+from chalicelib.queue import QueuedRequest, QueueError, Requeue
 from chalicelib.services import Deferred, SendOutcome, SendService
 from chalicelib.workflow import PollWorkflow, WorkflowError
 
@@ -56,7 +56,7 @@ class SendConsumer:
         service: SendService,
         publisher: Events,
         workflow: PollWorkflow | None,
-        queue: SendQueue | None = None,
+        queue: Requeue | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.service = service

@@ -21,8 +21,8 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import rules
+from chalicelib.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
-from chalicelib.store import MessageRecord
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"

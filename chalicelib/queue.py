@@ -75,6 +75,12 @@ class Enqueue(Protocol):
     def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]: ...
 
 
+class Requeue(Protocol):
+    """What the send consumer needs of the queue: put a deferred record back, seen again after a delay."""
+
+    def defer(self, message_id: str, body: str, delay_seconds: float, deferrals: int) -> None: ...
+
+
 class SendQueue:
     def __init__(self, client: Any, queue_name: str, queue_url: str | None = None) -> None:
         self.client = client

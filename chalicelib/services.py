@@ -15,20 +15,20 @@ from typing import Any
 
 from chalicelib import rules
 from chalicelib.dynamo import StoreError
+from chalicelib.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.models import (
     OutboundMessage,
     ValidationError,
     check_storable,
     parse_send_request,
     require_connection,
-    validate_outbound,
 )
 from chalicelib.observability import logger, metrics
+from chalicelib.outbound import validate_outbound
 from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.rules import ClaimOutcome, ConnectorCode
 from chalicelib.secrets import Credentials, CredentialsUnavailable
 from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
-from chalicelib.store import MessageLedger, MessageRecord, SentMessage
 from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
 from chalicelib.templates import apply_template
 from chalicelib.twilio_api import (

@@ -16,11 +16,11 @@ from typing import Any
 
 from chalicelib import events, rules
 from chalicelib.events import Events
+from chalicelib.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.models import ValidationError, require_connection
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import Credentials
 from chalicelib.settings import Settings
-from chalicelib.store import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.tables import OptOutStore, StatsStore
 from chalicelib.twilio_api import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.workflow import PollState

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from chalicelib.connection_check import ConnectionCheck
     from chalicelib.consumer import SendConsumer
     from chalicelib.events import CallbackForwarder, Events
+    from chalicelib.ledger import MessageLedger
     from chalicelib.queue import SendQueue
     from chalicelib.secrets import Credentials
     from chalicelib.services import SendService
-    from chalicelib.store import MessageLedger
     from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
     from chalicelib.tracking import TrackingService
     from chalicelib.twilio_api import Twilio

@@ -10,9 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import rules
-from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
-from chalicelib.settings import ConnectionSettings
-from chalicelib.store import (
+from chalicelib.ledger import (
     CLAIM_FINISHED,
     CLAIM_RELEASED,
     ClaimResult,
@@ -23,6 +21,8 @@ from chalicelib.store import (
     lower_statuses,
     sent_values,
 )
+from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
+from chalicelib.settings import ConnectionSettings
 from chalicelib.tables import ANY_SENDER
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioCredentials

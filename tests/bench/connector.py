@@ -99,7 +99,8 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
 
 def _compare(handle: Any, api: Any, creds: Any) -> dict[str, float]:
     """Median wall time of a batch of 10 through `handle`, and of one create on the same Twilio."""
-    from chalicelib.models import parse_send_request, validate_outbound
+    from chalicelib.models import parse_send_request
+    from chalicelib.outbound import validate_outbound
 
     message = validate_outbound(
         parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),

@@ -21,8 +21,8 @@ import responses
 from moto import mock_aws
 
 from chalicelib import rules, wiring
+from chalicelib.ledger import MessageRecord
 from chalicelib.rules import ConnectorCode
-from chalicelib.store import MessageRecord
 from chalicelib.templates import Template
 from chalicelib.twilio_api import TwilioApi
 from tests import must
@@ -394,12 +394,9 @@ def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
         def defer(self, message_id: str, body: str, delay_seconds: float, deferrals: int) -> None:
             self.delays.append(delay_seconds)
 
-    class Service:
-        pass
-
     queue = Queue()
-    consumer = SendConsumer.__new__(SendConsumer)
-    consumer.queue, consumer.service = queue, Service()  # type: ignore[assignment]
+    consumer = SendConsumer.__new__(SendConsumer)  # putting back needs only the queue
+    consumer.queue = queue
 
     def record(deferrals: int) -> QueuedRequest:
         attributes = {"connector_deferrals": {"stringValue": str(deferrals)}}

@@ -15,7 +15,7 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from chalicelib import rules, wiring
-from chalicelib.store import MessageRecord
+from chalicelib.ledger import MessageRecord
 from local import aws as local_aws
 from local.stack import LocalStack, StackConfig
 from local.twilio_sim import CallbackFaults

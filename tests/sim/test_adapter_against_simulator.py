@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.models import OutboundMessage, parse_send_request, validate_outbound
+from chalicelib.models import OutboundMessage, parse_send_request
+from chalicelib.outbound import validate_outbound
 from chalicelib.twilio_api import TwilioApi, TwilioCredentials, TwilioOutcomeUnknown, TwilioRejected, TwilioRetryable
 from local.twilio_sim import Fault, SimConfig, TwilioSimulator
 

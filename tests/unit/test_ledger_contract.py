@@ -8,8 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.ledger import SentMessage, StatusUpdate
 from chalicelib.rules import ClaimOutcome
-from chalicelib.store import DynamoMessageLedger, SentMessage, StatusUpdate
+from chalicelib.store import DynamoMessageLedger
 from chalicelib.tables import DynamoOptOuts
 from tests.aws import AtomicClient, create_tables
 from tests.fakes import InMemoryLedger, InMemoryOptOuts

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from chalicelib import rules
-from chalicelib.models import _SCHEMA, ValidationError, parse_send_request, validate_outbound
+from chalicelib.models import _SCHEMA, ValidationError, parse_send_request
+from chalicelib.outbound import validate_outbound
 from chalicelib.templates import render
 from chalicelib.twilio_signature import compute_signature, is_valid
 

@@ -10,7 +10,7 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from chalicelib.events import CallbackForwarder, ForwardFailed, sign, status_detail
-from chalicelib.store import MessageRecord
+from chalicelib.ledger import MessageRecord
 from chalicelib.tracking import keyword_of
 from chalicelib.twilio_signature import compute_signature, is_valid
 

@@ -6,7 +6,8 @@ import pytest
 import requests
 import responses
 
-from chalicelib.models import parse_send_request, validate_outbound
+from chalicelib.models import parse_send_request
+from chalicelib.outbound import validate_outbound
 from chalicelib.twilio_api import (
     TwilioApi,
     TwilioCredentials,
