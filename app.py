@@ -199,6 +199,12 @@ def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle_function_url(wiring.webhooks(), event)
 
 
+@app.lambda_function(name="facade")
+def facade(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Twilio's Messages API (2010-04-01) on a function URL, for platforms that speak Twilio (README)."""
+    return wiring.twilio_facade().handle(event)
+
+
 # --- queue, poll loop and events -------------------------------------------------
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,16 @@ class Failed:
 Outcome = Accepted | AlreadyAccepted | Refused | Unavailable | Failed
 
 
+@dataclass(frozen=True)
+class Filing:
+    """How a front door files one request: the ledger id it minted, attributes of its own, and whether
+    a refusal Twilio gives at create (an opted-out recipient) is given now rather than on the record."""
+
+    message_id: str
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    refuse_now: bool = False
+
+
 def request_digest(raw: Any) -> str:
     """What makes two requests the same request: their content, in canonical JSON, without the key."""
     content = {k: v for k, v in raw.items() if k != "idempotency_key"} if isinstance(raw, dict) else raw
@@ -92,14 +102,16 @@ class AcceptMessages:
         self.queue = queue
         self.clock = clock
 
-    def accept(self, requests: Sequence[Any], header_key: str | None = None) -> list[Outcome]:
+    def accept(
+        self, requests: Sequence[Any], header_key: str | None = None, filings: Sequence[Filing] | None = None
+    ) -> list[Outcome]:
         """One outcome per request, in order; the valid ones go to the queue together."""
         now = self.clock()
         outcomes: list[Outcome | None] = [None] * len(requests)
         to_enqueue: list[tuple[int, str, Any]] = []
         for index, raw in enumerate(requests):
             try:
-                prepared = self._prepare(raw, header_key, now)
+                prepared = self._prepare(raw, header_key, now, filings[index] if filings else None)
             except Exception as exc:  # a bug on one item is that item's answer, never its neighbours'
                 prepared = Failed(exc)
             if isinstance(prepared, tuple):
@@ -118,7 +130,9 @@ class AcceptMessages:
             outcomes[index] = Accepted(message_id)
         return [o for o in outcomes if o is not None]
 
-    def _prepare(self, raw: Any, header_key: str | None, now: datetime) -> Outcome | tuple[str, Any]:
+    def _prepare(
+        self, raw: Any, header_key: str | None, now: datetime, filing: Filing | None
+    ) -> Outcome | tuple[str, Any]:
         """Validate and record one request: (message id, request to enqueue), or its outcome already."""
         if header_key is not None and isinstance(raw, dict):
             body_key = raw.get("idempotency_key")
@@ -138,8 +152,14 @@ class AcceptMessages:
         key = message.idempotency_key
         message_id = rules.message_id(key, "") if key else f"msg_{uuid.uuid4().hex}"
         digest = request_digest(raw)
+        attrs = {**ledger_attrs(message), "request_sha256": digest}
+        if filing is not None:
+            message_id, attrs = filing.message_id, {**attrs, **filing.attrs}
+            refusal = self.service.refusal(message, now) if filing.refuse_now else None
+            if refusal is not None:
+                return Refused(400, refusal[0], refusal[1], "to")
         try:
-            created = self.ledger.create_pending(message_id, {**ledger_attrs(message), "request_sha256": digest}, now)
+            created = self.ledger.create_pending(message_id, attrs, now)
             if created is not None:
                 self.stats.count("pending", None, now)
                 return message_id, raw

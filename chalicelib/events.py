@@ -14,8 +14,8 @@ import json
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,6 +23,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import rules
 from chalicelib.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
+from chalicelib.twilio_signature import compute_signature
+
+if TYPE_CHECKING:
+    from chalicelib.facade_accounts import FacadeAccounts
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"
@@ -50,7 +54,34 @@ def status_detail(record: MessageRecord) -> dict[str, Any]:
     }
     if record.status_callback:
         detail["status_callback"] = record.status_callback
+    for name in ("account_sid", "callback_format", "created_as"):  # messages from the Twilio-compatible door
+        if record.item.get(name):
+            detail[name] = record.item[name]
     return detail
+
+
+def twilio_callback(detail: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """What Twilio would post for this change, or None for the status the create already answered."""
+    status = "failed" if detail["status"] == "error" else str(detail["status"])
+    first = str(detail.get("created_as") or "queued")
+    if rules.STATUS_RANK.get(status, 0) <= rules.STATUS_RANK[first] or status in rules.TRANSIENT_STATUSES:
+        return None
+    sid = str(detail["id"])
+    params = [
+        ("SmsSid", sid),
+        ("SmsStatus", status),
+        ("MessageStatus", status),
+        ("To", str(detail.get("to") or "")),
+        ("MessageSid", sid),
+        ("AccountSid", str(detail.get("account_sid") or "")),
+        ("From", str(detail.get("from") or "")),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    if detail.get("messaging_service_sid"):
+        params.append(("MessagingServiceSid", str(detail["messaging_service_sid"])))
+    if detail.get("error_code") is not None:
+        params.append(("ErrorCode", str(detail["error_code"])))
+    return params
 
 
 class Events(Protocol):
@@ -103,7 +134,9 @@ class CallbackForwarder:
         timeout: float = 5.0,
         allow_local: bool = False,
         resolver: Callable[[str], list[str]] = resolve,
+        accounts: FacadeAccounts | None = None,
     ) -> None:
+        self.accounts = accounts  # the front door's accounts: their tokens sign Twilio-format callbacks
         self.session = session
         self.signing_key = signing_key
         self.timeout = timeout
@@ -127,6 +160,8 @@ class CallbackForwarder:
         return None
 
     def forward(self, detail: Mapping[str, Any], now: float | None = None) -> int:
+        if detail.get("callback_format") == "twilio":
+            return self._forward_as_twilio(detail)
         if not self.signing_key:
             raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
         url = str(detail["status_callback"])
@@ -142,8 +177,32 @@ class CallbackForwarder:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.signing_key, timestamp, body),
         }
+        return self._post(url, body, headers)
+
+    def _forward_as_twilio(self, detail: Mapping[str, Any]) -> int:
+        """As Twilio posts a StatusCallback: a form, signed with the account's token (X-Twilio-Signature)."""
+        params = twilio_callback(detail)
+        if params is None:
+            return 0
+        url = str(detail["status_callback"])
+        refusal = self._refusal(url)
+        if refusal is not None:
+            metrics.add_metric(name="ForwardRefused", unit="Count", value=1)
+            logger.warning("status_callback refused", extra={"message_id": detail.get("id"), "reason": refusal})
+            return 0
+        account = self.accounts.get(str(detail.get("account_sid"))) if self.accounts else None
+        if account is None:
+            raise ForwardFailed("the message's front-door account is gone: its callback cannot be signed")
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "X-Twilio-Signature": compute_signature(url, params, account.auth_token),
+            "User-Agent": "TwilioProxy/1.1",
+        }
+        return self._post(url, urlencode(params), headers)
+
+    def _post(self, url: str, body: str, headers: Mapping[str, str]) -> int:
         try:
-            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+            response = self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout)
         except requests.RequestException as exc:
             raise ForwardFailed(f"status_callback unreachable: {type(exc).__name__}") from exc
         if response.status_code >= 300:

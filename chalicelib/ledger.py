@@ -5,6 +5,8 @@ holds the in-memory one, and tests/unit/test_ledger_contract.py holds both to th
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,6 +17,8 @@ from chalicelib.rules import ClaimOutcome, ClaimState
 
 CLAIM_RELEASED = "released"
 RECIPIENT_INDEX = "by_recipient"
+ACCOUNT_INDEX = "by_account"  # sparse: only messages that came through the Twilio-compatible front door
+CONTENT_PREFIX = "content#"  # items that hold a content window (FACADE_DEDUP_SECONDS), not messages
 POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
 
@@ -251,6 +255,43 @@ class MessageLedger(Protocol):
 
     def open_in_window(self, window: int) -> list[str]: ...
 
+    def claim_content(self, key: str, message_id: str, now: datetime, window: timedelta) -> str:
+        """The message that owns this content for `window`: `message_id` if none did, else the earlier one."""
+        ...
+
+    def account_page(self, account_sid: str, query: PageQuery) -> tuple[list[MessageRecord], str | None]:
+        """One page of an account's messages, newest first, from an index; and the next page's token."""
+        ...
+
+    def cancel_pending(self, message_id: str, now: datetime) -> MessageRecord | None:
+        """`pending` -> `canceled` before any send claimed it; None if it is no longer pending."""
+        ...
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """Twilio's list filters: To, From, DateSent (a day), DateSent< and DateSent> (on or before / after)."""
+
+    size: int = 50
+    token: str | None = None
+    to: str | None = None
+    sender: str | None = None
+    sent_on: str | None = None  # YYYY-MM-DD
+    sent_before: str | None = None
+    sent_after: str | None = None
+
+    def created_range(self) -> tuple[str | None, str | None]:
+        """Bounds on `created_at` (ISO strings sort as time; "U" sorts after a day's "T..." times)."""
+        lo = max((d for d in (self.sent_on, self.sent_after) if d), default=None)
+        hi = min((d for d in (self.sent_on, self.sent_before) if d), default=None)
+        return lo, (hi + "U" if hi else None)
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        """The filters a key condition cannot express."""
+        return (self.to is None or item.get("to") == self.to) and (
+            self.sender is None or item.get("from") == self.sender
+        )
+
 
 def sent_values(sent: SentMessage, now: datetime) -> dict[str, Any]:
     """The attributes a successful send writes (None values are not written)."""
@@ -275,3 +316,31 @@ def event(status: str, now: datetime, source: str, error_code: int | None = None
     if error_code is not None:
         entry["error_code"] = error_code
     return entry
+
+
+class BadPageToken(ValueError):
+    """A PageToken this connector did not hand out (or for another account)."""
+
+
+def encode_page_token(key: Mapping[str, Any]) -> str:
+    """DynamoDB's LastEvaluatedKey as Twilio's opaque `PA...` PageToken."""
+    return "PA" + base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, account_sid: str) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        raw = token.removeprefix("PA")
+        key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError as exc:
+        raise BadPageToken("`PageToken` is not one this API handed out") from exc
+    fields = ("id", "account_sid", "created_at")
+    if (
+        not isinstance(key, dict)
+        or set(key) != set(fields)
+        or not all(isinstance(key[f], dict) and isinstance(key[f].get("S"), str) for f in fields)
+        or key["account_sid"]["S"] != account_sid
+    ):
+        raise BadPageToken("`PageToken` is not one this API handed out")
+    return key

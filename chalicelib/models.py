@@ -64,6 +64,12 @@ _SCHEMA: dict[str, tuple[str | None, str]] = {
     "risk_check": ("RiskCheck", "str"),
     "attempt": ("Attempt", "int"),
     "force_delivery": ("ForceDelivery", "bool"),
+    "address_retention": ("AddressRetention", "str"),
+    "content_retention": ("ContentRetention", "str"),
+    "fallback_from": ("FallbackFrom", "str"),
+    "persistent_action": ("PersistentAction", "str_list"),
+    "send_as_mms": ("SendAsMms", "bool"),
+    "traffic_type": ("TrafficType", "str"),
     "template": (None, "str"),
     "fields": (None, "object"),
     "connection": (None, "str"),
@@ -71,7 +77,9 @@ _SCHEMA: dict[str, tuple[str | None, str]] = {
     "metadata": (None, "object"),
     "not_after": (None, "datetime"),
 }
-_ALIASES = {alias: name for name, (alias, _) in _SCHEMA.items() if alias}
+# Twilio's create parameter -> the request field it fills
+TWILIO_ALIASES = {alias: name for name, (alias, _) in _SCHEMA.items() if alias}
+_ALIASES = TWILIO_ALIASES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +101,12 @@ class MessageOptions:
     risk_check: str | None = None
     attempt: int | None = None
     force_delivery: bool | None = None
+    address_retention: str | None = None
+    content_retention: str | None = None
+    fallback_from: str | None = None
+    persistent_action: tuple[str, ...] = ()
+    send_as_mms: bool | None = None
+    traffic_type: str | None = None
     idempotency_key: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     not_after: datetime | None = None
@@ -165,7 +179,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     if kind == "str_list":
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ValidationError(name, f"`{name}` must be a URL or a list of URLs")
+            raise ValidationError(name, f"`{name}` must be a string or a list of strings")
         return tuple(items)
     if kind == "object":
         if not isinstance(value, dict):
@@ -280,6 +294,7 @@ def parse_send_request(data: Any) -> SendRequest:
     return SendRequest(
         from_=values.pop("from", None),
         media_urls=values.pop("media_urls", None) or (),
+        persistent_action=values.pop("persistent_action", None) or (),
         fields=fields_,
         metadata=metadata,
         **values,

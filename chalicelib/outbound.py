@@ -31,6 +31,14 @@ def _valid_url(url: str, allow_underscore: bool = True) -> bool:
     return allow_underscore or "_" not in host
 
 
+# Twilio's enums for its create parameters (OpenAPI spec, 2010-04-01).
+ENUMS = {
+    "address_retention": ("retain", "obfuscate"),
+    "content_retention": ("retain", "discard"),
+    "traffic_type": ("free",),
+}
+
+
 def pick_sender(from_numbers: tuple[str, ...], to: str) -> str:
     """The same recipient always hears from the same number of a pool (conversations stay threaded)."""
     index = sum(to.encode()) % len(from_numbers)
@@ -97,6 +105,15 @@ def validate_outbound(
         raise ValidationError("application_sid", "`application_sid` must match ^AP[0-9a-fA-F]{32}$")
     if req.risk_check is not None and req.risk_check not in ("enable", "disable"):
         raise ValidationError("risk_check", "`risk_check` must be `enable` or `disable`")
+    for name, value, allowed in (
+        ("address_retention", req.address_retention, ENUMS["address_retention"]),
+        ("content_retention", req.content_retention, ENUMS["content_retention"]),
+        ("traffic_type", req.traffic_type, ENUMS["traffic_type"]),
+    ):
+        if value is not None and value not in allowed:
+            raise ValidationError(name, f"`{name}` must be one of: {', '.join(allowed)}")
+    if req.fallback_from is not None and not rules.is_valid_sender(req.fallback_from):
+        raise ValidationError("fallback_from", "`fallback_from` must be an E.164 number or a short code", 21212)
     if req.attempt is not None and req.attempt < 1:
         raise ValidationError("attempt", "`attempt` must be a positive integer")
     if req.max_price is not None and req.max_price < 0:

@@ -209,7 +209,7 @@ class SendService:
                 reconciled = True
                 if found is not None:
                     return self._record_sent(message_id, found, now, "adopted", log)
-            early = self._refusal(msg, now)
+            early = self.refusal(msg, now)
             if early is not None:
                 code, text = early
                 record = self.ledger.record_error(message_id, code, text, now, token=token)
@@ -257,7 +257,7 @@ class SendService:
             metrics.add_metric(name="SenderQueueFull", unit="Count", value=1)
             raise Deferred("the sender's queue at Twilio is full for this message's validity", place.over_by, "Pacing")
 
-    def _refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
+    def refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
         """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
         if rules.is_stale(msg.not_after, now):
             return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"

@@ -71,6 +71,10 @@ class Settings:
     # how many send invocations may run (the SQS trigger's MaximumConcurrency) from TWILIO_MAX_CONCURRENCY.
     send_concurrency: int = 10
     poll_concurrency: int = 5
+    # The Twilio-compatible front door: its accounts (a secret) and the content window that absorbs a
+    # caller's retries when it sends no idempotency key (0: off; an account may set its own).
+    facade_secret_id: str | None = None
+    facade_dedup_seconds: int = 300
 
     def poll_window(self, moment: datetime) -> int:
         """The window a message sent at `moment` is polled in: its start, in epoch seconds."""
@@ -193,4 +197,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),
         send_concurrency=_int(env, "SEND_CONCURRENCY", 10, minimum=1),
         poll_concurrency=_int(env, "POLL_CONCURRENCY", 5, minimum=1),
+        facade_secret_id=env.get("FACADE_SECRET_ID") or None,
+        facade_dedup_seconds=_int(env, "FACADE_DEDUP_SECONDS", 300),
     )

@@ -17,14 +17,19 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import rules
 from chalicelib.dynamo import ConditionFailed, DynamoTable, Update, deserialize, serialize
 from chalicelib.ledger import (
+    ACCOUNT_INDEX,
     CLAIM_FINISHED,
     CLAIM_RELEASED,
+    CONTENT_PREFIX,
     POLL_WINDOW_INDEX,
     RECIPIENT_INDEX,
     ClaimResult,
     MessageRecord,
+    PageQuery,
     SentMessage,
     StatusUpdate,
+    decode_page_token,
+    encode_page_token,
     event,
     lower_statuses,
     sent_values,
@@ -218,3 +223,67 @@ class DynamoMessageLedger(DynamoTable):
             if "LastEvaluatedKey" not in result:
                 return ids
             request["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
+    # --- the Twilio-compatible front door --------------------------------------
+
+    def claim_content(self, key: str, message_id: str, now: datetime, window: timedelta) -> str:
+        until = int((now + window).timestamp())
+        u = Update().set({"message_id": message_id, "until": until, "expires_at": until + 60})
+        condition = f"attribute_not_exists({u.n('id')}) OR {u.n('until')} < {u.v(int(now.timestamp()))}"
+        try:
+            self._call("update_item", **u.request({"id": CONTENT_PREFIX + key}, condition))
+            return message_id
+        except ConditionFailed:
+            result = self._call("get_item", Key=serialize({"id": CONTENT_PREFIX + key}), ConsistentRead=True)
+        return str(deserialize(result["Item"])["message_id"]) if result.get("Item") else message_id
+
+    def account_page(self, account_sid: str, query: PageQuery) -> tuple[list[MessageRecord], str | None]:
+        names = {"#a": "account_sid"}
+        values: dict[str, Any] = {":a": account_sid}
+        key = "#a = :a"
+        lo, hi = query.created_range()
+        if lo is not None or hi is not None:
+            names["#c"] = "created_at"
+        if lo is not None:
+            key += " AND #c >= :lo" if hi is None else " AND #c BETWEEN :lo AND :hi"
+            values[":lo"] = lo
+        elif hi is not None:
+            key += " AND #c <= :hi"
+        if hi is not None:
+            values[":hi"] = hi
+        filters = []
+        for placeholder, (name, value) in {"t": ("to", query.to), "f": ("from", query.sender)}.items():
+            if value is not None:
+                names[f"#{placeholder}"], values[f":{placeholder}"] = name, value
+                filters.append(f"#{placeholder} = :{placeholder}")
+        request: dict[str, Any] = {
+            "IndexName": ACCOUNT_INDEX,
+            "KeyConditionExpression": key,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": serialize(values),
+            "ScanIndexForward": False,
+        }
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        start = decode_page_token(query.token, account_sid)
+        ids: list[str] = []
+        while len(ids) < query.size:
+            if start:
+                request["ExclusiveStartKey"] = start
+            request["Limit"] = query.size - len(ids)
+            result = self._call("query", **request)
+            ids += [item["id"]["S"] for item in result.get("Items", [])]
+            start = result.get("LastEvaluatedKey")
+            if not start:
+                break
+        found = self.get_many(ids)
+        return [found[i] for i in ids if i in found], encode_page_token(start) if start else None
+
+    def cancel_pending(self, message_id: str, now: datetime) -> MessageRecord | None:
+        u = Update().set({"status": "canceled", "updated_at": rules.iso(now), "claim_state": CLAIM_FINISHED})
+        u.append("events", [event("canceled", now, "api")])
+        condition = (
+            f"{u.n('status')} = {u.v('pending')} AND attribute_not_exists({u.n('claim_token')}) "
+            f"AND attribute_not_exists({u.n('twilio_sid')})"
+        )
+        return self._update_returning(message_id, u, condition)

@@ -138,6 +138,10 @@ def message_form(msg: OutboundMessage, status_callback: str | None) -> list[tupl
         ("ApplicationSid", msg.application_sid),
         ("RiskCheck", msg.risk_check),
         ("Attempt", msg.attempt),
+        ("AddressRetention", msg.address_retention),
+        ("ContentRetention", msg.content_retention),
+        ("FallbackFrom", msg.fallback_from),
+        ("TrafficType", msg.traffic_type),
     ]
     pairs += [(key, str(value)) for key, value in optional if value is not None]
     if msg.send_at is not None:
@@ -147,9 +151,11 @@ def message_form(msg: OutboundMessage, status_callback: str | None) -> list[tupl
         ("SmartEncoded", msg.smart_encoded),
         ("ShortenUrls", msg.shorten_urls),
         ("ForceDelivery", msg.force_delivery),
+        ("SendAsMms", msg.send_as_mms),
     ]
     pairs += [(key, _bool(value)) for key, value in flags if value is not None]
     pairs += [("MediaUrl", url) for url in msg.media_urls]
+    pairs += [("PersistentAction", action) for action in msg.persistent_action]
     return pairs
 
 
@@ -200,6 +206,8 @@ class Twilio(Protocol):
     ) -> TwilioMessage: ...
 
     def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage: ...
+
+    def update_message(self, creds: TwilioCredentials, sid: str, form: list[tuple[str, str]]) -> TwilioMessage: ...
 
     def fetch_account(self, creds: TwilioCredentials) -> dict[str, Any]: ...
 
@@ -263,6 +271,11 @@ class TwilioApi:
     def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage:
         url = f"{self.base_url}/Accounts/{creds.account_sid}/Messages/{sid}.json"
         return TwilioMessage.from_json(self._request("GET", url, creds))
+
+    def update_message(self, creds: TwilioCredentials, sid: str, form: list[tuple[str, str]]) -> TwilioMessage:
+        """`Status=canceled` (a scheduled message) or `Body=` (redact): both the same when repeated."""
+        url = f"{self.base_url}/Accounts/{creds.account_sid}/Messages/{sid}.json"
+        return TwilioMessage.from_json(self._request("POST", url, creds, data=form))
 
     def fetch_account(self, creds: TwilioCredentials) -> dict[str, Any]:
         return self._request("GET", f"{self.base_url}/Accounts/{creds.account_sid}.json", creds)

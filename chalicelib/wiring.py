@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from chalicelib.connection_check import ConnectionCheck
     from chalicelib.consumer import SendConsumer
     from chalicelib.events import CallbackForwarder, Events
+    from chalicelib.facade import TwilioFacade
+    from chalicelib.facade_accounts import FacadeAccounts
     from chalicelib.ledger import MessageLedger
     from chalicelib.queue import SendQueue
     from chalicelib.secrets import Credentials
@@ -67,6 +69,8 @@ class Pieces(TypedDict, total=False):
     forwarder: CallbackForwarder
     api_keys: ApiKeys
     messages_api: MessagesApi
+    facade_accounts: FacadeAccounts
+    publisher: Events
 
 
 def override(**pieces: Unpack[Pieces]) -> None:
@@ -256,7 +260,9 @@ def forwarder() -> CallbackForwarder:
     def build() -> Any:
         connection = settings().connection(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
-        return CallbackForwarder(requests.Session(), key or "", allow_local=settings().allow_local_callbacks)
+        return CallbackForwarder(
+            requests.Session(), key or "", allow_local=settings().allow_local_callbacks, accounts=facade_accounts()
+        )
 
     return _once("forwarder", build)
 
@@ -303,3 +309,22 @@ def connection_check() -> ConnectionCheck:
     from chalicelib.connection_check import ConnectionCheck
 
     return _once("connection_check", lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post))
+
+
+def facade_accounts() -> FacadeAccounts:
+    from chalicelib.facade_accounts import FacadeAccounts
+
+    s = settings()
+    return _once(
+        "facade_accounts", lambda: FacadeAccounts(secrets_provider(), s.facade_secret_id, s.secret_max_age_seconds)
+    )
+
+
+def twilio_facade() -> TwilioFacade:
+    from chalicelib.facade import TwilioFacade
+
+    def build() -> TwilioFacade:
+        pieces = (facade_accounts(), accept_messages(), ledger(), twilio(), credentials(), publisher(), clock())
+        return TwilioFacade(settings(), *pieces)
+
+    return _once("twilio_facade", build)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,3 +233,65 @@ class _Context:
 
     def get_remaining_time_in_millis(self) -> int:
         return 60000
+
+
+def function_url_event(method: str, path: str, headers: dict[str, str], body: bytes, domain: str) -> dict[str, Any]:
+    """An HTTP request as a Lambda function URL hands it to its function (payload format 2.0)."""
+    import base64
+
+    raw_path, _, query = path.partition("?")
+    return {
+        "version": "2.0",
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "body": base64.b64encode(body).decode(),
+        "isBase64Encoded": True,
+        "requestContext": {"domainName": domain, "http": {"method": method, "path": raw_path}},
+    }
+
+
+class LocalEventBus:
+    """EventBridge with the template's rule: every event goes to the bus (moto), and a status change that
+    carries a `status_callback` invokes the forward function asynchronously, with Lambda's two retries."""
+
+    def __init__(self, inner: Any, forward: Handler, workers: int = 4, retry_delay: float = 0.5) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.inner = inner
+        self.forward = forward
+        self.retry_delay = retry_delay
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eventbridge")
+        self.delivered = 0
+        self.failed: list[dict[str, Any]] = []  # what the forward DLQ would hold
+        self.last_error: str | None = None
+
+    def publish(self, detail_type: str, details: Any) -> None:
+        from chalicelib.events import SOURCE, STATUS_CHANGED
+
+        self.inner.publish(detail_type, details)
+        if detail_type != STATUS_CHANGED:
+            return
+        for detail in details:
+            if detail.get("status_callback"):
+                event: dict[str, Any] = {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type}
+                event["source"] = SOURCE
+                event["account"] = ACCOUNT_ID
+                event.update({"region": REGION, "resources": [], "time": detail.get("at"), "detail": dict(detail)})
+                self.executor.submit(self._invoke, event)
+
+    def _invoke(self, event: dict[str, Any]) -> None:
+        import time
+
+        for attempt in range(3):
+            try:
+                self.forward(event, _Context("twilio-connector-forward"))
+                self.delivered += 1
+                return
+            except Exception as exc:  # Lambda retries an async invoke twice
+                self.last_error = repr(exc)
+                time.sleep(self.retry_delay * (attempt + 1))
+        self.failed.append(event)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

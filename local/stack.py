@@ -30,6 +30,7 @@ GATEWAY_REFUSALS = {
     "Missing Authentication Token": "MISSING_AUTHENTICATION_TOKEN",
     "Authorization header requires": "INCOMPLETE_SIGNATURE",  # the same, sent with `Authorization: Bearer`
 }
+FACADE_PREFIX = "/2010-04-01/"
 SECRET_KEYS = ("account_sid", "auth_token", "secondary_auth_token", "callback_signing_key")
 
 
@@ -53,6 +54,10 @@ class StackConfig:
     batch_size: int = 10  # records per send invocation (SQS hands out 10 per receive; more are gathered)
     batch_window: float = 0.0  # seconds to gather a batch, as Lambda's MaximumBatchingWindowInSeconds
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The Twilio-compatible front door's account (DESIGN §7), served under /2010-04-01 on the API's port.
+    facade_account_sid: str = "AC" + "0" * 31 + "1"
+    facade_token: str = "local-facade-token"  # noqa: S105 - local only, printed by make run
+    facade_dedup_seconds: int = 300
 
 
 class LocalStack:
@@ -101,6 +106,12 @@ class LocalStack:
             SecretString=json.dumps({"keys": [{"name": "local", "sha256": key_hash(cfg.api_key)}]}),
         )
 
+        self.facade_secret_id = f"twilio-connector-{cfg.stage}/facade"
+        account = {"account_sid": cfg.facade_account_sid, "auth_token": cfg.facade_token, "friendly_name": "make run"}
+        boto3.client("secretsmanager").create_secret(
+            Name=self.facade_secret_id, SecretString=json.dumps({"accounts": [account], "keys": []})
+        )
+
         self._start_api()
         if cfg.use_simulator:
             sim_config = SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)
@@ -129,18 +140,22 @@ class LocalStack:
                 "RETRY_ATTEMPTS": str(cfg.retry_attempts),
                 "SECRET_MAX_AGE_SECONDS": "0",
                 "ALLOW_LOCAL_CALLBACKS": "true",  # local receivers: http and loopback
+                "FACADE_SECRET_ID": self.facade_secret_id,
+                "FACADE_DEDUP_SECONDS": str(cfg.facade_dedup_seconds),
                 **cfg.extra_env,
             }
         )
         from chalicelib import wiring
 
         wiring.reset()
-        wiring.override(dynamodb=AtomicClient(self.dynamodb))
         self._exits.append(wiring.reset)
 
         import app
 
         self.app = app
+        self.event_bus = local_aws.LocalEventBus(None, app.forward)
+        self.rewire()
+        self._exits.append(self.event_bus.close)
         self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll)
         self.router.register(f"twilio-connector-{cfg.stage}-finalize", app.finalize)
         patch = self.router.installed()
@@ -152,6 +167,15 @@ class LocalStack:
             poller.start()
             self._threads.append(poller)
         return self
+
+    def rewire(self) -> None:
+        """Put the stack's own pieces back in the wiring (tests reset it between tests)."""
+        from chalicelib import wiring
+
+        wiring.override(dynamodb=AtomicClient(self.dynamodb))
+        self.event_bus.inner = None
+        self.event_bus.inner = wiring.publisher()  # EventBridge (moto), then the rule's targets
+        wiring.override(publisher=self.event_bus)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -202,6 +226,18 @@ class LocalStack:
                 if verbose:
                     super().log_message(format, *args)
 
+            def _dispatch(self) -> None:
+                """The front door is a function URL when deployed: here it shares the API's port."""
+                if not self.path.startswith(FACADE_PREFIX):
+                    return self._generic_handle()
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                event = local_aws.function_url_event(self.command, self.path, dict(self.headers), body, host)
+                response = app.facade(event, _context(f"twilio-connector-{stage}-facade"))
+                self._send_http_response(response["statusCode"], dict(response.get("headers") or {}), response["body"])
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
             def _send_error_response(self, error: Any) -> None:
                 # Chalice's local gateway mimics API Gateway's defaults for an unknown route;
                 # the deployed API answers with the template's GatewayResponses instead.
@@ -212,7 +248,7 @@ class LocalStack:
                 status, body = local_aws.gateway_response(kind, "Missing Authentication Token")
                 self._send_http_response(status, {"Content-Type": "application/json"}, body)
 
-        verbose = self.config.verbose
+        verbose, stage, host = self.config.verbose, self.config.stage, self.config.host
         if not isinstance(app.app, CustomLocalChalice):  # what chalice.local.create_local_server does, once
             CustomLocalChalice.__bases__ = (LocalChalice, app.app.__class__)
             app.app.__class__ = CustomLocalChalice
@@ -225,6 +261,7 @@ class LocalStack:
         self._exits.append(server.shutdown)
         host, port = server.server.server_address[:2]
         self.api_url = f"http://{host}:{port}"
+        self.facade_url = f"{self.api_url}{FACADE_PREFIX.rstrip('/')}"
 
     # --- SQS -> the send Lambda ----------------------------------------------------
 

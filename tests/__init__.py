@@ -1,5 +1,6 @@
+import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -11,3 +12,18 @@ def must(value: T | None) -> T:
     """A value a test expects to be there (a record it just wrote), narrowed for the type checker."""
     assert value is not None
     return value
+
+
+def _nullable(schema: Any) -> Any:
+    """OpenAPI 3.0 `nullable` as JSON Schema: a null is allowed too."""
+    if isinstance(schema, dict):
+        out = {k: _nullable(v) for k, v in schema.items() if k not in ("nullable", "x-twilio", "description")}
+        if schema.get("nullable") and "type" in out:
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_nullable(v) for v in schema]
+    return schema
+
+
+MESSAGE_SCHEMA = _nullable(json.loads((TWILIO_DATA / "message_subset.json").read_text())["MessageResource"])

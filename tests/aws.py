@@ -19,6 +19,9 @@ def create_tables(client: Any, stage: str = STAGE) -> dict[str, str]:
 SECRET_ID = f"twilio-connector-{STAGE}/twilio"
 API_KEYS_SECRET_ID = f"twilio-connector-{STAGE}/api-keys"
 API_KEY = "test-api-key"
+FACADE_SECRET_ID = f"twilio-connector-{STAGE}/facade"
+FACADE_ACCOUNT = "AC" + "f" * 32
+FACADE_TOKEN = "test-facade-token"
 
 
 def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str, **env: str) -> dict[str, str]:
@@ -38,7 +41,10 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
     secrets.create_secret(
         Name=API_KEYS_SECRET_ID, SecretString=json.dumps({"keys": [{"name": "tests", "sha256": key_hash(API_KEY)}]})
     )
+    account = {"account_sid": FACADE_ACCOUNT, "auth_token": FACADE_TOKEN, "friendly_name": "tests"}
+    secrets.create_secret(Name=FACADE_SECRET_ID, SecretString=json.dumps({"accounts": [account], "keys": []}))
     values = {
+        "FACADE_SECRET_ID": FACADE_SECRET_ID,
         "MESSAGES_TABLE": names["MessagesTable"],
         "OPTOUTS_TABLE": names["OptOutsTable"],
         "TEMPLATES_TABLE": names["TemplatesTable"],

@@ -13,10 +13,14 @@ from chalicelib import rules
 from chalicelib.ledger import (
     CLAIM_FINISHED,
     CLAIM_RELEASED,
+    CONTENT_PREFIX,
     ClaimResult,
     MessageRecord,
+    PageQuery,
     SentMessage,
     StatusUpdate,
+    decode_page_token,
+    encode_page_token,
     event,
     lower_statuses,
     sent_values,
@@ -171,6 +175,46 @@ class InMemoryLedger:
         with self.lock:
             mine = [i for i in self.items.values() if i.get("to") == phone and "created_at" in i]
         return max(mine, key=lambda i: i["created_at"])["id"] if mine else None
+
+    def claim_content(self, key: str, message_id: str, now: datetime, window: timedelta) -> str:
+        with self.lock:
+            held = self.items.get(CONTENT_PREFIX + key)
+            if held is not None and held["until"] >= int(now.timestamp()):
+                return str(held["message_id"])
+            self.items[CONTENT_PREFIX + key] = {"message_id": message_id, "until": int((now + window).timestamp())}
+            return message_id
+
+    def account_page(self, account_sid: str, query: PageQuery) -> tuple[list[MessageRecord], str | None]:
+        lo, hi = query.created_range()
+        with self.lock:
+            mine = [
+                i
+                for i in self.items.values()
+                if i.get("account_sid") == account_sid
+                and (lo is None or i["created_at"] >= lo)
+                and (hi is None or i["created_at"] <= hi)
+            ]
+        mine.sort(key=lambda i: (i["created_at"], i["id"]), reverse=True)
+        start = decode_page_token(query.token, account_sid)
+        if start is not None:
+            after = (start["created_at"]["S"], start["id"]["S"])
+            mine = [i for i in mine if (i["created_at"], i["id"]) < after]
+        page = [i for i in mine if query.matches(i)][: query.size]
+        last = page[-1] if len(page) == query.size else None
+        token = None
+        if last is not None:
+            key = {f: {"S": last[f]} for f in ("id", "account_sid", "created_at")}
+            token = encode_page_token(key)
+        return [MessageRecord(copy.deepcopy(i)) for i in page], token
+
+    def cancel_pending(self, message_id: str, now: datetime) -> MessageRecord | None:
+        with self.lock:
+            item = self.items.get(message_id)
+            if item is None or not self._fresh_ok(item) or "created_at" not in item:
+                return None
+            item.update(status="canceled", updated_at=rules.iso(now), claim_state=CLAIM_FINISHED)
+            item.setdefault("events", []).append(event("canceled", now, "api"))
+            return MessageRecord(copy.deepcopy(item))
 
 
 class InMemoryOptOuts:

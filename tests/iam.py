@@ -18,6 +18,7 @@ FUNCTION_ROLES = {
     "Forward": "ForwardRole",
     "Webhooks": "WebhooksRole",
     "APIHandler": "ApiHandlerRole",
+    "Facade": "FacadeRole",
 }
 # What AWS itself does with a function's role, not the function's code: Lambda's SQS poller reads and
 # deletes the send queue's records; an asynchronous invocation's on-failure destination posts to its queue.
@@ -36,6 +37,7 @@ def resource_name(resource: Any) -> str:
         return str(resource["Ref"])
     text = str(resource["Fn::Sub"])
     for marker, name in (("/index/by_recipient", "by_recipient"), ("/index/by_poll_window", "by_poll_window"),
+                         ("/index/by_account", "by_account"),
                          (":event-bus/", "event-bus"),
                          (SECRET_PREFIX_MARKER, "ConnectionSecrets")):  # fmt: skip
         if marker in text:

@@ -91,6 +91,7 @@ class TwilioStub:
         mock.add_callback(responses.POST, re.compile(prefix + r"/Accounts/(AC\w+)/Messages\.json$"), self._create)
         mock.add_callback(responses.GET, re.compile(prefix + r"/Accounts/(AC\w+)/Messages\.json(\?.*)?$"), self._list)
         mock.add_callback(responses.GET, re.compile(prefix + r"/Accounts/(AC\w+)/Messages/(\w+)\.json$"), self._fetch)
+        mock.add_callback(responses.POST, re.compile(prefix + r"/Accounts/(AC\w+)/Messages/(\w+)\.json$"), self._update)
 
     # --- what tests look at --------------------------------------------------
 
@@ -126,7 +127,11 @@ class TwilioStub:
                 body=values.get("Body", ""),
                 messaging_service_sid=values.get("MessagingServiceSid"),
                 date_created=created,
-                status="accepted" if values.get("MessagingServiceSid") else "queued",
+                status="scheduled"
+                if values.get("SendAt")
+                else "accepted"
+                if values.get("MessagingServiceSid")
+                else "queued",
                 media=[v for k, v in form if k == "MediaUrl"],
                 form=form,
             )
@@ -191,5 +196,19 @@ class TwilioStub:
         sid = urlsplit(request.url).path.rsplit("/", 1)[-1].removesuffix(".json")
         for message in self.messages:
             if message.sid == sid:
+                return 200, {"Content-Type": "application/json"}, json.dumps(message.to_json())
+        return _error(404, 20404, f"The requested resource {sid} was not found")
+
+    def _update(self, request: Any) -> tuple[int, dict, str]:
+        """Twilio's update: `Status=canceled` while scheduled, else 30409 (as the simulator answers)."""
+        if not self._authorized(request):
+            return _error(401, 20003, "Authentication Error - invalid username")
+        sid = urlsplit(request.url).path.rsplit("/", 1)[-1].removesuffix(".json")
+        form = dict(parse_qsl(request.body or "", keep_blank_values=True))
+        for message in self.messages:
+            if message.sid == sid:
+                if form.get("Status") != "canceled" or message.status != "scheduled":
+                    return _error(400, 30409, "This message cannot be canceled")
+                message.status = "canceled"
                 return 200, {"Content-Type": "application/json"}, json.dumps(message.to_json())
         return _error(404, 20404, f"The requested resource {sid} was not found")

@@ -547,6 +547,31 @@ class Simulator:
             message.fetches += 1
             return message
 
+    def update_message(self, sid: str, form: list[tuple[str, str]]) -> SimMessage:
+        """Twilio's Message update: `Status=canceled` while scheduled (else 30409); `Body=` (empty) redacts
+        a message in a final state."""
+        values = dict(form)
+        now = self.clock.now()
+        with self.lock:
+            message = self.messages.get(sid)
+            if message is None:
+                raise TwilioApiError(404, 20404, f"The requested resource /Messages/{sid}.json was not found")
+            status = message.state_at(now)[0]
+            if values.get("Status") == "canceled":
+                if status != "scheduled":
+                    raise TwilioApiError(400, 30409, "This message cannot be canceled")
+                message.timeline = [*[t for t in message.timeline if t[0] <= now], (now, "canceled", None)]
+                if message.status_callback:
+                    params = self._callback_params(message, "canceled", None, now)
+                    self.schedule(now, functools.partial(self._post, message.status_callback, params, "status"))
+            elif "Body" in values:
+                if values["Body"] or status not in ("delivered", "undelivered", "failed", "canceled", "received"):
+                    raise TwilioApiError(400, 20001, "Body can only be redacted (set to empty) in a final state")
+                message.body = ""
+            else:
+                raise TwilioApiError(400, 20001, "Give Status=canceled or Body= (empty)")
+            return message
+
     def list_messages(self, query: dict[str, str]) -> list[SimMessage]:
         now = self.clock.now()
         with self.lock:
@@ -671,9 +696,14 @@ class Simulator:
                 continue
             params = self._callback_params(message, status, code, when)
             for extra in range(2 if duplicate else 1):
-                self.schedule(
-                    due + timedelta(milliseconds=5 * extra), functools.partial(self._post, url, params, "status")
-                )
+                post = functools.partial(self._post_if_current, message, (when, status, code), url, params)
+                self.schedule(due + timedelta(milliseconds=5 * extra), post)
+
+    def _post_if_current(
+        self, message: SimMessage, step: tuple[datetime, str, int | None], url: str, params: list[tuple[str, str]]
+    ) -> int | None:
+        """A step a cancel removed from the timeline is never reported."""
+        return self._post(url, params, "status") if step in message.timeline else None
 
     def _post(self, url: str, params: list[tuple[str, str]], kind: str) -> int | None:
         signature = compute_signature(url, params, self.config.auth_token)

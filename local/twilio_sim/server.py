@@ -13,12 +13,11 @@ import re
 import threading
 import time
 from dataclasses import asdict
-from email.parser import BytesParser
-from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from chalicelib.facade_requests import parse_form  # Twilio's own reading of a form, shared
 from local.twilio_sim.core import (
     API_VERSION,
     CallbackFaults,
@@ -133,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault is not None and fault.kind == "lost":
                     raise _DropConnection
                 self._send_json(201, message.to_json(sim.clock.now()))
+            elif op == "update":
+                self._send_json(200, sim.update_message(match["sid"], form).to_json(sim.clock.now()))
             elif op == "fetch":
                 self._send_json(200, sim.fetch_message(match["sid"]).to_json(sim.clock.now()))
             elif op == "list":
@@ -149,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("create", "POST", MESSAGES),
             ("list", "GET", MESSAGES),
             ("fetch", "GET", MESSAGE),
+            ("update", "POST", MESSAGE),
             ("account", "GET", ACCOUNT),
         ):
             found = pattern.match(path)
@@ -262,19 +264,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"ok": True})
         else:
             self._send_json(404, {"error": f"no control route {method} {path}"})
-
-
-def parse_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
-    """A create's parameters as Twilio takes them: urlencoded or multipart/form-data (repeated names kept)."""
-    if not content_type.lower().startswith("multipart/form-data"):
-        return parse_qsl(body.decode(), keep_blank_values=True)
-    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    fields: list[tuple[str, str]] = []
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if name:
-            fields.append((str(name), str(part.get_content()).removesuffix("\r\n")))
-    return fields
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,7 +26,17 @@ from twilio.request_validator import RequestValidator
 from chalicelib import wiring
 from local import aws as local_aws
 from tests import must
-from tests.aws import API_KEY, API_KEYS_SECRET_ID, SECRET_ID, STAGE, AtomicClient, provision
+from tests.aws import (
+    API_KEY,
+    API_KEYS_SECRET_ID,
+    FACADE_ACCOUNT,
+    FACADE_SECRET_ID,
+    FACADE_TOKEN,
+    SECRET_ID,
+    STAGE,
+    AtomicClient,
+    provision,
+)
 from tests.events import Delivery, LambdaContext, sqs_event
 from tests.iam import FUNCTION_ROLES, ON_THE_FUNCTIONS_BEHALF, granted
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
@@ -80,6 +91,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")  # every read reaches Secrets Manager, so each is seen
         logical = {physical: name for name, physical in names.items()}
         logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
+        logical.update({FACADE_SECRET_ID: "FacadeSecret", "by_account": "by_account"})
         logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient", "by_poll_window": "by_poll_window"})
         calls: set[Call] = set()
         original = wiring._boto_client
@@ -93,7 +105,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID, "status": "active"}
         )
         mock.add_passthru(re.compile(r"http://127\.0\.0\.1.*"))
-        yield {"calls": calls, "stub": stub, "names": logical, "mock": mock}
+        yield {"calls": calls, "stub": stub, "names": logical, "mock": mock, "queue_url": names["SendQueue"]}
 
 
 def fresh_wiring(world: dict[str, Any]) -> None:
@@ -185,9 +197,12 @@ def forward_work(world: dict[str, Any]) -> None:
         SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "callback_signing_key": "k"}),
     )
     world["mock"].add(responses.POST, "https://cdp.example/status", status=200)
-    event = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
+    event: dict[str, Any] = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
              "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1", "resources": [],
              "detail": {"id": "m", "status": "delivered", "status_callback": "https://cdp.example/status"}}  # fmt: skip
+    app.forward(event, LambdaContext())
+    # a message from the Twilio-compatible front door: posted as Twilio posts, signed with its account's token
+    event["detail"] = {**event["detail"], "callback_format": "twilio", "account_sid": FACADE_ACCOUNT, "to": TO}
     app.forward(event, LambdaContext())
 
 
@@ -244,6 +259,53 @@ def api_work(world: dict[str, Any]) -> None:
             assert answer.status_code == 200
 
 
+def facade_work(world: dict[str, Any]) -> None:
+    import app
+
+    def call(method: str, path: str, form: dict[str, str] | None = None, query: str = "") -> dict[str, Any]:
+        auth = base64.b64encode(f"{FACADE_ACCOUNT}:{FACADE_TOKEN}".encode()).decode()
+        event = {
+            "rawPath": f"/2010-04-01/Accounts/{FACADE_ACCOUNT}{path}",
+            "rawQueryString": query,
+            "headers": {"authorization": f"Basic {auth}", "content-type": "application/x-www-form-urlencoded"},
+            "requestContext": {"domainName": FUNCTION_URL.removeprefix("https://"), "http": {"method": method}},
+            "body": urlencode(form or {}),
+        }
+        answer: dict[str, Any] = app.facade(event, LambdaContext())
+        assert answer["statusCode"] < 500, answer
+        result: dict[str, Any] = json.loads(answer["body"])
+        return result
+
+    created = call(
+        "POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "hi", "StatusCallback": "https://x.example"}
+    )
+    call("POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "hi", "StatusCallback": "https://x.example"})
+    assert call("GET", f"/Messages/{created['sid']}.json")["status"] == "queued"
+    assert call("POST", f"/Messages/{created['sid']}.json", {"Status": "canceled"})["status"] == "canceled"
+    assert call("GET", "/Messages.json", query="PageSize=1&To=%2B15551234567")["messages"]
+    assert call("GET", ".json")["status"] == "active"
+    call("GET", "/IncomingPhoneNumbers.json")
+    # a scheduled message the send function has handed to Twilio is canceled there
+    send_at = (world["stub"].clock + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    form = {
+        "To": TO,
+        "MessagingServiceSid": "MG" + "1" * 32,
+        "Body": "later",
+        "SendAt": send_at,
+        "ScheduleType": "fixed",
+    }
+    scheduled = call("POST", "/Messages.json", form)
+    from local.stack import _lambda_record
+
+    facade_calls, url = set(world["calls"]), world["queue_url"]
+    received = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+    records = [_lambda_record(m, url) for m in received["Messages"]]
+    assert app.send({"Records": records}, LambdaContext())["batchItemFailures"] == []
+    world["calls"].clear()  # the send function's calls are its own
+    world["calls"].update(facade_calls)
+    assert call("POST", f"/Messages/{scheduled['sid']}.json", {"Status": "canceled"})["status"] == "canceled"
+
+
 WORK: dict[str, Callable[[dict[str, Any]], None]] = {
     "Send": send_work,
     "Poll": poll_work,
@@ -251,6 +313,7 @@ WORK: dict[str, Callable[[dict[str, Any]], None]] = {
     "Forward": forward_work,
     "Webhooks": webhooks_work,
     "APIHandler": api_work,
+    "Facade": facade_work,
 }
 
 

@@ -49,14 +49,9 @@ def cdp() -> Iterator[Cdp]:
 
 
 @pytest.fixture(autouse=True)
-def _keep_the_stack_wiring() -> None:
+def _keep_the_stack_wiring(cdp: Cdp) -> None:
     """The module's stack outlives tests/conftest.py's per-test wiring reset: restore its pieces."""
-    import boto3
-
-    from chalicelib import wiring
-    from local.aws import AtomicClient
-
-    wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")))
+    cdp.stack.rewire()
 
 
 def test_messages_sent_through_the_api_reach_their_true_status(cdp: Cdp) -> None:

@@ -28,12 +28,7 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture(autouse=True)
 def _keep_the_stack_wiring(stack: LocalStack) -> None:
-    import boto3
-
-    from chalicelib import wiring
-    from local.aws import AtomicClient
-
-    wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")))
+    stack.rewire()
 
 
 @schema.parametrize()

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,57 +24,14 @@ from twilio.rest import Client
 
 from local.twilio_sim import CallbackFaults, Fault, SimConfig, TwilioSimulator
 from local.twilio_sim.core import ERROR_MESSAGES
-from tests import TWILIO_DATA
+from tests import MESSAGE_SCHEMA, TWILIO_DATA
+from tests.receiver import Receiver
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "sim-auth-token"
 FROM = "+15005550006"
 TO = "+15551234567"
 MG = "MG" + "2" * 32
-
-
-def _nullable(schema: Any) -> Any:
-    """OpenAPI 3.0 `nullable` as JSON Schema: a null is allowed too."""
-    if isinstance(schema, dict):
-        out = {k: _nullable(v) for k, v in schema.items() if k not in ("nullable", "x-twilio", "description")}
-        if schema.get("nullable") and "type" in out:
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(schema, list):
-        return [_nullable(v) for v in schema]
-    return schema
-
-
-MESSAGE_SCHEMA = _nullable(json.loads((TWILIO_DATA / "message_subset.json").read_text())["MessageResource"])
-
-
-class Receiver:
-    """A webhook endpoint on loopback that keeps every request it gets."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def wait_for(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.requests
 
 
 @pytest.fixture

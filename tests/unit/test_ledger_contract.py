@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.ledger import SentMessage, StatusUpdate
+from chalicelib.ledger import BadPageToken, PageQuery, SentMessage, StatusUpdate
 from chalicelib.rules import ClaimOutcome
 from chalicelib.store import DynamoMessageLedger
 from chalicelib.tables import DynamoOptOuts
@@ -258,3 +258,63 @@ def test_an_accepted_message_is_created_pending_once_and_marked_enqueued(ledger)
     assert ledger.get("p1").item["enqueued_at"]
     # the send then claims it as any queued request
     assert ledger.claim("p1", ATTRS, "t", NOW, LEASE).outcome is ClaimOutcome.FRESH
+
+
+# --- the Twilio-compatible front door ------------------------------------------
+
+ACCOUNT = "AC" + "1" * 32
+
+
+def _facade_message(ledger, message_id, at, to="+15551234567", account=ACCOUNT):
+    ledger.create_pending(message_id, {**ATTRS, "to": to, "account_sid": account}, at)
+
+
+def test_a_content_window_belongs_to_the_first_message_until_it_ends(ledger):
+    window = timedelta(seconds=300)
+    assert ledger.claim_content("k", "SM1", NOW, window) == "SM1"
+    assert ledger.claim_content("k", "SM2", NOW + timedelta(seconds=299), window) == "SM1"
+    assert ledger.claim_content("other", "SM3", NOW, window) == "SM3"
+    assert ledger.claim_content("k", "SM4", NOW + timedelta(seconds=301), window) == "SM4"  # a new window
+
+
+def test_an_accounts_messages_page_newest_first_with_filters_and_tokens(ledger):
+    for n in range(5):
+        _facade_message(ledger, f"SM{n}", NOW + timedelta(minutes=n), to="+15550000001" if n % 2 else "+15550000002")
+    _facade_message(ledger, "SMx", NOW, account="AC" + "2" * 32)
+    ledger.create_pending("plain", ATTRS, NOW)  # not through the front door: not in the index
+
+    page, token = ledger.account_page(ACCOUNT, PageQuery(size=2))
+    assert [r.id for r in page] == ["SM4", "SM3"] and token
+    rest: list[str] = []
+    while token:
+        more, token = ledger.account_page(ACCOUNT, PageQuery(size=2, token=token))
+        rest += [r.id for r in more]
+    assert rest == ["SM2", "SM1", "SM0"]
+
+    to_one, _ = ledger.account_page(ACCOUNT, PageQuery(to="+15550000001"))
+    assert [r.id for r in to_one] == ["SM3", "SM1"]
+    day = NOW.date().isoformat()
+    assert len(ledger.account_page(ACCOUNT, PageQuery(sent_on=day))[0]) == 5
+    assert ledger.account_page(ACCOUNT, PageQuery(sent_before="2026-11-21"))[0] == []
+    assert len(ledger.account_page(ACCOUNT, PageQuery(sent_after=day))[0]) == 5
+
+
+def test_a_page_token_for_another_account_is_refused(ledger):
+    for n in range(3):
+        _facade_message(ledger, f"SM{n}", NOW + timedelta(minutes=n))
+    _, token = ledger.account_page(ACCOUNT, PageQuery(size=1))
+    with pytest.raises(BadPageToken):
+        ledger.account_page("AC" + "2" * 32, PageQuery(token=token))
+    with pytest.raises(BadPageToken):
+        ledger.account_page(ACCOUNT, PageQuery(token="PAnot-base64!"))
+
+
+def test_only_a_pending_unclaimed_message_can_be_canceled(ledger):
+    ledger.create_pending("m1", ATTRS, NOW)
+    canceled = ledger.cancel_pending("m1", NOW)
+    assert canceled is not None and canceled.status == "canceled"
+    assert ledger.claim("m1", ATTRS, "t1", NOW, LEASE).outcome is not ClaimOutcome.FRESH  # never sent after
+    ledger.create_pending("m2", ATTRS, NOW)
+    ledger.claim("m2", ATTRS, "t2", NOW, LEASE)
+    assert ledger.cancel_pending("m2", NOW) is None
+    assert ledger.cancel_pending("missing", NOW) is None
