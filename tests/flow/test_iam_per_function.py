@@ -197,8 +197,9 @@ def forward_work(world: dict[str, Any]) -> None:
         SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "callback_signing_key": "k"}),
     )
     world["mock"].add(responses.POST, "https://cdp.example/status", status=200)
-    event: dict[str, Any] = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
-             "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1", "resources": [],
+    event: dict[str, Any] = {"version": "0", "id": "e", "detail-type": "Message Status Changed",
+             "source": "twilio.connector", "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1",
+             "resources": [],
              "detail": {"id": "m", "status": "delivered", "status_callback": "https://cdp.example/status"}}  # fmt: skip
     app.forward(event, LambdaContext())
     # a message from the Twilio-compatible front door: posted as Twilio posts, signed with its account's token
