@@ -21,6 +21,12 @@ $(CHECKOV): tests/artifact/requirements-checkov.txt
 	.venv-checkov/bin/python -m pip install --quiet -r tests/artifact/requirements-checkov.txt
 	touch $(CHECKOV)
 
+# Test-only: the official twilio Node.js package drives the Twilio-compatible front door (tests/node).
+NODE_TWILIO := tests/node/node_modules/twilio/package.json
+$(NODE_TWILIO): tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --silent
+	touch $(NODE_TWILIO)
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -28,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(CHECKOV)
+unit: $(STAMP) $(CHECKOV) $(NODE_TWILIO)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -38,7 +44,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
 
 # The whole connector on this machine: DEMO=1 sends a few messages, REAL_TWILIO=1 uses your Twilio account.
 run: $(STAMP)
