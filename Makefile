@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit venv clean bench sim package deploy twilio-credentials api-key format run fuzz soak
+.PHONY: test lint typecheck unit venv clean bench sim package deploy twilio-credentials api-key facade-account format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ deploy: $(STAMP)
 # After the first deploy: the Twilio credentials (asked for, never on the command line) and API keys.
 twilio-credentials: $(STAMP)
 	$(BIN)/python -m infra.keys twilio --stage $(STAGE) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))
+
+# An account for the Twilio-compatible front door (platforms' Base URL, Account SID and token).
+facade-account: $(STAMP)
+	@test -n "$(NAME)" || { echo "usage: make facade-account STAGE=prod NAME=<platform> [CONNECTION=<name>]"; exit 2; }
+	$(BIN)/python -m infra.keys facade-account --stage $(STAGE) --name "$(NAME)" $(if $(CONNECTION),--connection $(CONNECTION)) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))
 
 api-key: $(STAMP)
 	@test -n "$(NAME)" || { echo "usage: make api-key STAGE=prod NAME=<who the key is for>"; exit 2; }

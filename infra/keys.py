@@ -2,6 +2,7 @@
 
     python -m infra.keys twilio --stage prod     # asks for the Account SID and auth token
     python -m infra.keys api-key --stage prod --name cdp   # prints a new key once; stores its hash
+    python -m infra.keys facade-account --stage prod --name unica [--connection eu]   # the front door
 
 The secrets are found through the stack's outputs (TwilioSecretArn, ApiKeysSecretArn), so their
 generated names never need typing. Nothing secret is taken from the command line (shell history).
@@ -71,16 +72,49 @@ def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], st
     return key
 
 
+def add_facade_account(
+    client: Any,
+    secret_id: str,
+    name: str,
+    connection: str | None = None,
+    new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+    new_sid: Callable[[], str] = lambda: "AC" + secrets.token_hex(16),
+    now: str | None = None,
+) -> tuple[str, str]:
+    """An account for the Twilio-compatible front door: (Account SID, token), shown once.
+
+    The token is kept in the secret, not only its hash: the front door signs this account's
+    StatusCallbacks with it (X-Twilio-Signature), as Twilio signs with yours."""
+    from datetime import UTC, datetime
+
+    if not re.fullmatch(r"[A-Za-z0-9 _.-]{1,64}", name):
+        raise SetupError("an account name is 1-64 letters, digits, spaces, '.', '_' or '-'")
+    value = _read(client, secret_id)
+    accounts = [a for a in value.get("accounts", []) if isinstance(a, dict)]
+    if any(a.get("friendly_name") == name for a in accounts):
+        raise SetupError(f"an account named {name!r} exists; pick another name (remove the old one in the secret)")
+    sid, token = new_sid(), new_token()
+    entry = {"account_sid": sid, "auth_token": token, "friendly_name": name}
+    entry["date_created"] = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if connection:
+        entry["connection"] = connection
+    value = {**value, "accounts": [*accounts, entry], "keys": value.get("keys", [])}
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
+    return sid, token
+
+
 def main(argv: list[str] | None = None, session: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.keys", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("twilio", "api-key"):
+    for name in ("twilio", "api-key", "facade-account"):
         sub = commands.add_parser(name)
         sub.add_argument("--stage", default="dev")
         sub.add_argument("--stack-name")
         sub.add_argument("--region")
-        if name == "api-key":
-            sub.add_argument("--name", required=True, help="who the key is for, e.g. the CDP's name")
+        if name in ("api-key", "facade-account"):
+            sub.add_argument("--name", required=True, help="who it is for, e.g. the platform's name")
+        if name == "facade-account":
+            sub.add_argument("--connection", help="the Twilio connection it sends through (default: the default)")
     args = parser.parse_args(argv)
     if session is None:
         import boto3
@@ -96,6 +130,13 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
             token = getpass.getpass("Twilio auth token (not shown): ").strip()
             set_twilio_credentials(client, secret_id, account_sid, token)
             print(f"stored in {secret_id}; the functions read it within SECRET_MAX_AGE_SECONDS (300 s)")
+        elif args.command == "facade-account":
+            sid, token = add_facade_account(
+                client, stack_output(cfn, stack, "FacadeSecretArn"), args.name, args.connection
+            )
+            base = stack_output(cfn, stack, "FacadeUrl").rstrip("/") + "/2010-04-01"
+            print(f"Front door account for {args.name} (the token is shown once):")
+            print(f"  Base URL:    {base}\n  Account SID: {sid}\n  Auth token:  {token}")
         else:
             key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name)
             print(f"API key for {args.name} (shown once; only its hash is stored):\n{key}")

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         api_key=os.environ.get("CONNECTOR_API_KEY") or "local-dev-key",
         verbose=args.verbose,
     )
+    config.facade_account_sid = os.environ.get("FACADE_ACCOUNT_SID") or config.facade_account_sid
+    config.facade_token = os.environ.get("FACADE_TOKEN") or config.facade_token
     if args.real_twilio:
         missing = [
             v for v in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_DEFAULT_FROM") if not os.environ.get(v)
@@ -97,12 +99,20 @@ Twilio connector running locally
   API key:     {key}
   Twilio:      {twilio}
   Webhooks:    {stack.api_url}/twilio/status and /twilio/inbound
+  Twilio-compatible front door (for platforms that speak Twilio; DESIGN §7 / README):
+    Base URL:    {stack.facade_url}
+    Account SID: {stack.config.facade_account_sid}
+    Auth token:  {stack.config.facade_token}
 
 Send a message:
   curl -s -X POST {stack.api_url}/messages -H 'x-api-key: {key}' -H 'Content-Type: application/json' \\
        -d '{{"to": "+15551234567", "body": "Hello from the connector"}}'
 Then read it back (use the id it answered with):
   curl -s {stack.api_url}/messages/<id> -H 'x-api-key: {key}'
+Or as a platform talks to Twilio:
+  curl -s -u {stack.config.facade_account_sid}:{stack.config.facade_token} \\
+       {stack.facade_url}/Accounts/{stack.config.facade_account_sid}/Messages.json \\
+       --data-urlencode To=+15551234567 --data-urlencode From={stack.config.default_from} -d Body=Hello
 
 Ctrl-C stops everything.""",
         flush=True,

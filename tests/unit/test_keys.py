@@ -76,3 +76,31 @@ def test_wrong_looking_credentials_are_refused_before_anything_is_written(
 def test_a_stack_without_the_output_says_to_deploy(secrets: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["api-key", "--stage", "prod", "--name", "cdp"], SessionWithCloudFormation(Outputs())) == 2
     assert "make deploy" in capsys.readouterr().err
+
+
+def test_a_front_door_account_is_shown_once_and_then_lets_its_platform_in(
+    secrets: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import base64
+
+    from chalicelib.facade_accounts import FacadeAccounts
+
+    client, _, _ = secrets
+    facade_arn = client.create_secret(Name="FacadeSecret-z3", SecretString='{"accounts": [], "keys": []}')["ARN"]
+    outputs = Outputs(FacadeSecretArn=facade_arn, FacadeUrl="https://abc.lambda-url.us-east-1.on.aws/")
+    argv = ["facade-account", "--stage", "prod", "--name", "unica", "--connection", "eu"]
+    assert main(argv, SessionWithCloudFormation(outputs)) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    printed = {name.strip(): value.strip() for name, value in (line.split(": ", 1) for line in lines)}
+    assert printed["Base URL"] == "https://abc.lambda-url.us-east-1.on.aws/2010-04-01"
+    sid, token = printed["Account SID"], printed["Auth token"]
+
+    class Provider:
+        def get(self, name: str, max_age: int = 0, transform: str | None = None) -> Any:
+            return json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+
+    basic = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
+    account = FacadeAccounts(Provider(), facade_arn).authenticate({"authorization": basic}, sid)
+    assert account.connection == "eu" and account.friendly_name == "unica"
+    assert main(argv, SessionWithCloudFormation(outputs)) == 2  # the same name again: refused, nothing written
+    assert len(json.loads(client.get_secret_value(SecretId=facade_arn)["SecretString"])["accounts"]) == 1
