@@ -29,7 +29,7 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> int:
-    from tests.bench import connector, pipeline, simulator
+    from tests.bench import connector, facade, pipeline, simulator
 
     print("Benchmarks (one run, this machine)\n")
     memory = quietly(connector.batch_latency_in_memory, 200)
@@ -94,6 +94,17 @@ def main() -> int:
     )
     rate = quietly(simulator.creates_per_second)
     print(f"5. Simulator: {rate:,.0f} creates/s with keep-alive (target >= 500)  [{verdict(rate >= 500)}]")
+    door = quietly(facade.measure)
+    print("6. Twilio-compatible front door, a platform polling each message every 10 s (stores in memory)")
+    print(f"   handler CPU: create {door['create_ms']:.2f} ms, fetch {door['fetch_ms']:.2f} ms")
+    print(
+        f"   per million polls: function URL ${door['per_million_polls_url']:.2f}, through API Gateway REST "
+        f"${door['per_million_polls_gateway']:.2f} = {door['per_million_polls_gateway'] / door['per_million_polls_url']:.1f}x"
+    )
+    print(
+        f"   per million messages at {facade.POLLS_PER_MESSAGE} polls each: ${door['per_million_messages_url']:.2f} "
+        f"on the function URL vs ${door['per_million_messages_gateway']:.2f} through API Gateway"
+    )
     return 0
 
 
