@@ -4,7 +4,8 @@ Faults at 10-20%: 429s, 5xx and lost responses on create, duplicate SQS deliveri
 send worker killed mid-batch (its batch comes back whole after the visibility timeout),
 duplicated and reordered callbacks, and a burst of STOP replies. It passes only if no
 message is lost, the simulator saw no second create for any message, and every
-message's final status matches the simulator's truth. SOAK_MESSAGES sets the size (5000).
+message's final status matches the simulator's truth. SOAK_MESSAGES sets the size (5000). A fifth
+of the paced soak's messages enter through the Twilio-compatible front door instead of the queue.
 
 SOAK_SHAPE=burst puts every message on the queue at once (no producer pacing) against a simulator
 as strict as Twilio: 20 requests in flight per account, two senders draining 1 and 10 segments/s.
@@ -115,16 +116,21 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
                 ]
                 stack.sqs.send_message_batch(QueueUrl=stack.queues["SendQueue"], Entries=entries)
             progress(f"{messages} put on the queue at once")
+        facade_ids: dict[int, str] = {}
         for i in range(messages):
             if not burst:
                 if i % 50 == 0:
                     stack.wait_for_room()  # posted as an event stream does, never far ahead
                     progress(f"{i}/{messages} posted")
-                stack.enqueue(bodies[i])
+                if i % 5 == 2:  # a fifth come through the Twilio-compatible front door, as a platform posts
+                    facade_ids[i] = _via_front_door(stack, bodies[i], with_key=i % 10 == 2)
+                else:
+                    stack.enqueue(bodies[i])
             if i in stop_at:
                 sim.inbound(_phone(i), bodies[i]["from"], "STOP")
                 counts["stop_replies"] += 1
-        ids = {i: rules.message_id(f"soak-{i}", "") for i in range(messages)}
+        ids = {i: facade_ids.get(i) or rules.message_id(f"soak-{i}", "") for i in range(messages)}
+        counts["via_front_door"] = len(facade_ids)
         deadline = time.monotonic() + 120 + messages / 2
         ledger = wiring.ledger()
         pending = set(ids)
@@ -197,6 +203,31 @@ def _redrive(stack: Any) -> int:
             moved += 1
 
 
+def _via_front_door(stack: Any, body: dict[str, str], with_key: bool) -> str:
+    """Post as a platform would: Twilio's form with Basic auth. Half send an Idempotency-Key; the other
+    half cannot, and post everything twice, as CI360 does after a timeout: the content window makes the
+    retry the same message. A 429 (a store that could not take it) is retried, as Twilio's clients do."""
+    import requests
+
+    account, token = stack.config.facade_account_sid, stack.config.facade_token
+    url = f"{stack.facade_url}/Accounts/{account}/Messages.json"
+    form = {"To": body["to"], "From": body["from"], "Body": body["body"]}
+    headers = {"Idempotency-Key": body["idempotency_key"]} if with_key else {}
+    sids = set()
+    for _ in range(1 if with_key else 2):
+        for _ in range(30):
+            answer = requests.post(url, data=form, headers=headers, auth=(account, token), timeout=30)
+            if answer.status_code != 429:
+                break
+            time.sleep(1)
+        if answer.status_code != 201:
+            raise AssertionError(f"the front door answered {answer.status_code}: {answer.text}")
+        sids.add(answer.json()["sid"])
+    if len(sids) != 1:
+        raise AssertionError(f"a retry inside the content window became a second message: {sids}")
+    return sids.pop()
+
+
 def _phone(i: int) -> str:
     return f"+1555{i:07d}"
 
@@ -219,7 +250,8 @@ def main() -> int:
         f"  {result['messages']} messages in {result['seconds']:.0f} s; faults: 8% 429, 4% 500, 4% lost responses, "
         f"{result['duplicate_deliveries']} duplicate deliveries, {result['killed_batches']} killed batches, "
         f"15% duplicated / 15% reordered callbacks, {result['stop_replies']} STOP replies; "
-        f"{result['redriven']} redriven from the DLQ"
+        f"{result['redriven']} redriven from the DLQ; {result['via_front_door']} through the Twilio-compatible "
+        f"front door (half of them posted twice without a key)"
     )
     print(
         f"  lost: {result['lost']}   sent twice: {result['sent_twice']}   status differs from Twilio's truth: {result['wrong_status']}"
