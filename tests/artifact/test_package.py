@@ -282,19 +282,25 @@ def test_the_zip_ships_what_runs_and_nothing_else(package: Path) -> None:
     assert (package / "deployment.zip").stat().st_size < 5_000_000
 
 
-def test_twilios_webhooks_have_a_function_url_invocable_only_through_it(sam: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("function", "handler"), [("Webhooks", "app.webhooks"), ("Facade", "app.facade")])
+def test_each_function_url_is_invocable_only_through_it(sam: dict[str, Any], function: str, handler: str) -> None:
     """Since October 2025 a function URL needs lambda:InvokeFunction too; the condition keeps that grant
-    to requests through the URL (AWS, "Control access to Lambda function URLs")."""
-    url = sam["Resources"]["WebhooksUrl"]["Properties"]
-    assert url == {"TargetFunctionArn": {"Fn::GetAtt": ["Webhooks", "Arn"]}, "AuthType": "NONE"}
+    to requests through the URL (AWS, "Control access to Lambda function URLs"). Twilio's webhooks and
+    the Twilio-compatible front door each have one."""
+    url = sam["Resources"][f"{function}Url"]["Properties"]
+    assert url == {"TargetFunctionArn": {"Fn::GetAtt": [function, "Arn"]}, "AuthType": "NONE"}
     granted = [p["Properties"] for p in resources(sam, "AWS::Lambda::Permission").values()]
-    permissions = {p["Action"]: p for p in granted if p["FunctionName"] == {"Ref": "Webhooks"}}
+    permissions = {p["Action"]: p for p in granted if p["FunctionName"] == {"Ref": function}}
     assert set(permissions) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
     assert permissions["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
     assert permissions["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
     assert all(p["Principal"] == "*" for p in permissions.values())
-    assert sam["Resources"]["Webhooks"]["Properties"]["Handler"] == "app.webhooks"
-    assert "WebhooksUrl" in sam["Outputs"]
+    assert sam["Resources"][function]["Properties"]["Handler"] == handler
+    assert f"{function}Url" in sam["Outputs"]
+    assert resources(sam, "AWS::Lambda::Url").keys() == {"WebhooksUrl", "FacadeUrl"}  # nothing else public
+
+
+def test_twilios_webhook_url_is_named_in_every_send(sam: dict[str, Any]) -> None:
     # the send function names the URL in StatusCallback; the webhook function itself cannot (a cycle)
     for function in ("Send", "APIHandler"):
         env = sam["Resources"][function]["Properties"]["Environment"]["Variables"]

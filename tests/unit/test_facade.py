@@ -167,3 +167,53 @@ def test_a_list_holds_only_the_accounts_own_messages() -> None:
     status, page = world.call("GET", "/Messages.json")
     assert status == 200 and [m["sid"] for m in page["messages"]] == [mine]
     assert world.ledger.account_page(ACCOUNT, PageQuery())[0][0].id == mine
+
+
+def test_every_create_parameter_in_twilios_spec_is_accepted_and_reaches_twilio() -> None:
+    """Each of CreateMessage's parameters is read by the front door and passed on in the form sent to Twilio."""
+    from chalicelib.models import parse_send_request
+    from chalicelib.outbound import validate_outbound
+    from chalicelib.twilio_api import message_form
+    from tests import TWILIO_DATA
+
+    spec = json.loads((TWILIO_DATA / "message_subset.json").read_text())["CreateMessage"]["requestSchema"]
+    names = set(spec["properties"])
+    values = {
+        "To": TO, "From": FROM, "MessagingServiceSid": "MG" + "1" * 32, "Body": "hi",
+        "MediaUrl": "https://example.com/a.jpg", "ContentSid": "HX" + "1" * 32, "ContentVariables": '{"1": "x"}',
+        "StatusCallback": "https://cdp.example/status", "ValidityPeriod": "600", "MaxPrice": "0.5",
+        "ProvideFeedback": "true", "ApplicationSid": "AP" + "1" * 32, "SmartEncoded": "true", "ShortenUrls": "false",
+        "RiskCheck": "disable", "Attempt": "2", "ForceDelivery": "false", "AddressRetention": "retain",
+        "ContentRetention": "discard", "FallbackFrom": FROM, "PersistentAction": "geo:37.7,-122.4", "SendAsMms": "true",
+        "TrafficType": "free", "SendAt": (NOW + timedelta(days=1)).isoformat(), "ScheduleType": "fixed",
+    }  # fmt: skip
+    assert set(values) == names, "a parameter of Twilio's spec has no example here"
+    from chalicelib.facade_requests import create_params
+
+    params = create_params(list(values.items()), None)
+    assert params.ignored == ()
+    message = validate_outbound(parse_send_request(params.request), "default", (), None, NOW)
+    sent = {name for name, _ in message_form(message, "https://our.webhook/twilio/status")}
+    assert names <= sent
+
+
+def test_hostile_forms_get_a_201_or_a_twilio_error_never_a_500() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from chalicelib.models import TWILIO_ALIASES
+
+    world = World()
+    names = st.sampled_from([*TWILIO_ALIASES, "Meta.x", "IdempotencyKey", "Unknown", ""])
+    text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+    values = st.one_of(text, st.sampled_from([TO, FROM, " 15551234567", "+1555", "true", "-1", "9" * 30, "\n"]))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(names, values), max_size=12))
+    def check(pairs: list[tuple[str, str]]) -> None:
+        status, body = world.call("POST", "/Messages.json", dict(pairs))
+        assert status in (201, 400), body
+        if status == 400:
+            assert isinstance(body["code"], int) and body["message"] and body["more_info"].endswith(str(body["code"]))
+
+    check()
