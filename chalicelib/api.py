@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Outcome, Refused, Unavailable
-from chalicelib.ledger import MessageLedger
+from chalicelib.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.models import ValidationError, parse_timestamp, require_connection
 from chalicelib.responses import ApiResult, error, invalid, unexpected
 from chalicelib.rules import ConnectorCode
@@ -76,7 +76,8 @@ class MessagesApi:
     # --- GET /messages/{id} -----------------------------------------------------
 
     def get(self, message_id: str) -> ApiResult:
-        record = self.ledger.get(message_id)
+        # a content window's item shares the table but is no message
+        record = None if message_id.startswith(CONTENT_PREFIX) else self.ledger.get(message_id)
         if record is None:
             return error(404, "not_found", f"no message with id `{message_id}`", "id")
         return ApiResult(200, record.public())

@@ -199,6 +199,12 @@ def test_a_retry_without_a_key_inside_the_content_window_returns_the_first_messa
     platform.wait(first.json()["sid"], "delivered")
     platform.wait(other.json()["sid"], "delivered")
     assert sum(1 for c in platform.sim.creates() if c["to"] == "+15550300010") == 2
+    # the window's own item shares the messages table; it is no message to the API
+    scan = platform.stack.dynamodb.scan(TableName=platform.stack.tables["MessagesTable"])["Items"]
+    window_id = next(i["id"]["S"] for i in scan if i["id"]["S"].startswith("content#"))
+    from chalicelib import wiring
+
+    assert wiring.messages_api().get(window_id).status == 404  # as API Gateway hands it over, decoded
 
 
 def test_meta_fields_become_metadata_and_unknown_parameters_are_ignored(platform: Platform) -> None:
