@@ -70,6 +70,7 @@ class Pieces(TypedDict, total=False):
     api_keys: ApiKeys
     messages_api: MessagesApi
     facade_accounts: FacadeAccounts
+    twilio_facade: TwilioFacade
     publisher: Events
 
 

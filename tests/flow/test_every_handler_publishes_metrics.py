@@ -70,7 +70,14 @@ def run_send() -> None:
     app.send(sqs_event(Delivery({"to": "+15551234567", "body": "x"})), LambdaContext())
 
 
+def run_facade() -> None:
+    import app
+
+    app.facade({"rawPath": "/2010-04-01/Accounts/AC1.json", "requestContext": {"http": {"method": "GET"}}}, None)
+
+
 HANDLERS = {
+    "facade": ("twilio_facade", run_facade),
     "poll": ("tracking", run_poll),
     "finalize": ("tracking", run_finalize),
     "forward": ("forwarder", run_forward),
