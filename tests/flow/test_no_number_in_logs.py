@@ -68,3 +68,31 @@ def test_masking_keeps_ids_and_times_readable() -> None:
         mask_numbers(text)
         == "msg_ab12cd34 at 2026-11-26T09:57:34.542Z for SM0123456789abcdef0123456789abcdef, To +***5678"
     )
+
+
+def test_the_front_door_logs_no_number_not_even_of_a_refused_or_canceled_message(simulator: TwilioSimulator) -> None:
+    import base64
+    from urllib.parse import urlencode
+
+    import app
+    from tests.aws import FACADE_ACCOUNT, FACADE_TOKEN
+
+    auth = "Basic " + base64.b64encode(f"{FACADE_ACCOUNT}:{FACADE_TOKEN}".encode()).decode()
+    numbers = ["+15550990001", "+15550990002", " 15550990003"]  # the last as CI360 sends it
+
+    def post(path: str, form: dict[str, str]) -> dict:
+        event = {
+            "rawPath": f"/2010-04-01/Accounts/{FACADE_ACCOUNT}{path}",
+            "headers": {"authorization": auth, "content-type": "application/x-www-form-urlencoded"},
+            "requestContext": {"http": {"method": "POST"}},
+            "body": urlencode(form),
+        }
+        return json.loads(app.facade(event, LambdaContext())["body"])
+
+    created = post("/Messages.json", {"To": numbers[0], "From": FROM, "Body": "x", "Unknown": numbers[1]})
+    post(f"/Messages/{created['sid']}.json", {"Status": "canceled"})
+    post("/Messages.json", {"To": numbers[2], "From": FROM, "Body": "x" * 2000})
+    post("/Messages.json", {"To": "+1555099", "From": numbers[1], "Body": "x"})
+    logged = "\n".join(simulator.written.lines)  # type: ignore[attr-defined]
+    assert "front door" in logged  # it did log (the ignored parameter) …
+    assert not any(n.strip().lstrip("+") in logged for n in numbers), logged  # … but no number
