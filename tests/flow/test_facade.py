@@ -296,3 +296,18 @@ def test_unknown_routes_and_methods_answer_in_twilios_error_shape(platform: Plat
     )
     assert deleted.status_code == 405 and deleted.json()["code"] == 20004
     assert deleted.json()["more_info"] == "https://www.twilio.com/docs/errors/20004"
+
+
+def test_a_final_message_is_redacted_at_twilio_and_a_pending_one_cannot_be(platform: Platform) -> None:
+    created = platform.client.messages.create(to="+15550300017", from_=FROM, body="Your PIN is 4821")
+    platform.wait(created.sid, "delivered")
+    redacted = platform.client.messages(created.sid).update(body="")
+    assert redacted.status == "delivered" and redacted.body is None
+    assert platform.sim.messages[platform.our_record(created.sid)["twilio_sid"]].body == ""
+    later = platform.client.messages.create(
+        to="+15550300018", messaging_service_sid=MG, body="x", send_at=datetime.now(UTC) + timedelta(hours=1),
+        schedule_type="fixed",
+    )  # fmt: skip
+    with pytest.raises(TwilioRestException) as refused:
+        platform.client.messages(later.sid).update(body="")
+    assert (refused.value.status, refused.value.code) == (400, 20001)
