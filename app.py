@@ -150,8 +150,38 @@ def get_template(name: str) -> Response:
 @app.route("/connection/test", methods=["POST"], content_types=ANY)
 @_guarded
 def connection_test() -> Response:
+    """The connection named by `?connection=` or a JSON body's `connection`; else the default."""
     query: Any = _request().query_params or {}
-    return _json(wiring.connection_check().run(query.get("connection")))
+    name = query.get("connection")
+    if name is None and (_request().raw_body or b"").strip():
+        return _with_body(
+            lambda body: wiring.connection_check().run(body.get("connection") if isinstance(body, dict) else None)
+        )
+    return _json(wiring.connection_check().run(name))
+
+
+@app.route("/connections", methods=["GET"], content_types=ANY)
+@_guarded
+def list_connections() -> Response:
+    return _json(wiring.connections_api().list())
+
+
+@app.route("/connections/{name}", methods=["PUT"], content_types=ANY)
+@_guarded
+def put_connection(name: str) -> Response:
+    return _with_body(lambda body: wiring.connections_api().put(name, body))
+
+
+@app.route("/connections/{name}", methods=["GET"], content_types=ANY)
+@_guarded
+def get_connection(name: str) -> Response:
+    return _json(wiring.connections_api().get(name))
+
+
+@app.route("/connections/{name}", methods=["DELETE"], content_types=ANY)
+@_guarded
+def delete_connection(name: str) -> Response:
+    return _json(wiring.connections_api().delete(name))
 
 
 @app.route("/stats", methods=["GET"], content_types=ANY)

@@ -130,13 +130,19 @@ class SendConsumer:
         changed = [o.record for o in outcomes if o.record is not None]
         if changed:
             self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(r) for r in changed])
-        windows = {int(o.record.item["poll_window"]) for o in outcomes if o.needs_polling and o.record}
+        windows = {
+            (int(o.record.item["poll_window"]), o.record.connection or "")
+            for o in outcomes
+            if o.needs_polling and o.record
+        }
         workflow = self.workflow
         if workflow is None:
             return
-        for window in sorted(windows):
+        settings = self.service.settings
+        for window, name in sorted(windows):
+            retry = settings.retry_of(settings.connection(name or None))
             try:
-                workflow.start(window, self.service.clock())
+                workflow.start(window, self.service.clock(), name or None, retry)
             except WorkflowError as exc:
                 # The messages are sent; callbacks still report their status. Count it, don't fail the batch.
                 metrics.add_metric(name="PollStartFailed", unit="Count", value=1)

@@ -133,7 +133,7 @@ class TwilioFacade:
             sid = prefix + _hex(f"{account.account_sid}:key:{params.idempotency_key}")
         else:
             sid = prefix + uuid.uuid4().hex
-            window = self.settings.facade_dedup_seconds if account.dedup_seconds is None else account.dedup_seconds
+            window = self._dedup_seconds(account)
             if window > 0:  # a caller that retries without a key gets the first message back
                 content = _hex(f"{account.account_sid}:{request_digest(raw)}")
                 sid = self.ledger.claim_content(content, sid, now, timedelta(seconds=window))
@@ -151,6 +151,15 @@ class TwilioFacade:
                 "front door: parameters Twilio's create does not have were ignored", extra={"names": params.ignored}
             )
         return self._created(account, outcome, raw.get("body"))
+
+    def _dedup_seconds(self, account: FacadeAccount) -> int:
+        """The account's own window, else its connection's, else FACADE_DEDUP_SECONDS."""
+        if account.dedup_seconds is not None:
+            return account.dedup_seconds
+        connection = self.settings.connection(account.connection)
+        if connection is not None and connection.dedup_seconds is not None:
+            return connection.dedup_seconds
+        return self.settings.facade_dedup_seconds
 
     def _created(self, account: FacadeAccount, outcome: Outcome, body: str | None) -> Answer:
         if isinstance(outcome, Accepted | AlreadyAccepted):

@@ -17,8 +17,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +117,53 @@ class FacadeAccounts:
             metrics.add_metric(name="FacadeAuthRejected", unit="Count", value=1)
             raise Refusal(401, 20003, "Authenticate")
         return account
+
+
+class FacadeSetupError(ValueError):
+    """The account cannot be issued; the message says why."""
+
+
+def _read(client: Any, secret_id: str) -> dict[str, Any]:
+    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
+    return value if isinstance(value, dict) else {}
+
+
+def add_facade_account(
+    client: Any,
+    secret_id: str,
+    name: str,
+    connection: str | None = None,
+    new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+    new_sid: Callable[[], str] = lambda: "AC" + secrets.token_hex(16),
+    now: str | None = None,
+) -> tuple[str, str]:
+    """An account for the Twilio-compatible front door: (Account SID, token), shown once.
+
+    The token is kept in the secret, not only its hash: the front door signs this account's
+    StatusCallbacks with it (X-Twilio-Signature), as Twilio signs with yours."""
+    from datetime import UTC, datetime
+
+    if not re.fullmatch(r"[A-Za-z0-9 _.-]{1,64}", name):
+        raise FacadeSetupError("an account name is 1-64 letters, digits, spaces, '.', '_' or '-'")
+    value = _read(client, secret_id)
+    accounts = [a for a in value.get("accounts", []) if isinstance(a, dict)]
+    if any(a.get("friendly_name") == name for a in accounts):
+        raise FacadeSetupError(
+            f"an account named {name!r} exists; pick another name (remove the old one in the secret)"
+        )
+    sid, token = new_sid(), new_token()
+    entry = {"account_sid": sid, "auth_token": token, "friendly_name": name}
+    entry["date_created"] = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if connection:
+        entry["connection"] = connection
+    value = {**value, "accounts": [*accounts, entry], "keys": value.get("keys", [])}
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
+    return sid, token
+
+
+def account_for_connection(client: Any, secret_id: str, connection: str) -> tuple[str, str | None]:
+    """The connection's front-door account: (SID, None) if it has one, else a new one (SID, token)."""
+    for entry in _read(client, secret_id).get("accounts", []):
+        if isinstance(entry, dict) and entry.get("connection") == connection and entry.get("account_sid"):
+            return str(entry["account_sid"]), None
+    return add_facade_account(client, secret_id, connection, connection)

@@ -25,14 +25,31 @@ class ConfigurationError(Exception):
 
 
 @dataclass(frozen=True)
+class WriteBack:
+    """Where and how a connection tells its platform what became of a message (chalicelib/writeback.py).
+    Its secret (a Swrve API key, a CI360 client secret) is in the connection's secret, never here."""
+
+    format: str  # json | twilio | swrve | tealium | ci360
+    url: str | None = None  # the platform's endpoint (json / twilio: the request's status_callback)
+    options: Mapping[str, str] = field(default_factory=dict)  # e.g. Tealium's account, profile, datasource
+
+
+@dataclass(frozen=True)
 class ConnectionSettings:
-    """One Twilio account the connector can send through."""
+    """One Twilio account the connector can send through, as the platforms configure "a Twilio connection"."""
 
     name: str
     secret_id: str
     account_sid: str | None = None
     from_numbers: tuple[str, ...] = ()
     messaging_service_sid: str | None = None
+    retry_interval_ms: int | None = None  # None: RETRY_INTERVAL_MS
+    retry_attempts: int | None = None  # None: RETRY_ATTEMPTS
+    sender_rates: Mapping[str, float] = field(default_factory=dict)  # on top of SENDER_RATES
+    write_back: WriteBack | None = None
+    dedup_seconds: int | None = None  # the front door's content window for it; None: FACADE_DEDUP_SECONDS
+    is_default: bool = False
+    managed: bool = False  # made with PUT /connections (a table item), else deploy-time configuration
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class Settings:
     # caller's retries when it sends no idempotency key (0: off; an account may set its own).
     facade_secret_id: str | None = None
     facade_dedup_seconds: int = 300
+    connections_table: str | None = None  # connections made with PUT /connections
 
     def poll_window(self, moment: datetime) -> int:
         """The window a message sent at `moment` is polled in: its start, in epoch seconds."""
@@ -90,7 +108,20 @@ class Settings:
         return f"secret {secret} is not named {prefix}<name>, the only further secrets the functions may read"
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
-        return self.connections.get(name or DEFAULT_CONNECTION)
+        """The named connection; without a name, the one marked default, else the one named `default`."""
+        if name:
+            return self.connections.get(name)
+        marked = next((c for c in self.connections.values() if c.is_default), None)
+        return marked or self.connections.get(DEFAULT_CONNECTION)
+
+    def retry_of(self, connection: ConnectionSettings | None) -> tuple[int, int]:
+        """(retry interval in ms, retry attempts) for the poll loop of this connection's messages."""
+        interval = connection.retry_interval_ms if connection else None
+        attempts = connection.retry_attempts if connection else None
+        return (
+            self.retry_interval_ms if interval is None else interval,
+            self.retry_attempts if attempts is None else attempts,
+        )
 
     @property
     def webhooks_url(self) -> str | None:
@@ -199,4 +230,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poll_concurrency=_int(env, "POLL_CONCURRENCY", 5, minimum=1),
         facade_secret_id=env.get("FACADE_SECRET_ID") or None,
         facade_dedup_seconds=_int(env, "FACADE_DEDUP_SECONDS", 300),
+        connections_table=env.get("CONNECTIONS_TABLE") or None,
     )

@@ -142,7 +142,11 @@ class TrackingService:
         """One poll attempt over a window: what callbacks finished has left it; fetch the rest concurrently."""
         window = state.window
         records = self.ledger.get_many(self.ledger.open_in_window(window))
-        open_ = [r for r in records.values() if r.status not in rules.TERMINAL_STATUSES and r.twilio_sid]
+        open_ = [
+            r
+            for r in records.values()
+            if r.status not in rules.TERMINAL_STATUSES and r.twilio_sid and state.follows(r.connection)
+        ]
         fetched = list(self.executor.map(self._fetch, open_))
         failures = [f for f in fetched if isinstance(f, TwilioError)]
         if open_ and len(failures) == len(open_) and all(isinstance(f, TwilioRetryable) for f in failures):
@@ -178,6 +182,8 @@ class TrackingService:
         """Polling is over: whatever is still open keeps its last status, marked as exhausted."""
         now = self.clock()
         remaining = self.ledger.open_in_window(state.window)
+        if state.connection is not None:  # another connection's execution finalizes its own
+            remaining = [i for i, r in self.ledger.get_many(remaining).items() if state.follows(r.connection)]
         for message_id in remaining:
             self.ledger.mark_poll_exhausted(message_id, state.attempt, now)
         if remaining:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from chalicelib.api import MessagesApi
     from chalicelib.api_keys import ApiKeys
     from chalicelib.connection_check import ConnectionCheck
+    from chalicelib.connections import ConnectionTable
+    from chalicelib.connections_api import ConnectionsApi
     from chalicelib.consumer import SendConsumer
     from chalicelib.events import CallbackForwarder, Events
     from chalicelib.facade import TwilioFacade
@@ -71,6 +73,8 @@ class Pieces(TypedDict, total=False):
     messages_api: MessagesApi
     facade_accounts: FacadeAccounts
     twilio_facade: TwilioFacade
+    connections_table: ConnectionTable
+    connections_api: ConnectionsApi
     publisher: Events
 
 
@@ -80,7 +84,49 @@ def override(**pieces: Unpack[Pieces]) -> None:
 
 
 def settings() -> Settings:
-    return _once("settings", load_settings)
+    def build() -> Settings:
+        import dataclasses
+
+        from chalicelib.connections import LiveConnections
+
+        loaded = load_settings()
+        table = connections_table if loaded.connections_table else None
+        return dataclasses.replace(loaded, connections=LiveConnections(loaded.connections, table))
+
+    return _once("settings", build)
+
+
+def connections_table() -> ConnectionTable:
+    from chalicelib.connections import DynamoConnections
+
+    def build() -> ConnectionTable:
+        name = settings().connections_table
+        assert name is not None, "CONNECTIONS_TABLE is not set"
+        return DynamoConnections(dynamodb(), name)
+
+    return _once("connections_table", build)
+
+
+def connections_api() -> ConnectionsApi:
+    from chalicelib.connections import LiveConnections
+    from chalicelib.connections_api import ConnectionsApi, SecretsManagerWriter
+
+    def build() -> ConnectionsApi:
+        s = settings()
+        assert isinstance(s.connections, LiveConnections)
+        issuer = None
+        if s.facade_secret_id:
+            from chalicelib.facade_accounts import account_for_connection
+
+            secret_id = s.facade_secret_id
+
+            def issuer(name: str) -> tuple[str, str | None]:
+                return account_for_connection(_boto_client("secretsmanager"), secret_id, name)
+
+        writer = SecretsManagerWriter(_boto_client("secretsmanager"))
+        return ConnectionsApi(s, s.connections, connections_table(), writer, issuer, clock())
+
+    return _once("connections_api", build)
 
 
 def _session() -> Any:

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
+
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 
@@ -72,37 +74,6 @@ def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], st
     return key
 
 
-def add_facade_account(
-    client: Any,
-    secret_id: str,
-    name: str,
-    connection: str | None = None,
-    new_token: Callable[[], str] = lambda: secrets.token_hex(16),
-    new_sid: Callable[[], str] = lambda: "AC" + secrets.token_hex(16),
-    now: str | None = None,
-) -> tuple[str, str]:
-    """An account for the Twilio-compatible front door: (Account SID, token), shown once.
-
-    The token is kept in the secret, not only its hash: the front door signs this account's
-    StatusCallbacks with it (X-Twilio-Signature), as Twilio signs with yours."""
-    from datetime import UTC, datetime
-
-    if not re.fullmatch(r"[A-Za-z0-9 _.-]{1,64}", name):
-        raise SetupError("an account name is 1-64 letters, digits, spaces, '.', '_' or '-'")
-    value = _read(client, secret_id)
-    accounts = [a for a in value.get("accounts", []) if isinstance(a, dict)]
-    if any(a.get("friendly_name") == name for a in accounts):
-        raise SetupError(f"an account named {name!r} exists; pick another name (remove the old one in the secret)")
-    sid, token = new_sid(), new_token()
-    entry = {"account_sid": sid, "auth_token": token, "friendly_name": name}
-    entry["date_created"] = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    if connection:
-        entry["connection"] = connection
-    value = {**value, "accounts": [*accounts, entry], "keys": value.get("keys", [])}
-    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
-    return sid, token
-
-
 def main(argv: list[str] | None = None, session: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.keys", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,7 +111,7 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
         else:
             key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name)
             print(f"API key for {args.name} (shown once; only its hash is stored):\n{key}")
-    except SetupError as exc:
+    except (SetupError, FacadeSetupError) as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -127,6 +127,7 @@ class LocalStack:
                 "MESSAGES_TABLE": self.tables["MessagesTable"],
                 "OPTOUTS_TABLE": self.tables["OptOutsTable"],
                 "TEMPLATES_TABLE": self.tables["TemplatesTable"],
+                "CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
                 "COUNTERS_TABLE": self.tables["CountersTable"],
                 "SENDERS_TABLE": self.tables["SendersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",

@@ -48,6 +48,7 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
         "MESSAGES_TABLE": names["MessagesTable"],
         "OPTOUTS_TABLE": names["OptOutsTable"],
         "TEMPLATES_TABLE": names["TemplatesTable"],
+        "CONNECTIONS_TABLE": names["ConnectionsTable"],
         "COUNTERS_TABLE": names["CountersTable"],
         "SENDERS_TABLE": names["SendersTable"],
         "SEND_QUEUE_NAME": f"twilio-connector-{STAGE}-send",
@@ -56,6 +57,7 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
         "TWILIO_BASE_URL": base_url,
         "TWILIO_DEFAULT_FROM": "",
         "CLAIM_LEASE_SECONDS": "120",
+        "CONNECTION_SECRET_PREFIX": f"twilio-connector-{STAGE}/twilio/",
         **env,
     }
     for key, value in values.items():

@@ -120,7 +120,14 @@ def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dic
 
 def test_tables_are_on_demand_encrypted_recoverable_and_messages_expire(sam: dict[str, Any]) -> None:
     tables = resources(sam, "AWS::DynamoDB::Table")
-    assert set(tables) == {"MessagesTable", "OptOutsTable", "TemplatesTable", "CountersTable", "SendersTable"}
+    assert set(tables) == {
+        "MessagesTable",
+        "OptOutsTable",
+        "TemplatesTable",
+        "CountersTable",
+        "SendersTable",
+        "ConnectionsTable",
+    }
     for table in tables.values():
         props = table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
