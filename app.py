@@ -263,10 +263,10 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @app.on_cw_event(
     {
         "source": ["twilio.connector"],
-        "detail-type": ["Message Status Changed"],
-        "detail": {"status_callback": [{"exists": True}]},
+        "detail-type": ["Message Status Changed", "Reply Received", "Recipient Opted Out"],
+        "detail": {"write_back": [{"exists": True}]},  # set when a request or its connection asks for one
     },
     name="forward",
 )
 def forward(event: CloudWatchEvent) -> None:
-    wiring.forwarder().forward(event.detail)
+    wiring.forwarder().forward(event.detail, detail_type=event.detail_type)

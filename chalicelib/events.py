@@ -15,18 +15,21 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import rules
+from chalicelib import rules, writeback
 from chalicelib.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
-from chalicelib.twilio_signature import compute_signature
+from chalicelib.settings import ConnectionSettings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from chalicelib.facade_accounts import FacadeAccounts
+    from chalicelib.ledger import MessageLedger
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"
@@ -54,34 +57,23 @@ def status_detail(record: MessageRecord) -> dict[str, Any]:
     }
     if record.status_callback:
         detail["status_callback"] = record.status_callback
-    for name in ("account_sid", "callback_format", "created_as"):  # messages from the Twilio-compatible door
+    for name in ("account_sid", "created_as", "connection"):
         if record.item.get(name):
             detail[name] = record.item[name]
+    write_back = write_back_of(record.item)
+    if write_back:
+        detail["write_back"] = write_back  # what the forward rule matches on
     return detail
 
 
-def twilio_callback(detail: Mapping[str, Any]) -> list[tuple[str, str]] | None:
-    """What Twilio would post for this change, or None for the status the create already answered."""
-    status = "failed" if detail["status"] == "error" else str(detail["status"])
-    first = str(detail.get("created_as") or "queued")
-    if rules.STATUS_RANK.get(status, 0) <= rules.STATUS_RANK[first] or status in rules.TRANSIENT_STATUSES:
-        return None
-    sid = str(detail["id"])
-    params = [
-        ("SmsSid", sid),
-        ("SmsStatus", status),
-        ("MessageStatus", status),
-        ("To", str(detail.get("to") or "")),
-        ("MessageSid", sid),
-        ("AccountSid", str(detail.get("account_sid") or "")),
-        ("From", str(detail.get("from") or "")),
-        ("ApiVersion", "2010-04-01"),
-    ]
-    if detail.get("messaging_service_sid"):
-        params.append(("MessagingServiceSid", str(detail["messaging_service_sid"])))
-    if detail.get("error_code") is not None:
-        params.append(("ErrorCode", str(detail["error_code"])))
-    return params
+def write_back_of(item: Mapping[str, Any]) -> str | None:
+    """The format a message's events go out in: its own (or its connection's, set at accept), Twilio's for
+    a front-door message with a StatusCallback, else the connector's JSON to a request's status_callback."""
+    if item.get("write_back"):
+        return str(item["write_back"])
+    if item.get("callback_format") == "twilio":
+        return "twilio"
+    return "json" if item.get("status_callback") else None
 
 
 class Events(Protocol):
@@ -127,6 +119,8 @@ def resolve(host: str) -> list[str]:
 
 
 class CallbackForwarder:
+    """Tells each event's platform what became of its message, in the platform's format (writeback.py)."""
+
     def __init__(
         self,
         session: requests.Session,
@@ -135,13 +129,21 @@ class CallbackForwarder:
         allow_local: bool = False,
         resolver: Callable[[str], list[str]] = resolve,
         accounts: FacadeAccounts | None = None,
+        connections: Mapping[str, ConnectionSettings] | None = None,
+        secrets: Callable[[ConnectionSettings], str | None] | None = None,
+        ledger: MessageLedger | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.accounts = accounts  # the front door's accounts: their tokens sign Twilio-format callbacks
         self.session = session
         self.signing_key = signing_key
         self.timeout = timeout
         self.allow_local = allow_local
         self.resolver = resolver
+        self.accounts = accounts  # the front door's accounts: their tokens sign Twilio-format callbacks
+        self.connections = connections if connections is not None else {}
+        self.secrets = secrets  # a connection's write-back secret (Swrve API key, CI360 client secret)
+        self.ledger = ledger  # where a platform's refusal is noted on the message
+        self.clock = clock
 
     def _refusal(self, url: str) -> str | None:
         """Checked again where the request goes: a public name may resolve to a private address."""
@@ -159,52 +161,96 @@ class CallbackForwarder:
                 return refused
         return None
 
-    def forward(self, detail: Mapping[str, Any], now: float | None = None) -> int:
-        if detail.get("callback_format") == "twilio":
-            return self._forward_as_twilio(detail)
-        if not self.signing_key:
-            raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
-        url = str(detail["status_callback"])
-        refusal = self._refusal(url)
+    def forward(self, detail: Mapping[str, Any], now: float | None = None, detail_type: str = STATUS_CHANGED) -> int:
+        fmt = str(detail.get("write_back") or ("twilio" if detail.get("callback_format") == "twilio" else "json"))
+        name = detail.get("connection")
+        connection = self.connections.get(str(name)) if name else None
+        try:
+            request = self._request(fmt, detail_type, detail, connection, now)
+        except writeback.NotDeliverable as exc:
+            self._not_delivered(detail, fmt, str(exc))
+            return 0
+        if request is None:
+            return 0
+        refusal = self._refusal(request.url)
         if refusal is not None:  # never retried: it will not become allowed
             metrics.add_metric(name="ForwardRefused", unit="Count", value=1)
-            logger.warning("status_callback refused", extra={"message_id": detail.get("id"), "reason": refusal})
+            logger.warning("write-back target refused", extra={"message_id": detail.get("id"), "reason": refusal})
             return 0
-        body = json.dumps({k: v for k, v in detail.items() if k != "status_callback"}, separators=(",", ":"))
+        try:
+            response = self.session.post(request.url, data=request.body, headers=request.headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ForwardFailed(f"{fmt} write-back unreachable: {type(exc).__name__}") from exc
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            self._not_delivered(detail, fmt, f"{fmt} write-back answered {response.status_code}")
+            return response.status_code  # its answer will not change: not retried
+        if response.status_code >= 300:
+            raise ForwardFailed(f"{fmt} write-back answered {response.status_code}")
+        metrics.add_metric(name="WriteBacksDelivered", unit="Count", value=1)
+        return response.status_code
+
+    def _request(
+        self,
+        fmt: str,
+        detail_type: str,
+        detail: Mapping[str, Any],
+        connection: ConnectionSettings | None,
+        now: float | None,
+    ) -> writeback.Request | None:
+        configured = connection.write_back if connection and connection.write_back else None
+        if configured is not None and configured.format != fmt:
+            configured = None  # the request chose another format: its own status_callback only
+        if fmt == "json":
+            url = detail.get("status_callback") or (configured.url if configured else None)
+            return self._json(detail_type, detail, str(url), now) if url else None
+        if fmt == "twilio":
+            url = detail.get("status_callback") if detail_type == STATUS_CHANGED else None
+            if configured is not None:
+                inbound = configured.options.get("inbound_url") if detail_type != STATUS_CHANGED else None
+                url = url or inbound or configured.url
+            if not url:
+                return None
+            return writeback.twilio(detail_type, detail, str(url), self._facade_token(detail, connection))
+        if configured is None or connection is None:
+            raise writeback.NotDeliverable(f"the message's connection has no `{fmt}` write-back configured")
+        if fmt == "tealium":
+            return writeback.tealium(detail_type, detail, configured)
+        secret = self.secrets(connection) if self.secrets else None
+        if not secret:
+            raise ForwardFailed(f"connection {connection.name} has no write-back secret: the {fmt} write-back waits")
+        if fmt == "swrve":
+            return writeback.swrve(detail_type, detail, configured, secret)
+        return writeback.ci360(detail_type, detail, configured, secret)
+
+    def _json(self, detail_type: str, detail: Mapping[str, Any], url: str, now: float | None) -> writeback.Request:
+        if not self.signing_key:
+            raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
+        hidden = ("status_callback", "write_back", "connection", "account_sid", "created_as")
+        body = json.dumps({k: v for k, v in detail.items() if k not in hidden}, separators=(",", ":"))
         timestamp = str(int(now if now is not None else time.time()))
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.signing_key, timestamp, body),
         }
-        return self._post(url, body, headers)
+        if detail_type != STATUS_CHANGED:
+            headers["X-Connector-Event"] = detail_type
+        return writeback.Request(url, body, headers)
 
-    def _forward_as_twilio(self, detail: Mapping[str, Any]) -> int:
-        """As Twilio posts a StatusCallback: a form, signed with the account's token (X-Twilio-Signature)."""
-        params = twilio_callback(detail)
-        if params is None:
-            return 0
-        url = str(detail["status_callback"])
-        refusal = self._refusal(url)
-        if refusal is not None:
-            metrics.add_metric(name="ForwardRefused", unit="Count", value=1)
-            logger.warning("status_callback refused", extra={"message_id": detail.get("id"), "reason": refusal})
-            return 0
-        account = self.accounts.get(str(detail.get("account_sid"))) if self.accounts else None
+    def _facade_token(self, detail: Mapping[str, Any], connection: ConnectionSettings | None) -> str:
+        account = None
+        if self.accounts is not None:
+            if detail.get("account_sid"):
+                account = self.accounts.get(str(detail["account_sid"]))
+            elif connection is not None:
+                account = self.accounts.for_connection(connection.name)
         if account is None:
-            raise ForwardFailed("the message's front-door account is gone: its callback cannot be signed")
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            "X-Twilio-Signature": compute_signature(url, params, account.auth_token),
-            "User-Agent": "TwilioProxy/1.1",
-        }
-        return self._post(url, urlencode(params), headers)
+            raise ForwardFailed("no front-door account to sign with: issue one (PUT /connections/{name} facade)")
+        return account.auth_token
 
-    def _post(self, url: str, body: str, headers: Mapping[str, str]) -> int:
-        try:
-            response = self.session.post(url, data=body, headers=dict(headers), timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ForwardFailed(f"status_callback unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 300:
-            raise ForwardFailed(f"status_callback answered {response.status_code}")
-        return response.status_code
+    def _not_delivered(self, detail: Mapping[str, Any], fmt: str, reason: str) -> None:
+        metrics.add_metric(name="WriteBackRefused", unit="Count", value=1)
+        logger.warning("write-back not delivered", extra={"message_id": detail.get("id"), "reason": reason})
+        message_id = detail.get("in_reply_to") or detail.get("id")
+        if self.ledger is not None and message_id and self.clock is not None:
+            self.ledger.note_write_back_failure(str(message_id), reason, self.clock())

@@ -98,6 +98,13 @@ class FacadeAccounts:
                 return FacadeAccount.from_entry(entry)
         return None
 
+    def for_connection(self, connection: str) -> FacadeAccount | None:
+        """The first account issued for this connection (its token signs the connection's Twilio write-back)."""
+        for entry in self._value().get("accounts") or []:
+            if isinstance(entry, dict) and entry.get("connection") == connection and entry.get("auth_token"):
+                return FacadeAccount.from_entry(entry)
+        return None
+
     def authenticate(self, headers: Mapping[str, str], path_account: str) -> FacadeAccount:
         """The account of the path, if the caller's Basic credentials are its own or one of its keys."""
         presented = basic_credentials(headers)

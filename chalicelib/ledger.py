@@ -267,6 +267,10 @@ class MessageLedger(Protocol):
         """`pending` -> `canceled` before any send claimed it; None if it is no longer pending."""
         ...
 
+    def note_write_back_failure(self, message_id: str, reason: str, now: datetime) -> None:
+        """The platform refused what became of this message (a 4xx): kept on the record, not retried."""
+        ...
+
 
 @dataclass(frozen=True)
 class PageQuery:

@@ -76,6 +76,7 @@ _SCHEMA: dict[str, tuple[str | None, str]] = {
     "idempotency_key": (None, "str"),
     "metadata": (None, "object"),
     "not_after": (None, "datetime"),
+    "write_back": (None, "str"),
 }
 # Twilio's create parameter -> the request field it fills
 TWILIO_ALIASES = {alias: name for name, (alias, _) in _SCHEMA.items() if alias}
@@ -110,6 +111,7 @@ class MessageOptions:
     idempotency_key: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     not_after: datetime | None = None
+    write_back: str | None = None  # json | twilio | swrve | tealium | ci360 | none; default: the connection's
 
 
 @dataclass(frozen=True, kw_only=True)

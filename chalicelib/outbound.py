@@ -31,6 +31,7 @@ def _valid_url(url: str, allow_underscore: bool = True) -> bool:
     return allow_underscore or "_" not in host
 
 
+WRITE_BACK_FORMATS = ("json", "twilio", "swrve", "tealium", "ci360", "none")
 # Twilio's enums for its create parameters (OpenAPI spec, 2010-04-01).
 ENUMS = {
     "address_retention": ("retain", "obfuscate"),
@@ -112,6 +113,8 @@ def validate_outbound(
     ):
         if value is not None and value not in allowed:
             raise ValidationError(name, f"`{name}` must be one of: {', '.join(allowed)}")
+    if req.write_back is not None and req.write_back not in WRITE_BACK_FORMATS:
+        raise ValidationError("write_back", f"`write_back` must be one of: {', '.join(WRITE_BACK_FORMATS)}")
     if req.fallback_from is not None and not rules.is_valid_sender(req.fallback_from):
         raise ValidationError("fallback_from", "`fallback_from` must be an E.164 number or a short code", 21212)
     if req.attempt is not None and req.attempt < 1:

@@ -56,6 +56,12 @@ class SecretsCredentials:
             secondary_auth_token=value.get("secondary_auth_token") or None,
         )
 
+    def write_back_secret(self, connection: ConnectionSettings) -> str | None:
+        """The secret its write-back needs (a Swrve API key, a CI360 client secret), from its secret."""
+        value = self._read(connection)
+        secret = value.get("write_back_secret") if isinstance(value, dict) else None
+        return str(secret) if secret else None
+
     def signing_key(self, connection: ConnectionSettings) -> str | None:
         """The key that signs status events forwarded to a request's own status_callback."""
         value = self._read(connection)

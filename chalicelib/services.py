@@ -7,6 +7,7 @@ died half-way is reconciled against Twilio's own list before anything is resent.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
         "body_sha256": rules.body_digest(msg.body),
         "status_callback": msg.status_callback,
         "idempotency_key": msg.idempotency_key,
+        "write_back": msg.write_back if msg.write_back != "none" else None,
     }
 
 
@@ -158,7 +160,7 @@ class SendService:
                 )
         req = apply_template(req, template)
         connection = self._connection(req.connection)
-        return validate_outbound(
+        message = validate_outbound(
             req,
             connection.name,
             connection.from_numbers,
@@ -166,6 +168,9 @@ class SendService:
             now,
             self.settings.allow_local_callbacks,
         )
+        if message.write_back is None and connection.write_back is not None:  # the connection's, unless overridden
+            message = dataclasses.replace(message, write_back=connection.write_back.format)
+        return message
 
     def _connection(self, name: str | None) -> ConnectionSettings:
         return require_connection(self.settings, name)

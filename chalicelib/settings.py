@@ -93,6 +93,7 @@ class Settings:
     facade_secret_id: str | None = None
     facade_dedup_seconds: int = 300
     connections_table: str | None = None  # connections made with PUT /connections
+    connections_max_age_seconds: int = 30  # how long a function trusts its copy of them
 
     def poll_window(self, moment: datetime) -> int:
         """The window a message sent at `moment` is polled in: its start, in epoch seconds."""
@@ -231,4 +232,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         facade_secret_id=env.get("FACADE_SECRET_ID") or None,
         facade_dedup_seconds=_int(env, "FACADE_DEDUP_SECONDS", 300),
         connections_table=env.get("CONNECTIONS_TABLE") or None,
+        connections_max_age_seconds=_int(env, "CONNECTIONS_MAX_AGE_SECONDS", 30),
     )

@@ -129,12 +129,20 @@ class TrackingService:
             self.record_opt_out(updated.to, [updated.item.get("from"), updated.messaging_service_sid])
         return updated
 
-    def record_opt_out(self, phone: str, senders: Sequence[str | None]) -> None:
+    def _reply_context(self, reply: Mapping[str, Any]) -> dict[str, Any]:
+        replied_to = reply.get("in_reply_to")
+        return _context_of(self.ledger.get(str(replied_to)) if replied_to else None)
+
+    def record_opt_out(
+        self, phone: str, senders: Sequence[str | None], context: Mapping[str, Any] | None = None
+    ) -> None:
+        """`context`: what a STOP reply's platform needs to hear of it (its message's write-back, identity)."""
         now = self.clock()
         named = [s for s in senders if s]
         for sender in named:
             self.opt_outs.opt_out(phone, sender, now)
-        self.publisher.publish(events.OPTED_OUT, [{"phone": phone, "senders": named, "at": rules.iso(now)}])
+        detail = {**(context or {}), "phone": phone, "senders": named, "at": rules.iso(now)}
+        self.publisher.publish(events.OPTED_OUT, [detail])
 
     # --- the poll loop (Step Functions) -------------------------------------
 
@@ -240,19 +248,33 @@ class TrackingService:
         if earlier is not None and earlier.item.get("handled"):
             logger.info("inbound message seen before; not acted on again", extra={"twilio_sid": sid})
             return "duplicate"
+        context = self._reply_context(reply)
         if keyword == OPT_OUT:
-            self.record_opt_out(phone, senders)
+            self.record_opt_out(phone, senders, context)
         elif keyword == OPT_IN:
             for sender in filter(None, senders):
                 self.opt_outs.opt_in(phone, sender)
             self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
         elif keyword is None:
-            self.publisher.publish(
-                events.REPLY_RECEIVED, [{k: reply[k] for k in ("id", "from", "body", "in_reply_to")}]
-            )
+            shown = ("id", "from", "body", "in_reply_to", "received_by", "twilio_sid", "messaging_service_sid")
+            self.publisher.publish(events.REPLY_RECEIVED, [{**context, **{k: reply[k] for k in shown}}])
         self.ledger.mark_reply_handled(str(reply["id"]))  # after acting: a failure before it is retried whole
         logger.info("inbound message", extra={"from": rules.mask_phone(phone), "keyword": keyword})
         return keyword or "reply"
+
+
+def _context_of(record: MessageRecord | None) -> dict[str, Any]:
+    """What the message replied to tells the reply's write-back: its platform's format and identity."""
+    if record is None:
+        return {}
+    write_back = events.write_back_of(record.item)
+    if write_back is None or (write_back == "json" and not record.status_callback):
+        return {}
+    context: dict[str, Any] = {"write_back": write_back, "metadata": dict(record.metadata or {})}
+    for name in ("connection", "account_sid", "status_callback"):
+        if record.item.get(name):
+            context[name] = record.item[name]
+    return context
 
 
 def _int(value: str | None) -> int | None:

@@ -91,7 +91,8 @@ def settings() -> Settings:
 
         loaded = load_settings()
         table = connections_table if loaded.connections_table else None
-        return dataclasses.replace(loaded, connections=LiveConnections(loaded.connections, table))
+        live = LiveConnections(loaded.connections, table, loaded.connections_max_age_seconds)
+        return dataclasses.replace(loaded, connections=live)
 
     return _once("settings", build)
 
@@ -307,8 +308,17 @@ def forwarder() -> CallbackForwarder:
     def build() -> Any:
         connection = settings().connection(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
+        creds = credentials()
+        secrets = getattr(creds, "write_back_secret", None)
         return CallbackForwarder(
-            requests.Session(), key or "", allow_local=settings().allow_local_callbacks, accounts=facade_accounts()
+            requests.Session(),
+            key or "",
+            allow_local=settings().allow_local_callbacks,
+            accounts=facade_accounts(),
+            connections=settings().connections,
+            secrets=secrets,
+            ledger=ledger(),
+            clock=clock(),
         )
 
     return _once("forwarder", build)

@@ -267,13 +267,13 @@ class LocalEventBus:
         self.last_error: str | None = None
 
     def publish(self, detail_type: str, details: Any) -> None:
-        from chalicelib.events import SOURCE, STATUS_CHANGED
+        from chalicelib.events import OPTED_OUT, REPLY_RECEIVED, SOURCE, STATUS_CHANGED
 
         self.inner.publish(detail_type, details)
-        if detail_type != STATUS_CHANGED:
+        if detail_type not in (STATUS_CHANGED, REPLY_RECEIVED, OPTED_OUT):
             return
         for detail in details:
-            if detail.get("status_callback"):
+            if detail.get("write_back"):  # the template's rule
                 event: dict[str, Any] = {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type}
                 event["source"] = SOURCE
                 event["account"] = ACCOUNT_ID

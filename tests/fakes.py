@@ -207,6 +207,11 @@ class InMemoryLedger:
             token = encode_page_token(key)
         return [MessageRecord(copy.deepcopy(i)) for i in page], token
 
+    def note_write_back_failure(self, message_id: str, reason: str, now: datetime) -> None:
+        with self.lock:
+            if message_id in self.items:
+                self.items[message_id].update(write_back_error=reason[:500], write_back_failed_at=rules.iso(now))
+
     def cancel_pending(self, message_id: str, now: datetime) -> MessageRecord | None:
         with self.lock:
             item = self.items.get(message_id)

@@ -95,6 +95,19 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setenv("POLL_STATE_MACHINE_ARN", machine)
         monkeypatch.setenv("WEBHOOK_BASE_URL", FUNCTION_URL)
         monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")  # every read reaches Secrets Manager, so each is seen
+        monkeypatch.setenv("CONNECTIONS_MAX_AGE_SECONDS", "0")  # and every look at the connections, the table
+        # a connection made through the API, which every function must be able to use
+        secret = f"twilio-connector-{STAGE}/twilio/eu"
+        boto3.client("secretsmanager").create_secret(
+            Name=secret,
+            SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "write_back_secret": "k"}),
+        )
+        swrve = {"format": "swrve", "url": "https://swrve.example/1/event", "options": {"app_id": "1"}}
+        eu = {"name": "eu", "secret_id": secret, "account_sid": ACCOUNT_SID, "from_numbers": [FROM]}
+        eu["write_back"] = swrve
+        from chalicelib.dynamo import serialize
+
+        boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(eu))
         logical = {physical: name for name, physical in names.items()}
         logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
         logical.update({FACADE_SECRET_ID: "FacadeSecret", "by_account": "by_account"})
@@ -111,7 +124,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID, "status": "active"}
         )
         mock.add_passthru(re.compile(r"http://127\.0\.0\.1.*"))
-        yield {"calls": calls, "stub": stub, "names": logical, "mock": mock, "queue_url": names["SendQueue"]}
+        world = {"calls": calls, "stub": stub, "names": logical, "mock": mock, "queue_url": names["SendQueue"]}
+        yield {**world, "names_by_logical": names}
 
 
 def fresh_wiring(world: dict[str, Any]) -> None:
@@ -125,11 +139,12 @@ def signed(url: str, params: dict[str, str]) -> str:
     return RequestValidator(AUTH_TOKEN).compute_signature(url, params)
 
 
-def sent_message(world: dict[str, Any], to: str = TO) -> tuple[str, str]:
+def sent_message(world: dict[str, Any], to: str = TO, connection: str | None = None) -> tuple[str, str]:
     """A message the send function has handed to Twilio: (message id, Twilio SID)."""
     import app
 
-    delivery = Delivery({"to": to, "from": FROM, "body": "hello", "idempotency_key": f"k-{to}"})
+    request = {"to": to, "from": FROM, "body": "hello", "idempotency_key": f"k-{to}"}
+    delivery = Delivery({**request, "connection": connection} if connection else request)
     assert app.send(sqs_event(delivery), LambdaContext())["batchItemFailures"] == []
     from chalicelib import rules
 
@@ -177,6 +192,7 @@ def poll_work(world: dict[str, Any]) -> None:
 
     delivered, delivered_sid = sent_message(world, "+15551230011")
     sent_message(world, "+15551230012")  # undelivered with 30004: the recipient is blocked, an opt-out
+    sent_message(world, "+15551230013", connection="eu")  # a connection made through the API
     for message in world["stub"].messages:
         message.status, message.error_code = (
             ("delivered", None) if message.sid == delivered_sid else ("undelivered", 30004)
@@ -211,6 +227,19 @@ def forward_work(world: dict[str, Any]) -> None:
     # a message from the Twilio-compatible front door: posted as Twilio posts, signed with its account's token
     event["detail"] = {**event["detail"], "callback_format": "twilio", "account_sid": FACADE_ACCOUNT, "to": TO}
     app.forward(event, LambdaContext())
+    # a connection's own write-back (Swrve, with its API key from the connection's secret), refused with a 400:
+    # noted on the message, not retried
+    forward_calls = set(world["calls"])
+    message_id, _ = sent_message(world, "+15551230031", connection="eu")
+    world["calls"].clear()  # the send function's calls are its own
+    world["calls"].update(forward_calls)
+    world["mock"].add(responses.POST, "https://swrve.example/1/event", status=400)
+    detail = {"id": message_id, "status": "delivered", "connection": "eu", "write_back": "swrve",
+              "metadata": {"swrve_user_id": "u-1"}}  # fmt: skip
+    app.forward({**event, "detail": detail}, LambdaContext())
+    table = world["names_by_logical"]["MessagesTable"]
+    noted = boto3.client("dynamodb").get_item(TableName=table, Key={"id": {"S": message_id}})["Item"]
+    assert noted["write_back_error"]["S"] == "swrve write-back answered 400"
 
 
 def webhooks_work(world: dict[str, Any]) -> None:
@@ -251,12 +280,12 @@ def api_work(world: dict[str, Any]) -> None:
         # connections made through the API: the table, their secrets, a front-door account
         connection = {"account_sid": ACCOUNT_SID, "auth_token": "t" * 32, "retry_interval_ms": 5000, "facade": True,
                       "write_back": {"format": "swrve", "options": {"app_id": "1"}, "secret": "swrve-key"}}  # fmt: skip
-        assert http.put("/connections/eu", body=json.dumps(connection), headers=headers).status_code == 201
+        assert http.put("/connections/apac", body=json.dumps(connection), headers=headers).status_code == 201
         rotated = json.dumps({"auth_token": "u" * 32})  # an update: the secret is changed, not made
-        assert http.put("/connections/eu", body=rotated, headers=headers).status_code == 200
-        assert http.get("/connections/eu", headers=headers).status_code == 200
+        assert http.put("/connections/apac", body=rotated, headers=headers).status_code == 200
+        assert http.get("/connections/apac", headers=headers).status_code == 200
         assert http.get("/connections", headers=headers).status_code == 200
-        assert http.delete("/connections/eu", headers=headers).status_code == 200
+        assert http.delete("/connections/apac", headers=headers).status_code == 200
         # Twilio's webhooks through API Gateway reach the same code
         base = "http://localhost"
         wiring.override(settings=wiring.settings().__class__(**{**wiring.settings().__dict__, "public_base_url": base}))

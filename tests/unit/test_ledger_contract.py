@@ -318,3 +318,11 @@ def test_only_a_pending_unclaimed_message_can_be_canceled(ledger):
     ledger.claim("m2", ATTRS, "t2", NOW, LEASE)
     assert ledger.cancel_pending("m2", NOW) is None
     assert ledger.cancel_pending("missing", NOW) is None
+
+
+def test_a_refused_write_back_is_noted_on_the_message_and_nowhere_else(ledger):
+    ledger.create_pending("m1", ATTRS, NOW)
+    ledger.note_write_back_failure("m1", "swrve answered 400", NOW)
+    ledger.note_write_back_failure("gone", "no such message", NOW)  # never creates a record
+    assert ledger.get("m1").item["write_back_error"] == "swrve answered 400"
+    assert ledger.get("gone") is None
