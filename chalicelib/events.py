@@ -28,7 +28,7 @@ from chalicelib.settings import ConnectionSettings
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from chalicelib.facade_accounts import FacadeAccounts
+    from chalicelib.facade_accounts import FacadeAccount, FacadeAccounts
     from chalicelib.ledger import MessageLedger
 
 SOURCE = "twilio.connector"
@@ -210,7 +210,11 @@ class CallbackForwarder:
                 url = url or inbound or configured.url
             if not url:
                 return None
-            return writeback.twilio(detail_type, detail, str(url), self._facade_token(detail, connection))
+            account = self._facade_account(detail, connection)
+            # the account the platform knows: a message sent through our own API names it too
+            return writeback.twilio(
+                detail_type, {**detail, "account_sid": account.account_sid}, str(url), account.auth_token
+            )
         if configured is None or connection is None:
             raise writeback.NotDeliverable(f"the message's connection has no `{fmt}` write-back configured")
         if fmt == "tealium":
@@ -237,7 +241,7 @@ class CallbackForwarder:
             headers["X-Connector-Event"] = detail_type
         return writeback.Request(url, body, headers)
 
-    def _facade_token(self, detail: Mapping[str, Any], connection: ConnectionSettings | None) -> str:
+    def _facade_account(self, detail: Mapping[str, Any], connection: ConnectionSettings | None) -> FacadeAccount:
         account = None
         if self.accounts is not None:
             if detail.get("account_sid"):
@@ -246,7 +250,7 @@ class CallbackForwarder:
                 account = self.accounts.for_connection(connection.name)
         if account is None:
             raise ForwardFailed("no front-door account to sign with: issue one (PUT /connections/{name} facade)")
-        return account.auth_token
+        return account
 
     def _not_delivered(self, detail: Mapping[str, Any], fmt: str, reason: str) -> None:
         metrics.add_metric(name="WriteBackRefused", unit="Count", value=1)

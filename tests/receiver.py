@@ -13,13 +13,14 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.status_for: dict[str, int] = {}  # path -> the status it answers (else 200)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(200)
+                self.send_response(outer.status_for.get(self.path, 200))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -103,7 +103,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "write_back_secret": "k"}),
         )
         swrve = {"format": "swrve", "url": "https://swrve.example/1/event", "options": {"app_id": "1"}}
-        eu = {"name": "eu", "secret_id": secret, "account_sid": ACCOUNT_SID, "from_numbers": [FROM]}
+        eu: dict[str, Any] = {"name": "eu", "secret_id": secret, "account_sid": ACCOUNT_SID, "from_numbers": [FROM]}
         eu["write_back"] = swrve
         from chalicelib.dynamo import serialize
 
