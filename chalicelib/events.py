@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from chalicelib.facade_accounts import FacadeAccount, FacadeAccounts
     from chalicelib.ledger import MessageLedger
+    from chalicelib.tables import SenderQueues
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"
@@ -37,6 +38,7 @@ OPTED_OUT = "Recipient Opted Out"
 OPTED_IN = "Recipient Opted In"
 REPLY_RECEIVED = "Reply Received"
 SIGNATURE_HEADER = "X-Connector-Signature"
+PACING_MAX_WAIT_S = 5.0  # a forward waits this long at most for its turn at a rate-limited platform
 TIMESTAMP_HEADER = "X-Connector-Timestamp"
 
 
@@ -133,7 +135,9 @@ class CallbackForwarder:
         secrets: Callable[[ConnectionSettings], str | None] | None = None,
         ledger: MessageLedger | None = None,
         clock: Callable[[], datetime] | None = None,
+        pace: SenderQueues | None = None,
     ) -> None:
+        self.pace = pace  # Tealium's collect API takes 100 requests/s: every forward takes its place in line
         self.session = session
         self.signing_key = signing_key
         self.timeout = timeout
@@ -218,6 +222,7 @@ class CallbackForwarder:
         if configured is None or connection is None:
             raise writeback.NotDeliverable(f"the message's connection has no `{fmt}` write-back configured")
         if fmt == "tealium":
+            self._wait_for_turn(f"tealium:{configured.options['account']}", writeback.TEALIUM_RATE)
             return writeback.tealium(detail_type, detail, configured)
         secret = self.secrets(connection) if self.secrets else None
         if not secret:
@@ -225,6 +230,16 @@ class CallbackForwarder:
         if fmt == "swrve":
             return writeback.swrve(detail_type, detail, configured, secret)
         return writeback.ci360(detail_type, detail, configured, secret)
+
+    def _wait_for_turn(self, key: str, rate: float) -> None:
+        """Across every forward invocation, no more than `rate` requests a second to one platform account."""
+        if self.pace is None or self.clock is None:
+            return
+        place = self.pace.reserve(key, 1, rate, PACING_MAX_WAIT_S, self.clock())
+        if place.next_free is None:  # more than a few seconds of events ahead: Lambda's retry comes later
+            raise ForwardFailed(f"{key} is at its rate of {rate:.0f} requests/s; retried later")
+        if place.wait_seconds > 0:
+            time.sleep(place.wait_seconds)
 
     def _json(self, detail_type: str, detail: Mapping[str, Any], url: str, now: float | None) -> writeback.Request:
         if not self.signing_key:

@@ -319,6 +319,7 @@ def forwarder() -> CallbackForwarder:
             secrets=secrets,
             ledger=ledger(),
             clock=clock(),
+            pace=sender_queues(),
         )
 
     return _once("forwarder", build)

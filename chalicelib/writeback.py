@@ -31,6 +31,7 @@ STATUS_CHANGED = "Message Status Changed"
 OPTED_OUT = "Recipient Opted Out"
 REPLY_RECEIVED = "Reply Received"
 TEALIUM_URL = "https://collect.tealiumiq.com/event"
+TEALIUM_RATE = 100.0  # requests/s Tealium's HTTP API takes
 SWRVE_NAMES = {"queued": "Queued", "sent": "Sent", "delivered": "Delivered", "undelivered": "Undelivered"}
 BLACKLISTED = "black_listed_error"  # Swrve's name for a recipient who replied STOP (or 21610)
 # where each platform's identity for the recipient is read from the request's metadata, first found wins

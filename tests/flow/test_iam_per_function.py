@@ -108,6 +108,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         from chalicelib.dynamo import serialize
 
         boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(eu))
+        tealium = {
+            "format": "tealium",
+            "url": "https://tealium.example/event",
+            "options": {"account": "a", "profile": "p"},
+        }
+        us = {**eu, "name": "us", "write_back": tealium}
+        boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(us))
         logical = {physical: name for name, physical in names.items()}
         logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
         logical.update({FACADE_SECRET_ID: "FacadeSecret", "by_account": "by_account"})
@@ -236,6 +243,10 @@ def forward_work(world: dict[str, Any]) -> None:
     world["mock"].add(responses.POST, "https://swrve.example/1/event", status=400)
     detail = {"id": message_id, "status": "delivered", "connection": "eu", "write_back": "swrve",
               "metadata": {"swrve_user_id": "u-1"}}  # fmt: skip
+    app.forward({**event, "detail": detail}, LambdaContext())
+    # Tealium's 100 requests/s: each forward takes its place in line (the senders table)
+    world["mock"].add(responses.POST, "https://tealium.example/event", status=200)
+    detail = {**detail, "connection": "us", "write_back": "tealium", "metadata": {"tealium_visitor_id": "v"}}
     app.forward({**event, "detail": detail}, LambdaContext())
     table = world["names_by_logical"]["MessagesTable"]
     noted = boto3.client("dynamodb").get_item(TableName=table, Key={"id": {"S": message_id}})["Item"]
