@@ -144,11 +144,11 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
     if "sender_rates" in body:
         rates = body["sender_rates"]
         if not isinstance(rates, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1000
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0.001 <= v <= 1000
             for k, v in rates.items()
         ):
-            raise ValidationError("sender_rates", "`sender_rates` maps a sender to segments per second (0-1000]")
-        item["sender_rates"] = rates
+            raise ValidationError("sender_rates", "`sender_rates` maps a sender to segments per second, 0.001-1000")
+        item["sender_rates"] = {k: round(float(v), 6) for k, v in rates.items()}
     if "write_back" in body:
         item["write_back"], secret = _write_back(body["write_back"], allow_local)
         if secret is not None:

@@ -253,7 +253,9 @@ class SendService:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
         would wait there longer than its validity and fail with 30001."""
         sender = msg.messaging_service_sid or msg.from_
-        rate = sender_rate(sender, self.settings.sender_rates) if sender else None
+        connection = self.settings.connection(msg.connection)
+        rates = {**self.settings.sender_rates, **(connection.sender_rates if connection else {})}  # its own win
+        rate = sender_rate(sender, rates) if sender else None
         if sender is None or rate is None or self.senders is None:
             return
         validity = msg.validity_period or DEFAULT_VALIDITY_SECONDS

@@ -130,3 +130,18 @@ def test_a_named_connection_is_tested_and_a_deleted_one_is_gone(admin: Admin) ->
     assert admin.call("GET", "/connections/brief").status_code == 404
     refused = admin.call("POST", "/messages", {"to": "+15550500004", "body": "x", "connection": "brief"})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "connection"
+
+
+def test_a_connections_sender_rates_pace_its_senders(admin: Admin) -> None:
+    slow = "+15551239999"  # 1 segment every 1,000 s: a second message cannot go within its 10 s validity
+    body = {"account_sid": admin.account_sid, "auth_token": admin.token, "sender_rates": {slow: 0.001}}
+    assert admin.call("PUT", "/connections/paced", body).status_code == 201
+    first, second = (
+        admin.call(
+            "POST", "/messages", {"to": to, "from": slow, "body": "x", "validity_period": 10, "connection": "paced"}
+        ).json()
+        for to in ("+15550500011", "+15550500012")
+    )
+    admin.wait_for(first["id"], "delivered")
+    time.sleep(1)
+    assert admin.call("GET", f"/messages/{second['id']}").json()["status"] == "pending"  # waits in our queue
