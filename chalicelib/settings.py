@@ -186,12 +186,22 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
             if not isinstance(spec, dict) or not spec.get("secret_id"):
                 raise ConfigurationError(f"TWILIO_CONNECTIONS[{name!r}] needs a secret_id")
             from_numbers = spec.get("from_numbers") or ()
+            write_back = spec.get("write_back")
             connections[name] = ConnectionSettings(
                 name=name,
                 secret_id=str(spec["secret_id"]),
                 account_sid=spec.get("account_sid"),
                 from_numbers=tuple(from_numbers),
                 messaging_service_sid=spec.get("messaging_service_sid"),
+                # the same settings a connection made through the API has (its secrets stay in its secret)
+                retry_interval_ms=spec.get("retry_interval_ms"),
+                retry_attempts=spec.get("retry_attempts"),
+                sender_rates={str(k): float(v) for k, v in (spec.get("sender_rates") or {}).items()},
+                dedup_seconds=spec.get("dedup_seconds"),
+                write_back=WriteBack(str(write_back["format"]), write_back.get("url"), write_back.get("options") or {})
+                if isinstance(write_back, dict) and write_back.get("format")
+                else None,
+                is_default=bool(spec.get("default")),
             )
     return connections
 

@@ -11,6 +11,7 @@ from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed,
 from chalicelib.services import SendService
 from chalicelib.settings import load_settings
 from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+from tests import must
 from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -79,3 +80,26 @@ def test_a_bug_on_one_request_is_that_requests_failure() -> None:
     setattr(use_case.service, "prepare", breaks_on_b)  # noqa: B010 - replacing a bound method
     outcomes = use_case.accept([{"to": TO, "body": "a"}, {"to": TO, "body": "b"}])
     assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[1], Failed)
+
+
+def test_a_deploy_time_connection_takes_a_managed_ones_settings_and_its_write_back_is_recorded() -> None:
+    """Infrastructure-as-code users set in TWILIO_CONNECTIONS what the API sets on a managed connection."""
+    import json as json_
+
+    spec = {"secret_id": "twilio-connector-prod/twilio/eu", "from_numbers": ["+15005550006"], "retry_attempts": 2,
+            "retry_interval_ms": 4000, "write_back": {"format": "tealium", "options": {"account": "a"}}, "default": True}  # fmt: skip
+    settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_CONNECTIONS": json_.dumps({"eu": spec})})
+    connection = settings.connection(None)  # marked default
+    assert connection is not None and connection.name == "eu" and settings.retry_of(connection) == (4000, 2)
+    ledger, stats = InMemoryLedger(), InMemoryStats()
+    creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
+    unused = TwilioApi("https://api.twilio.test")
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
+    use_case = AcceptMessages(service, ledger, stats, Queue(), lambda: NOW)
+    (outcome,) = use_case.accept([{"to": TO, "body": "hi"}])
+    assert isinstance(outcome, Accepted)
+    record = ledger.get(outcome.message_id)
+    assert record is not None and (record.connection, record.item["write_back"]) == ("eu", "tealium")
+    (overridden,) = use_case.accept([{"to": TO, "body": "hi", "write_back": "none"}])
+    assert isinstance(overridden, Accepted)
+    assert "write_back" not in must(ledger.get(overridden.message_id)).item
