@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         _banner(stack, args.real_twilio)
         if args.demo:
             _demo(stack)
+            _demo_write_back(stack)
             print("\nThe stack keeps running; Ctrl-C stops it.")
         while True:
             time.sleep(3600)
@@ -153,6 +154,73 @@ def _demo(stack: Any) -> None:
         if all(s.split(" ")[0] in ("delivered", "undelivered", "failed", "error") for s in last.values()) and last:
             break
         time.sleep(0.5)
+
+
+PLATFORMS: dict[
+    str, tuple[dict[str, Any], dict[str, str]]
+] = {  # one connection per write-back format, each with what its platform needs to know the recipient
+    "clevertap": ({"format": "twilio"}, {}),
+    "swrve": ({"format": "swrve", "options": {"app_id": "demo"}, "secret": "swrve-api-key"}, {"swrve_user_id": "u-1"}),
+    "tealium": (
+        {"format": "tealium", "options": {"account": "demo", "profile": "main"}},
+        {"tealium_visitor_id": "v-1"},
+    ),
+    "ci360": (
+        {"format": "ci360", "options": {"tenant": "demo"}, "secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy"},
+        {"datahub_id": "dh-1", "response_tracking_code": "rtc-1"},
+    ),
+    "json": ({"format": "json"}, {}),
+}
+
+
+def _demo_write_back(stack: Any) -> None:
+    """One connection per write-back format, each pointed at a local receiver standing in for the platform."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Platform(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            name = self.path.strip("/").split("/")[0]
+            shown = body if len(body) < 110 else body[:107] + "..."
+            with printing:  # one line at a time: the platforms are called concurrently
+                sys.stdout.write(f"  {time.strftime('%H:%M:%S')}  {name:<9} <- {shown}\n")
+                sys.stdout.flush()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    printing = threading.Lock()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Platform)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    headers = {"x-api-key": stack.config.api_key, "Content-Type": "application/json"}
+    print("\nDemo: one connection per write-back format; what each platform receives:")
+    for number, (name, (write_back, metadata)) in enumerate(PLATFORMS.items()):
+        connection = {
+            "account_sid": stack.config.account_sid,
+            "auth_token": stack.config.auth_token,
+            "from_numbers": [stack.config.default_from],
+            "write_back": {**write_back, "url": f"{base}/{name}"},
+            "facade": name == "clevertap",  # its callbacks are signed with the front-door token
+        }
+        made = requests.put(
+            f"{stack.api_url}/connections/{name}", headers=headers, data=json.dumps(connection), timeout=10
+        )
+        if made.status_code not in (200, 201):
+            print(f"  {name}: {made.status_code} {made.text}")
+            continue
+        message = {
+            "to": f"+1555000{2001 + number}",
+            "body": f"Hello via {name}",
+            "connection": name,
+            "metadata": metadata,
+        }
+        requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps(message), timeout=10)
+    time.sleep(8)  # the write-backs arrive as the simulator delivers
 
 
 if __name__ == "__main__":

@@ -205,3 +205,15 @@ def test_a_request_may_choose_another_format_than_its_connections(platforms: Pla
     forwarded = [json.loads(r["body"]) for r in platforms.arrived("/own/hook", 3)]
     assert {f["id"] for f in forwarded} == {sent["id"]}
     assert not [r for r in platforms.receiver.requests if sent["id"] in r["body"] and r["path"] == "/tealium/event"]
+
+
+def test_make_run_demo_shows_what_each_platform_receives(
+    platforms: Platforms, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from local import run
+
+    run._demo_write_back(platforms.stack)
+    shown = capsys.readouterr().out
+    for expected in ("clevertap <- SmsSid=", "swrve     <- api_key=", "tealium   <- {\"tealium_account\"",
+                     "ci360     <- {\"eventName\"", "json      <- {\"id\""):  # fmt: skip
+        assert expected in shown, shown
