@@ -309,7 +309,7 @@ class SendService:
             now,
         )
         if recorded is not None:
-            self.stats.count(recorded.status, None, now)
+            self.stats.count(recorded.status, None, now, [f"conn#{recorded.connection or 'default'}"])
         else:
             # Another worker recorded a SID first: only possible if a claim outlived its lease.
             metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
@@ -322,7 +322,7 @@ class SendService:
         self, message_id: str, code: int, text: str, log: dict[str, Any], record: MessageRecord | None
     ) -> SendOutcome:
         if record is not None:
-            self.stats.count("error", int(code), self.clock())
+            self.stats.count("error", int(code), self.clock(), [f"conn#{record.connection or 'default'}"])
         metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
         logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
         return SendOutcome(message_id, "error", "error", int(code), record)

@@ -6,7 +6,7 @@ Like the ledger (store.py), botocore's errors never leave this module: they beco
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -47,9 +47,38 @@ class SenderQueues(Protocol):
 
 
 class StatsStore(Protocol):
-    def count(self, status: str, error_code: int | None, now: datetime) -> None: ...
+    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
+        """Bump the day's counters: a status, an error code, and `extra` ones (`conn#<name>`, `latency#<s>`,
+        `event#<name>`), all in one write."""
+        ...
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]: ...
+
+
+KINDS = {"status": "by_status", "code": "by_error_code", "conn": "by_connection", "latency": "delivered_within"}
+# Seconds from accepted to delivered, counted in these buckets (`latency#<upper bound>`): the median comes from them.
+LATENCY_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 86400)
+
+
+def latency_bucket(seconds: float) -> str:
+    return f"latency#{next((b for b in LATENCY_BUCKETS if seconds <= b), 'more')}"
+
+
+def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Counter items (day, attributes) as totals over them all, and per day."""
+    totals: dict[str, dict[str, int]] = {kind: {} for kind in (*KINDS.values(), "events")}
+    per_day: dict[str, dict[str, dict[str, int]]] = {}
+    for day, item in items:
+        for name, value in item.items():
+            kind, _, key = name.partition("#")
+            target = KINDS.get(kind) or ("events" if kind == "event" else None)
+            if target is None:
+                continue
+            totals[target][key] = totals[target].get(key, 0) + int(value)
+            if target in ("by_status", "events"):
+                bucket = per_day.setdefault(day, {"by_status": {}, "events": {}})[target]
+                bucket[key] = bucket.get(key, 0) + int(value)
+    return {**totals, "days": dict(sorted(per_day.items()))}
 
 
 def stats_day(moment: datetime) -> str:
@@ -96,13 +125,13 @@ def counter_keys(day: str) -> list[str]:
 class DynamoStats(DynamoTable):
     """Counters per UTC day, bumped as messages change: `GET /stats` never scans the messages."""
 
-    def count(self, status: str, error_code: int | None, now: datetime) -> None:
+    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
         shard = random.randrange(COUNTER_SHARDS)  # noqa: S311 - spreads writes, nothing secret
-        names = {"#s": f"status#{status}"}
-        expression = "ADD #s :one"
-        if error_code is not None:
-            names["#c"] = f"code#{error_code}"
-            expression += ", #c :one"
+        counters = [*([f"status#{status}"] if status else []), *([f"code#{error_code}"] if error_code else []), *extra]
+        if not counters:
+            return
+        names = {f"#n{i}": counter for i, counter in enumerate(counters)}
+        expression = "ADD " + ", ".join(f"{name} :one" for name in names)
         try:
             self.client.update_item(
                 TableName=self.table,
@@ -117,15 +146,8 @@ class DynamoStats(DynamoTable):
             logger.warning("stats counter not updated", extra={"error": str(exc)})
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]:
-        by_status: dict[str, int] = {}
-        by_code: dict[str, int] = {}
-        for item in self._batch_get([{"day": {"S": key}} for d in days for key in counter_keys(d)]):
-            for name, value in item.items():
-                kind, _, key = name.partition("#")
-                target = by_status if kind == "status" else by_code if kind == "code" else None
-                if target is not None:
-                    target[key] = target.get(key, 0) + int(value)
-        return {"by_status": by_status, "by_error_code": by_code}
+        items = self._batch_get([{"day": {"S": key}} for d in days for key in counter_keys(d)])
+        return summarize((str(item["day"]).split("#")[0], item) for item in items)
 
 
 class DynamoSenderQueues(DynamoTable):

@@ -21,7 +21,7 @@ from chalicelib.models import ValidationError, require_connection
 from chalicelib.observability import logger, metrics
 from chalicelib.secrets import Credentials
 from chalicelib.settings import Settings
-from chalicelib.tables import OptOutStore, StatsStore
+from chalicelib.tables import OptOutStore, StatsStore, latency_bucket
 from chalicelib.twilio_api import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.workflow import PollState
 
@@ -123,7 +123,10 @@ class TrackingService:
             return None
         metrics.add_metric(name=f"StatusFrom{update.source.capitalize()}", unit="Count", value=1)
         if update.status in rules.COUNTED_STATUSES:
-            self.stats.count(update.status, update.error_code, self.clock())
+            now = self.clock()
+            created = rules.from_iso(updated.item.get("created_at"))
+            took = [latency_bucket((now - created).total_seconds())] if update.status == "delivered" and created else []
+            self.stats.count(update.status, update.error_code, now, took)
         self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(updated)])
         if update.error_code in rules.OPT_OUT_CODES and updated.to:
             self.record_opt_out(updated.to, [updated.item.get("from"), updated.messaging_service_sid])
@@ -141,6 +144,7 @@ class TrackingService:
         named = [s for s in senders if s]
         for sender in named:
             self.opt_outs.opt_out(phone, sender, now)
+        self.stats.count(None, None, now, ["event#opt_out"])
         detail = {**(context or {}), "phone": phone, "senders": named, "at": rules.iso(now)}
         self.publisher.publish(events.OPTED_OUT, [detail])
 
@@ -256,6 +260,7 @@ class TrackingService:
                 self.opt_outs.opt_in(phone, sender)
             self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
         elif keyword is None:
+            self.stats.count(None, None, now, ["event#reply"])
             shown = ("id", "from", "body", "in_reply_to", "received_by", "twilio_sid", "messaging_service_sid")
             self.publisher.publish(events.REPLY_RECEIVED, [{**context, **{k: reply[k] for k in shown}}])
         self.ledger.mark_reply_handled(str(reply["id"]))  # after acting: a failure before it is retried whole

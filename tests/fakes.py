@@ -266,20 +266,15 @@ class InMemoryStats:
     def __init__(self) -> None:
         self.days: dict[str, dict[str, int]] = {}
 
-    def count(self, status: str, error_code: int | None, now: datetime) -> None:
+    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
         from chalicelib.tables import stats_day
 
         day = self.days.setdefault(stats_day(now), {})
-        day[f"status#{status}"] = day.get(f"status#{status}", 0) + 1
-        if error_code is not None:
-            day[f"code#{error_code}"] = day.get(f"code#{error_code}", 0) + 1
+        counters = [*([f"status#{status}"] if status else []), *([f"code#{error_code}"] if error_code else []), *extra]
+        for counter in counters:
+            day[counter] = day.get(counter, 0) + 1
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]:
-        by_status: dict[str, int] = {}
-        by_code: dict[str, int] = {}
-        for day in days:
-            for name, value in self.days.get(day, {}).items():
-                kind, _, key = name.partition("#")
-                target = by_status if kind == "status" else by_code
-                target[key] = target.get(key, 0) + value
-        return {"by_status": by_status, "by_error_code": by_code}
+        from chalicelib.tables import summarize
+
+        return summarize((day, self.days[day]) for day in days if day in self.days)

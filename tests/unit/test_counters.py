@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import boto3
 from moto import mock_aws
 
-from chalicelib.tables import COUNTER_SHARDS, DynamoStats
+from chalicelib.tables import COUNTER_SHARDS, DynamoStats, latency_bucket
 from tests.aws import create_tables
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -38,12 +38,28 @@ def test_a_days_counts_spread_over_shards_and_add_up_exactly() -> None:
             ExpressionAttributeNames={"#s": "status#delivered"},
             ExpressionAttributeValues={":n": {"N": "5"}},
         )
-        assert stats.totals(["2026-11-26"]) == {
-            "by_status": {"delivered": 1_205, "undelivered": 400},
-            "by_error_code": {"30007": 400},
-        }
+        totals = stats.totals(["2026-11-26"])
+        assert (totals["by_status"], totals["by_error_code"]) == (
+            {"delivered": 1_205, "undelivered": 400},
+            {"30007": 400},
+        )
+        assert totals["days"]["2026-11-26"]["by_status"] == {"delivered": 1_205, "undelivered": 400}  # the bare day too
         assert len(writes) == COUNTER_SHARDS and max(writes.values()) < 1_600 / COUNTER_SHARDS * 2
-        assert stats.totals(["2026-11-25"]) == {"by_status": {}, "by_error_code": {}}
+        empty = stats.totals(["2026-11-25"])
+        assert (empty["by_status"], empty["by_error_code"], empty["days"]) == ({}, {}, {})
+
+
+def test_one_write_counts_a_status_its_code_its_connection_and_its_time_to_delivery() -> None:
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        stats = DynamoStats(client, create_tables(client)["CountersTable"])
+        stats.count("delivered", None, NOW, ["conn#eu", latency_bucket(7.5)])
+        stats.count("undelivered", 30007, NOW, ["conn#eu"])
+        stats.count(None, None, NOW, ["event#opt_out"])
+        totals = stats.totals(["2026-11-26"])
+        assert totals["by_connection"] == {"eu": 2} and totals["delivered_within"] == {"10": 1}
+        assert totals["events"] == {"opt_out": 1} and totals["days"]["2026-11-26"]["events"] == {"opt_out": 1}
+        assert latency_bucket(90_000) == "latency#more"
 
 
 def test_a_92_day_window_is_read_in_batches() -> None:
