@@ -27,6 +27,12 @@ $(NODE_TWILIO): tests/node/package.json tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --silent
 	touch $(NODE_TWILIO)
 
+# Test-only: Debian's Chromium, which Playwright drives against the status page (tests/flow/test_dashboard.py).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -34,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(CHECKOV) $(NODE_TWILIO)
+unit: $(STAMP) $(CHECKOV) $(NODE_TWILIO) $(CHROMIUM)
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -43,7 +43,8 @@ SEND_BATCH_WINDOW = 0 if SEND_BATCH_SIZE <= 10 else int(os.environ.get("SEND_BAT
 FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
 # JSON routes parse the raw body themselves, so a wrong type or bad JSON gets our error body, not Chalice's.
 ANY = ["*/*"]
-UNSIGNED_BY_KEY = {STATUS_PATH, INBOUND_PATH}  # Twilio's signature guards these instead
+# Twilio's signature guards the webhooks instead; the status page holds no data (it asks for a key to fetch any).
+UNSIGNED_BY_KEY = {STATUS_PATH, INBOUND_PATH, "/dashboard"}
 
 
 def _request() -> Request:
@@ -188,6 +189,39 @@ def delete_connection(name: str) -> Response:
 @_guarded
 def stats() -> Response:
     return _json(wiring.messages_api().stats_for(_request().query_params or {}))
+
+
+@app.route("/dashboard", methods=["GET"], content_types=ANY)
+@_guarded
+def dashboard() -> Response:
+    """One self-contained page (no CDN, no build step): it asks for an API key and reads the API with it."""
+    from chalicelib.operations import dashboard_html
+
+    policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+    headers: dict[str, str | list[str]] = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": policy,  # the page talks to this API only
+    }
+    return Response(body=dashboard_html(), status_code=200, headers=headers)
+
+
+@app.route("/dlq", methods=["GET"], content_types=ANY)
+@_guarded
+def dlq_show() -> Response:
+    return _json(wiring.operations_api().dlq_show())
+
+
+@app.route("/dlq/redrive", methods=["POST"], content_types=ANY)
+@_guarded
+def dlq_redrive() -> Response:
+    return _json(wiring.operations_api().dlq_redrive(_request().query_params or {}))
+
+
+@app.route("/api-keys/{name}", methods=["POST"], content_types=ANY)
+@_guarded
+def create_api_key(name: str) -> Response:
+    return _json(wiring.operations_api().create_api_key(name))
 
 
 # --- Twilio's webhooks ----------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Outcome, Refused, Unavailable
 from chalicelib.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.models import ValidationError, parse_timestamp, require_connection
+from chalicelib.operations import describe_errors
 from chalicelib.responses import ApiResult, error, invalid, unexpected
 from chalicelib.rules import ConnectorCode
 from chalicelib.settings import Settings
@@ -115,7 +116,9 @@ class MessagesApi:
                 400, ConnectorCode.INVALID_REQUEST, f"the window may span at most {MAX_STATS_DAYS} days", "from"
             )
         days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-        return ApiResult(200, {"from": days[0], "to": days[-1], **self.stats.totals(days)})
+        totals = self.stats.totals(days)
+        described = describe_errors(totals.get("by_error_code", {}))  # Twilio's words for each code
+        return ApiResult(200, {"from": days[0], "to": days[-1], **totals, "error_descriptions": described})
 
 
 def _day(value: str | None, name: str) -> date | None:

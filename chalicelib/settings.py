@@ -72,6 +72,7 @@ class Settings:
     api_keys_secret_id: str | None = None
     send_queue: str = "twilio-connector-send"
     send_queue_url: str | None = None  # set by the template; else the URL is looked up by name
+    send_dlq_url: str | None = None  # the send queue's dead-letter queue (GET /dlq, POST /dlq/redrive)
     state_machine_arn: str | None = None
     event_bus_name: str = "default"
     claim_lease_seconds: int = 120
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_keys_secret_id=env.get("API_KEYS_SECRET_ID") or None,
         send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
         send_queue_url=env.get("SEND_QUEUE_URL") or None,
+        send_dlq_url=env.get("SEND_DLQ_URL") or None,
         state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
         event_bus_name=env.get("EVENT_BUS_NAME") or "default",
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 120, minimum=1),

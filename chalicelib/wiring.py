@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from chalicelib.facade import TwilioFacade
     from chalicelib.facade_accounts import FacadeAccounts
     from chalicelib.ledger import MessageLedger
+    from chalicelib.operations import DeadLetters, OperationsApi
     from chalicelib.queue import SendQueue
     from chalicelib.secrets import Credentials
     from chalicelib.services import SendService
@@ -386,3 +387,28 @@ def twilio_facade() -> TwilioFacade:
         return TwilioFacade(settings(), *pieces)
 
     return _once("twilio_facade", build)
+
+
+def dead_letters() -> DeadLetters | None:
+    from chalicelib.operations import DeadLetters
+
+    s = settings()
+    if not s.send_dlq_url:
+        return None
+    dlq = s.send_dlq_url
+    return _once("dead_letters", lambda: DeadLetters(_OnFirstUse("sqs"), dlq, send_queue().url))
+
+
+def issue_api_key(name: str) -> str:
+    from chalicelib.api_keys import add_api_key
+
+    secret_id = settings().api_keys_secret_id
+    if not secret_id:
+        raise RuntimeError("API_KEYS_SECRET_ID is not set")
+    return add_api_key(_boto_client("secretsmanager"), secret_id, name)
+
+
+def operations_api() -> OperationsApi:
+    from chalicelib.operations import OperationsApi
+
+    return _once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key))

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import hashlib
 import json
 import re
 import secrets
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from chalicelib.api_keys import KeySetupError, add_api_key  # shared with POST /api-keys
 from chalicelib.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
@@ -60,20 +59,6 @@ def set_twilio_credentials(client: Any, secret_id: str, account_sid: str, auth_t
     return {k: v for k, v in value.items() if k == "account_sid"}
 
 
-def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = secrets.token_urlsafe) -> str:
-    """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-        raise SetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")
-    value = _read(client, secret_id)
-    keys = [k for k in value.get("keys", []) if isinstance(k, dict)]
-    if any(k.get("name") == name for k in keys):
-        raise SetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
-    key = new_key()
-    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest()})
-    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
-    return key
-
-
 def main(argv: list[str] | None = None, session: Any = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.keys", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,7 +96,7 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
         else:
             key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name)
             print(f"API key for {args.name} (shown once; only its hash is stored):\n{key}")
-    except (SetupError, FacadeSetupError) as exc:
+    except (SetupError, FacadeSetupError, KeySetupError) as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
     return 0

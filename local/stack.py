@@ -128,6 +128,7 @@ class LocalStack:
                 "OPTOUTS_TABLE": self.tables["OptOutsTable"],
                 "TEMPLATES_TABLE": self.tables["TemplatesTable"],
                 "CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
+                "SEND_DLQ_URL": self.queues["SendDeadLetterQueue"],
                 "COUNTERS_TABLE": self.tables["CountersTable"],
                 "SENDERS_TABLE": self.tables["SendersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",

@@ -92,6 +92,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         machine = local_aws.create_state_machine(boto3.client("stepfunctions"), STAGE)
         # the deployed functions get the queue's URL and the webhook URL from the template
         monkeypatch.setenv("SEND_QUEUE_URL", names["SendQueue"])
+        monkeypatch.setenv("SEND_DLQ_URL", names["SendDeadLetterQueue"])
         monkeypatch.setenv("POLL_STATE_MACHINE_ARN", machine)
         monkeypatch.setenv("WEBHOOK_BASE_URL", FUNCTION_URL)
         monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")  # every read reaches Secrets Manager, so each is seen
@@ -292,6 +293,13 @@ def api_work(world: dict[str, Any]) -> None:
         connection = {"account_sid": ACCOUNT_SID, "auth_token": "t" * 32, "retry_interval_ms": 5000, "facade": True,
                       "write_back": {"format": "swrve", "options": {"app_id": "1"}, "secret": "swrve-key"}}  # fmt: skip
         assert http.put("/connections/apac", body=json.dumps(connection), headers=headers).status_code == 201
+        # the operator's routes: the DLQ (a record put there to be redriven) and a new API key
+        sqs = boto3.client("sqs")
+        sqs.send_message(QueueUrl=world["names_by_logical"]["SendDeadLetterQueue"], MessageBody="{}")
+        assert http.get("/dlq", headers=headers).status_code == 200
+        assert http.post("/dlq/redrive?dry_run=true", headers=headers).status_code == 200
+        assert http.post("/dlq/redrive", headers=headers).json_body["moved"] == 1
+        assert http.post("/api-keys/ops", headers=headers).status_code == 201
         rotated = json.dumps({"auth_token": "u" * 32})  # an update: the secret is changed, not made
         assert http.put("/connections/apac", body=rotated, headers=headers).status_code == 200
         assert http.get("/connections/apac", headers=headers).status_code == 200

@@ -1,0 +1,99 @@
+"""The status page in a real browser: Debian's Chromium (installed by `make test`), driven by Playwright,
+against the local stack with demo traffic. The test enters the key as a person would and reads the charts
+the page drew; it saves a screenshot under build/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from local.stack import LocalStack, StackConfig
+
+KEY = "dashboard-test-key"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BUILD = Path(__file__).resolve().parents[2] / "build"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    config = StackConfig(stage="dash", api_key=KEY, time_scale=20, retry_interval_ms=1000, retry_attempts=3)
+    with LocalStack(config) as running:
+        yield running
+
+
+def _traffic(stack: LocalStack) -> list[str]:
+    """What `make run DEMO=1` sends: delivered, undelivered (30007), an invalid number (21211), a STOP."""
+    assert stack.simulator is not None
+    sim = stack.simulator.sim
+    sim.set_scenario("+15550700002", "undelivered", 30007)
+    sim.inbound("+15550700003", stack.config.default_from, "STOP")  # before it is written to: 21610
+    headers = {"x-api-key": KEY, "Content-Type": "application/json"}
+    ids = []
+    for to in ("+15550700001", "+15550700002", "+15005550001", "+15550700003"):
+        answer = requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps({"to": to, "body": "hi"}))
+        ids.append(answer.json()["id"])
+    sim.inbound("+15550700001", stack.config.default_from, "Thanks")
+    deadline = time.monotonic() + 20
+    final = {"delivered", "undelivered", "error", "failed"}
+    while time.monotonic() < deadline:
+        records = [requests.get(f"{stack.api_url}/messages/{i}", headers=headers).json() for i in ids]
+        if all(r["status"] in final for r in records):
+            return ids
+        time.sleep(0.2)
+    raise AssertionError("the demo traffic never finished")
+
+
+def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalStack) -> None:
+    assert Path(CHROMIUM).exists(), "run `make test`: it installs Debian's chromium"
+    from playwright.sync_api import sync_playwright
+
+    stack.rewire()
+    ids = _traffic(stack)
+    BUILD.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{stack.api_url}/dashboard")
+        assert page.locator("#key-dialog").is_visible()  # asks for the key first
+        page.fill("#key", "not-the-key")
+        page.click("#key-form button")
+        page.wait_for_selector("#key-error:has-text('refused')")  # a wrong key is refused, and asked again
+        page.fill("#key", KEY)
+        page.click("#key-form button")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        assert KEY not in page.url and page.evaluate("sessionStorage.getItem('connector-api-key')") == KEY
+
+        drawn = page.eval_on_selector_all(
+            "#per-day rect.bar", "rs => rs.map(r => [r.dataset.series, Number(r.dataset.count)])"
+        )
+        by_status: dict[str, int] = {}
+        for series, count in drawn:
+            by_status[series] = by_status.get(series, 0) + count
+        assert (by_status.get("delivered"), by_status.get("undelivered"), by_status.get("error")) == (1, 1, 2)
+        errors = page.eval_on_selector_all("#errors tr.error-row", "rs => rs.map(r => r.innerText)")
+        assert any("30007" in row and "Queue overflow" not in row and "\t1" in row for row in errors), errors
+        assert any("21211" in row and "invalid" in row.lower() for row in errors), errors
+        connections = page.eval_on_selector_all("#connections rect.bar", "rs => rs.map(r => r.dataset.series)")
+        assert connections == ["default"]
+        events = page.eval_on_selector_all("#events rect.bar", "rs => rs.map(r => [r.dataset.series, r.dataset.count])")
+        assert ["opt_out", "1"] in events and ["reply", "1"] in events
+        assert page.inner_text("#delivery-rate") == "25%"  # delivered 1 of 4 final (undelivered, two errors)
+        assert any("21610" in row for row in errors), errors
+        assert page.inner_text("#dlq-depth") == "0"
+
+        page.fill("#message-id", ids[0])
+        page.click("#search button")
+        page.wait_for_selector("#found ol.timeline li")
+        timeline = page.inner_text("#found")
+        assert "pending / api" in timeline and "delivered / callback" in timeline
+        page.screenshot(path=str(BUILD / "dashboard.png"), full_page=True)
+        browser.close()
+    assert (BUILD / "dashboard.png").stat().st_size > 10_000
