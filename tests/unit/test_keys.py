@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.api_keys import KeySetupError
 from infra.keys import SetupError, add_api_key, main, set_twilio_credentials
 from tests.aws import SessionWithCloudFormation
 
@@ -47,7 +48,7 @@ def test_an_api_key_is_shown_once_and_only_its_hash_is_stored(secrets: Any, caps
     stored = json.loads(client.get_secret_value(SecretId=keys_arn)["SecretString"])
     assert stored == {"keys": [{"name": "cdp", "sha256": hashlib.sha256(key.encode()).hexdigest()}]}
     assert key not in json.dumps(stored) and len(key) >= 40
-    with pytest.raises(SetupError, match="exists"):
+    with pytest.raises(KeySetupError, match="exists"):
         add_api_key(client, keys_arn, "cdp")
 
 
