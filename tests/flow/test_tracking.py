@@ -266,7 +266,8 @@ def test_every_status_change_is_published_to_eventbridge(stack: Harness) -> None
     wait_until(collect, what="an event for every status change")
     details = [e["detail"] for e in received if e["detail-type"] == "Message Status Changed"]
     assert [d["status"] for d in details] == changes
-    assert changes[0] == "queued" and changes[-1] == "delivered" and len(changes) >= 3
+    # `sent` is skipped when `delivered` overtakes it (the ledger only moves forward): not an event lost
+    assert changes[0] == "queued" and changes[-1] == "delivered" and set(changes) <= {"queued", "sent", "delivered"}
     assert all(d["id"] == message_id and d["metadata"] == {"campaign": "fall"} for d in details)
 
 
