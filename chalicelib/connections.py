@@ -144,7 +144,7 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
     if "sender_rates" in body:
         rates = body["sender_rates"]
         if not isinstance(rates, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0.001 <= v <= 1000
+            _map_key(k) and isinstance(v, int | float) and not isinstance(v, bool) and 0.001 <= v <= 1000
             for k, v in rates.items()
         ):
             raise ValidationError("sender_rates", "`sender_rates` maps a sender to segments per second, 0.001-1000")
@@ -176,8 +176,8 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
         raise ValidationError(f"write_back.{unknown[0]}", f"unknown field `write_back.{unknown[0]}`")
     fmt = spec["format"]
     options = spec.get("options") or {}
-    if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
-        raise ValidationError("write_back.options", "`write_back.options` maps names to strings")
+    if not isinstance(options, dict) or not all(_map_key(k) and isinstance(v, str) for k, v in options.items()):
+        raise ValidationError("write_back.options", "`write_back.options` maps names (1-64 characters) to strings")
     missing = [o for o in NEEDS[fmt][0] if not options.get(o)]
     if missing:
         raise ValidationError(
@@ -194,6 +194,11 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValidationError("write_back.secret", "`write_back.secret` must be a non-empty string")
     return {"format": fmt, "url": url, "options": options}, secret
+
+
+def _map_key(key: Any) -> bool:
+    """A name DynamoDB can store as a map key: never empty (moto takes one and then cannot read the item)."""
+    return isinstance(key, str) and 1 <= len(key) <= 64
 
 
 class ConnectionTable(Protocol):

@@ -32,16 +32,32 @@ class SecretsManagerWriter:
     def merge(self, secret_id: str, values: Mapping[str, str]) -> None:
         import json
 
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors = self.client.exceptions
         try:
-            current = json.loads(self.client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
-        except self.client.exceptions.ResourceNotFoundException:
-            self.client.create_secret(Name=secret_id, SecretString=json.dumps(dict(values)))
-            return
-        merged = {**(current if isinstance(current, dict) else {}), **values}
-        self.client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(merged))
+            try:
+                current = json.loads(self.client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
+            except errors.ResourceNotFoundException:
+                self.client.create_secret(Name=secret_id, SecretString=json.dumps(dict(values)))
+                return
+            except errors.InvalidRequestException:  # deleted, within its recovery window: a connection made again
+                self.client.restore_secret(SecretId=secret_id)
+                current = {}  # what the deleted connection held is not carried over
+            merged = {**(current if isinstance(current, dict) else {}), **values}
+            self.client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(merged))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"Secrets Manager did not take the connection's secret: {exc}") from exc
 
     def delete(self, secret_id: str) -> None:
-        self.client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
+        except self.client.exceptions.ResourceNotFoundException:
+            return
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"Secrets Manager did not delete the connection's secret: {exc}") from exc
 
 
 FacadeIssuer = Callable[[str], "tuple[str, str | None]"]  # connection name -> (account SID, token or None)

@@ -305,6 +305,8 @@ def api_work(world: dict[str, Any]) -> None:
         assert http.get("/connections/apac", headers=headers).status_code == 200
         assert http.get("/connections", headers=headers).status_code == 200
         assert http.delete("/connections/apac", headers=headers).status_code == 200
+        # made again within its secret's recovery window: the secret is restored, not refused
+        assert http.put("/connections/apac", body=json.dumps(connection), headers=headers).status_code == 201
         # Twilio's webhooks through API Gateway reach the same code
         base = "http://localhost"
         wiring.override(settings=wiring.settings().__class__(**{**wiring.settings().__dict__, "public_base_url": base}))
