@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import rules, writeback
+from chalicelib import rules
 from chalicelib.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import ConnectionSettings
@@ -28,6 +28,7 @@ from chalicelib.settings import ConnectionSettings
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from chalicelib import writeback
     from chalicelib.facade_accounts import FacadeAccount, FacadeAccounts
     from chalicelib.ledger import MessageLedger
     from chalicelib.tables import SenderQueues
@@ -166,6 +167,8 @@ class CallbackForwarder:
         return None
 
     def forward(self, detail: Mapping[str, Any], now: float | None = None, detail_type: str = STATUS_CHANGED) -> int:
+        from chalicelib import writeback  # the forward function's only: kept off the send path's cold start
+
         fmt = str(detail.get("write_back") or ("twilio" if detail.get("callback_format") == "twilio" else "json"))
         name = detail.get("connection")
         connection = self.connections.get(str(name)) if name else None
@@ -201,6 +204,8 @@ class CallbackForwarder:
         connection: ConnectionSettings | None,
         now: float | None,
     ) -> writeback.Request | None:
+        from chalicelib import writeback
+
         configured = connection.write_back if connection and connection.write_back else None
         if configured is not None and configured.format != fmt:
             configured = None  # the request chose another format: its own status_callback only
@@ -242,6 +247,8 @@ class CallbackForwarder:
             time.sleep(place.wait_seconds)
 
     def _json(self, detail_type: str, detail: Mapping[str, Any], url: str, now: float | None) -> writeback.Request:
+        from chalicelib import writeback
+
         if not self.signing_key:
             raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
         hidden = ("status_callback", "write_back", "connection", "account_sid", "created_as")

@@ -145,6 +145,9 @@ class TwilioFacade:
         }
         if raw.get("status_callback"):
             attrs["callback_format"] = "twilio"
+            raw["write_back"] = (
+                "twilio"  # its StatusCallback hears as from Twilio, whatever its connection's write-back
+            )
         outcome = self.accept.accept([raw], filings=[Filing(sid, attrs, refuse_now=True)])[0]
         if params.ignored:
             logger.info(

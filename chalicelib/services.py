@@ -168,8 +168,13 @@ class SendService:
             now,
             self.settings.allow_local_callbacks,
         )
-        if message.write_back is None and connection.write_back is not None:  # the connection's, unless overridden
-            message = dataclasses.replace(message, write_back=connection.write_back.format)
+        if message.write_back is None:
+            # A request's own status_callback is where its caller asked to hear (the connector's JSON); else the
+            # connection's write-back. An explicit `write_back` wins over both.
+            chosen = (
+                "json" if message.status_callback else connection.write_back.format if connection.write_back else None
+            )
+            message = dataclasses.replace(message, write_back=chosen)
         return message
 
     def _connection(self, name: str | None) -> ConnectionSettings:

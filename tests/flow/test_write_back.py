@@ -217,3 +217,18 @@ def test_make_run_demo_shows_what_each_platform_receives(
     for expected in ("clevertap <- SmsSid=", "swrve     <- api_key=", "tealium   <- {\"tealium_account\"",
                      "ci360     <- {\"eventName\"", "json      <- {\"id\""):  # fmt: skip
         assert expected in shown, shown
+
+
+def test_a_requests_own_status_callback_wins_over_its_connections_write_back(platforms: Platforms) -> None:
+    """Asked at the request, heard at the request's URL: the connector's JSON (or Twilio's form for a
+    front-door create), not the connection's platform format."""
+    options = {"account": "acme", "profile": "main"}
+    platforms.connect(
+        "tealium2", {"format": "tealium", "url": f"{platforms.receiver.url}/t2/event", "options": options}
+    )
+    hook = f"{platforms.receiver.url}/mine/hook"
+    body = {"to": "+15550600008", "body": "hi", "connection": "tealium2", "status_callback": hook}
+    sent = platforms.call("POST", "/messages", body).json()
+    forwarded = [json.loads(r["body"]) for r in platforms.until("/mine/hook", '"delivered"')]
+    assert {f["id"] for f in forwarded} == {sent["id"]}
+    assert not [r for r in platforms.receiver.requests if r["path"] == "/t2/event"]
