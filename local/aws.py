@@ -100,12 +100,13 @@ def create_queues(client: Any, stage: str) -> dict[str, str]:
 
 
 class AtomicClient:
-    """A boto3 client whose calls run one at a time.
+    """A boto3 client whose calls run one at a time, and as strict as DynamoDB where moto is kinder.
 
     moto checks a ConditionExpression and writes without a lock, so two threads can
     both pass the same condition; DynamoDB does both atomically per item. Serialising
     the calls restores the guarantee the ledger relies on, for tests that run sends
-    concurrently.
+    concurrently. moto also stores a map with an empty key (and then cannot read the item
+    back); DynamoDB refuses the write: so does this client.
     """
 
     _lock = threading.Lock()
@@ -119,10 +120,29 @@ class AtomicClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if name in ("put_item", "update_item", "batch_write_item"):
+                _refuse_empty_map_keys(name, kwargs)
             with self._lock:
                 return attr(*args, **kwargs)
 
         return call
+
+
+def _refuse_empty_map_keys(operation: str, request: Any) -> None:
+    def empty_key(value: Any) -> bool:
+        if isinstance(value, dict):
+            if "M" in value and isinstance(value["M"], dict) and "" in value["M"]:
+                return True
+            return any(empty_key(v) for v in value.values())
+        if isinstance(value, list):
+            return any(empty_key(v) for v in value)
+        return False
+
+    if empty_key(request.get("Item")) or empty_key(request.get("ExpressionAttributeValues")):
+        from botocore.exceptions import ClientError
+
+        error = {"Code": "ValidationException", "Message": "One or more parameter values were invalid: empty map key"}
+        raise ClientError({"Error": error}, operation)
 
 
 class LambdaRouter:

@@ -57,3 +57,34 @@ def test_the_send_speed_up_keeps_every_attribute_moto_reports() -> None:
     patched = _attributes(True)
     assert patched == _attributes(False)
     assert (patched["ApproximateNumberOfMessages"], patched["ApproximateNumberOfMessagesDelayed"]) == ("7", "1")
+
+
+def test_the_local_dynamodb_refuses_an_empty_map_key_as_dynamodb_does() -> None:
+    """moto stores it and then cannot read the item back; DynamoDB refuses the write."""
+    import boto3
+    import pytest
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    from local.aws import AtomicClient
+
+    with mock_aws():
+        raw = boto3.client("dynamodb", region_name="us-east-1")
+        raw.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        strict = AtomicClient(raw)
+        item = {"k": {"S": "a"}, "rates": {"M": {"": {"N": "1"}}}}
+        with pytest.raises(ClientError, match="empty map key"):
+            strict.put_item(TableName="t", Item=item)
+        with pytest.raises(ClientError, match="empty map key"):
+            strict.update_item(
+                TableName="t",
+                Key={"k": {"S": "a"}},
+                UpdateExpression="SET r = :r",
+                ExpressionAttributeValues={":r": {"M": {"x": {"M": {"": {"S": "y"}}}}}},
+            )
+        strict.put_item(TableName="t", Item={"k": {"S": "a"}, "rates": {"M": {"x": {"N": "1"}}}})
