@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -208,7 +209,7 @@ def test_hostile_forms_get_a_201_or_a_twilio_error_never_a_500() -> None:
     text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
     values = st.one_of(text, st.sampled_from([TO, FROM, " 15551234567", "+1555", "true", "-1", "9" * 30, "\n"]))
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=3000 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 300, deadline=None)
     @given(st.lists(st.tuples(names, values), max_size=12))
     def check(pairs: list[tuple[str, str]]) -> None:
         status, body = world.call("POST", "/Messages.json", dict(pairs))
