@@ -60,16 +60,13 @@ class KeySetupError(ValueError):
     """The key cannot be made; the message says why."""
 
 
-def _read(client: Any, secret_id: str) -> dict[str, Any]:
-    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
-    return value if isinstance(value, dict) else {}
-
-
 def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = secrets.token_urlsafe) -> str:
     """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise KeySetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")
-    value = _read(client, secret_id)
+    from chalicelib.secrets import read_json_secret
+
+    value = read_json_secret(client, secret_id)
     keys = [k for k in value.get("keys", []) if isinstance(k, dict)]
     if any(k.get("name") == name for k in keys):
         raise KeySetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")

@@ -130,11 +130,6 @@ class FacadeSetupError(ValueError):
     """The account cannot be issued; the message says why."""
 
 
-def _read(client: Any, secret_id: str) -> dict[str, Any]:
-    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
-    return value if isinstance(value, dict) else {}
-
-
 def add_facade_account(
     client: Any,
     secret_id: str,
@@ -152,7 +147,9 @@ def add_facade_account(
 
     if not re.fullmatch(r"[A-Za-z0-9 _.-]{1,64}", name):
         raise FacadeSetupError("an account name is 1-64 letters, digits, spaces, '.', '_' or '-'")
-    value = _read(client, secret_id)
+    from chalicelib.secrets import read_json_secret
+
+    value = read_json_secret(client, secret_id)
     accounts = [a for a in value.get("accounts", []) if isinstance(a, dict)]
     if any(a.get("friendly_name") == name for a in accounts):
         raise FacadeSetupError(
@@ -170,7 +167,9 @@ def add_facade_account(
 
 def account_for_connection(client: Any, secret_id: str, connection: str) -> tuple[str, str | None]:
     """The connection's front-door account: (SID, None) if it has one, else a new one (SID, token)."""
-    for entry in _read(client, secret_id).get("accounts", []):
+    from chalicelib.secrets import read_json_secret
+
+    for entry in read_json_secret(client, secret_id).get("accounts", []):
         if isinstance(entry, dict) and entry.get("connection") == connection and entry.get("account_sid"):
             return str(entry["account_sid"]), None
     return add_facade_account(client, secret_id, connection, connection)

@@ -6,6 +6,7 @@ secondary token lets an operator rotate the auth token without downtime.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -13,6 +14,12 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 
 from chalicelib.settings import ConfigurationError, ConnectionSettings
 from chalicelib.twilio_api import TwilioCredentials
+
+
+def read_json_secret(client: Any, secret_id: str) -> dict[str, Any]:
+    """A JSON-object secret read straight through a Secrets Manager client (the issuing code, not the hot path)."""
+    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
+    return value if isinstance(value, dict) else {}
 
 
 class CredentialsUnavailable(Exception):

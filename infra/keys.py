@@ -20,6 +20,7 @@ from typing import Any
 
 from chalicelib.api_keys import KeySetupError, add_api_key  # shared with POST /api-keys
 from chalicelib.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
+from chalicelib.secrets import read_json_secret
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
@@ -41,18 +42,13 @@ def stack_output(cfn: Any, stack: str, key: str) -> str:
     raise SetupError(f"stack {stack} has no output {key}: deploy this version first (make deploy)")
 
 
-def _read(client: Any, secret_id: str) -> dict[str, Any]:
-    value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
-    return value if isinstance(value, dict) else {}
-
-
 def set_twilio_credentials(client: Any, secret_id: str, account_sid: str, auth_token: str) -> dict[str, Any]:
     """Write the account SID and auth token; keep a secondary token, and a signing key (made once)."""
     if not ACCOUNT_SID.fullmatch(account_sid):
         raise SetupError("the Account SID is AC followed by 32 hexadecimal characters (Twilio console, Account Info)")
     if len(auth_token) < 16:
         raise SetupError("that is not a Twilio auth token (32 characters, Twilio console, Account Info)")
-    value = _read(client, secret_id)
+    value = read_json_secret(client, secret_id)
     value.update(account_sid=account_sid, auth_token=auth_token)
     value.setdefault("callback_signing_key", secrets.token_urlsafe(32))
     client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
