@@ -169,7 +169,7 @@ class CallbackForwarder:
     def forward(self, detail: Mapping[str, Any], now: float | None = None, detail_type: str = STATUS_CHANGED) -> int:
         from chalicelib import writeback  # the forward function's only: kept off the send path's cold start
 
-        fmt = str(detail.get("write_back") or ("twilio" if detail.get("callback_format") == "twilio" else "json"))
+        fmt = write_back_of(detail) or "json"  # events published before `write_back` was set: the JSON
         name = detail.get("connection")
         connection = self.connections.get(str(name)) if name else None
         try:

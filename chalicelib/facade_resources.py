@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from chalicelib import rules
 from chalicelib.facade_accounts import FacadeAccount
 from chalicelib.ledger import MessageRecord
 
@@ -57,7 +58,7 @@ def twilio_status(record: MessageRecord) -> str:
     status = record.status
     if status == "pending":
         return created_status(record)
-    return "failed" if status == "error" else status
+    return rules.as_twilio_status(status)
 
 
 def message_uri(account_sid: str, sid: str) -> str:

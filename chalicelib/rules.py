@@ -38,6 +38,11 @@ TRANSIENT_STATUSES = frozenset({"sending"})
 COUNTED_STATUSES = frozenset(STATUS_RANK) - TRANSIENT_STATUSES
 
 
+def as_twilio_status(status: str) -> str:
+    """A status as Twilio names it: the connector's own `error` (refused before Twilio) is Twilio's `failed`."""
+    return "failed" if status == "error" else status
+
+
 def advances(current: str | None, new: str) -> bool:
     """True when moving from `current` to `new` is forward; late or duplicate events are not."""
     if new in TRANSIENT_STATUSES:

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from chalicelib import rules
+from chalicelib.events import OPTED_OUT, REPLY_RECEIVED, STATUS_CHANGED
 from chalicelib.settings import WriteBack
 from chalicelib.twilio_signature import compute_signature
 
-STATUS_CHANGED = "Message Status Changed"
-OPTED_OUT = "Recipient Opted Out"
-REPLY_RECEIVED = "Reply Received"
 TEALIUM_URL = "https://collect.tealiumiq.com/event"
 TEALIUM_RATE = 100.0  # requests/s Tealium's HTTP API takes
 SWRVE_NAMES = {"queued": "Queued", "sent": "Sent", "delivered": "Delivered", "undelivered": "Undelivered"}
@@ -54,7 +53,7 @@ class Request:
 
 
 def twilio_status(detail: Mapping[str, Any]) -> str:
-    return "failed" if detail.get("status") == "error" else str(detail.get("status"))
+    return rules.as_twilio_status(str(detail.get("status")))
 
 
 def identity(fmt: str, detail: Mapping[str, Any]) -> str:
@@ -162,8 +161,6 @@ def twilio(detail_type: str, detail: Mapping[str, Any], url: str, token: str) ->
 
 
 def status_callback_form(detail: Mapping[str, Any]) -> list[tuple[str, str]] | None:
-    from chalicelib import rules
-
     status = twilio_status(detail)
     first = str(detail.get("created_as") or "queued")
     if rules.STATUS_RANK.get(status, 0) <= rules.STATUS_RANK[first] or status in rules.TRANSIENT_STATUSES:
