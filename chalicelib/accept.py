@@ -29,6 +29,7 @@ class Accepted:
     """Recorded `pending` and on the send queue."""
 
     message_id: str
+    record: MessageRecord | None = None  # as written: a front door answers from it without reading it back
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class AcceptMessages:
         """One outcome per request, in order; the valid ones go to the queue together."""
         now = self.clock()
         outcomes: list[Outcome | None] = [None] * len(requests)
-        to_enqueue: list[tuple[int, str, Any]] = []
+        to_enqueue: list[tuple[int, str, Any, MessageRecord | None]] = []
         for index, raw in enumerate(requests):
             try:
                 prepared = self._prepare(raw, header_key, now, filings[index] if filings else None)
@@ -118,8 +119,8 @@ class AcceptMessages:
                 to_enqueue.append((index, *prepared))
             else:
                 outcomes[index] = prepared
-        failed = self.queue.send([(message_id, raw) for _, message_id, raw in to_enqueue]) if to_enqueue else set()
-        for index, message_id, _ in to_enqueue:
+        failed = self.queue.send([(message_id, raw) for _, message_id, raw, _ in to_enqueue]) if to_enqueue else set()
+        for index, message_id, _, record in to_enqueue:
             if message_id in failed:
                 outcomes[index] = Unavailable("queue_unavailable", "the send queue did not take the message; retry")
                 continue
@@ -127,13 +128,13 @@ class AcceptMessages:
                 self.ledger.mark_enqueued(message_id, now)
             except StoreError as exc:  # it is on the queue: a retry of the key may enqueue a twin; the ledger dedupes
                 logger.warning("enqueued mark not written", extra={"error": str(exc)})
-            outcomes[index] = Accepted(message_id)
+            outcomes[index] = Accepted(message_id, record)
         return [o for o in outcomes if o is not None]
 
     def _prepare(
         self, raw: Any, header_key: str | None, now: datetime, filing: Filing | None
-    ) -> Outcome | tuple[str, Any]:
-        """Validate and record one request: (message id, request to enqueue), or its outcome already."""
+    ) -> Outcome | tuple[str, Any, MessageRecord | None]:
+        """Validate and record one request: (message id, request to enqueue, its record), or its outcome already."""
         if header_key is not None and isinstance(raw, dict):
             body_key = raw.get("idempotency_key")
             if body_key is not None and body_key != header_key:
@@ -162,7 +163,7 @@ class AcceptMessages:
             created = self.ledger.create_pending(message_id, attrs, now)
             if created is not None:
                 self.stats.count("pending", None, now)
-                return message_id, raw
+                return message_id, raw, created
             existing = self.ledger.get(message_id)
         except StoreError as exc:
             logger.error("ledger unavailable", extra={"error": str(exc)})
@@ -173,4 +174,4 @@ class AcceptMessages:
             return Refused(409, "idempotency_key_reused", text, "idempotency_key")
         if existing is None or existing.status != "pending" or existing.item.get("enqueued_at"):
             return AlreadyAccepted(message_id, existing)
-        return message_id, raw  # accepted before but never enqueued (the queue failed then): enqueue it now
+        return message_id, raw, existing  # accepted before but never enqueued (the queue failed then): enqueue it now

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib import rules
-from chalicelib.connections import ConnectionTable, LiveConnections, describe, parse_connection
+from chalicelib.connections import ConnectionTable, LiveConnections, connection_from_item, describe, parse_connection
 from chalicelib.dynamo import StoreError
 from chalicelib.models import ValidationError
 from chalicelib.observability import logger
@@ -105,7 +105,7 @@ class ConnectionsApi:
         except StoreError as exc:
             return self._unavailable(exc)
         self.live.refresh()
-        answer = describe(self.live.managed().get(name) or _connection(item))
+        answer = describe(self.live.managed().get(name) or connection_from_item(item))
         if isinstance(body, dict) and body.get("facade") and self.issue_facade is not None:
             sid, token = self.issue_facade(name)
             answer["facade"] = {"account_sid": sid, **({"auth_token": token} if token else {})}
@@ -140,9 +140,3 @@ class ConnectionsApi:
     def _unavailable(exc: Exception) -> ApiResult:
         logger.error("connections unavailable", extra={"error": str(exc)})
         return error(503, "storage_unavailable", "the connections table is unavailable; retry")
-
-
-def _connection(item: Mapping[str, Any]) -> Any:
-    from chalicelib.connections import connection_from_item
-
-    return connection_from_item(item)

@@ -166,8 +166,7 @@ class TwilioFacade:
 
     def _created(self, account: FacadeAccount, outcome: Outcome, body: str | None) -> Answer:
         if isinstance(outcome, Accepted | AlreadyAccepted):
-            record = outcome.record if isinstance(outcome, AlreadyAccepted) else None
-            record = record or self.ledger.get(outcome.message_id)
+            record = outcome.record or self.ledger.get(outcome.message_id)
             if record is None:
                 raise StoreError("the message was accepted but cannot be read back")
             metrics.add_metric(name="FacadeMessagesAccepted", unit="Count", value=1)

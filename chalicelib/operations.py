@@ -71,7 +71,8 @@ class DeadLetters:
         """Move up to `limit` records back to the send queue, as they are (their ledger ids go with them:
         the ledger still decides who may send, so a redrive never sends twice)."""
         if dry_run:
-            return {"dry_run": True, "would_move": min(self.depth(), limit), "depth": self.depth()}
+            depth = self.depth()
+            return {"dry_run": True, "would_move": min(depth, limit), "depth": depth}
         moved = 0
         while moved < limit:
             got = self.client.receive_message(

@@ -218,3 +218,17 @@ def test_hostile_forms_get_a_201_or_a_twilio_error_never_a_500() -> None:
             assert isinstance(body["code"], int) and body["message"] and body["more_info"].endswith(str(body["code"]))
 
     check()
+
+
+def test_a_new_message_is_answered_from_what_was_written_without_reading_it_back() -> None:
+    world = World()
+    reads: list[str] = []
+    original = world.ledger.get
+
+    def counted(message_id: str) -> Any:
+        reads.append(message_id)
+        return original(message_id)
+
+    world.ledger.get = counted  # type: ignore[method-assign]
+    status, created = world.call("POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "one write, no read"})
+    assert status == 201 and created["status"] == "queued" and created["to"] == TO and reads == []
