@@ -108,8 +108,66 @@ def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> 
         check=True,
     )
     template = out / "sam.json"
-    template.write_text(json.dumps(derive(json.loads(template.read_text()), env), indent=2) + "\n")
+    sam = derive(json.loads(template.read_text()), env)
+    template.write_text(json.dumps(sam, indent=2) + "\n")
+    runtimes = {f["Properties"].get("Runtime") for f in _functions(sam)}
+    if runtimes == {LAMBDA_PYTHON}:
+        compile_bytecode(out / "deployment.zip")
+    else:
+        print(f"package: bytecode not compiled (this Python is {LAMBDA_PYTHON}, the functions run {runtimes})")
     return template
+
+
+def _functions(sam: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in sam["Resources"].values() if r.get("Type") == "AWS::Serverless::Function"]
+
+
+LAMBDA_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def compile_bytecode(zip_path: Path) -> int:
+    """Adds every module's .pyc to the zip. Lambda's /var/task is read-only, so without them each cold
+    start compiles every module it imports from source (the send function: ~3x `import boto3, requests`
+    instead of ~1.7x, make bench). Unchecked hashes: a file there cannot change, and the zip's times
+    need not survive extraction. Only valid for the Python that compiled them (checked by the caller)."""
+    import importlib.util
+    import py_compile
+    import tempfile
+    import zipfile
+
+    compiled = 0
+    rebuilt = zip_path.with_suffix(".tmp")
+    with (
+        tempfile.TemporaryDirectory(prefix="pyc-") as tmp,
+        zipfile.ZipFile(zip_path) as zin,
+        zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED) as zout,
+    ):
+        work = Path(tmp)
+        for info in zin.infolist():
+            if info.filename.endswith(".pyc"):
+                continue  # stale ones from a work tree: timestamped for another file
+            data = zin.read(info)
+            zout.writestr(info, data)
+            if not info.filename.endswith(".py"):
+                continue
+            source = work / "m.py"
+            source.write_bytes(data)
+            try:
+                py_compile.compile(
+                    str(source),
+                    cfile=str(work / "m.pyc"),
+                    dfile=f"/var/task/{info.filename}",  # what a traceback shows in Lambda
+                    doraise=True,
+                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+                )
+            except py_compile.PyCompileError:
+                continue  # e.g. a vendored file for another Python: imported from source, if ever
+            pyc = zipfile.ZipInfo(importlib.util.cache_from_source(info.filename), info.date_time)
+            pyc.external_attr = info.external_attr
+            zout.writestr(pyc, (work / "m.pyc").read_bytes(), zipfile.ZIP_DEFLATED)
+            compiled += 1
+    rebuilt.replace(zip_path)
+    return compiled
 
 
 # --- deploy -------------------------------------------------------------------------
