@@ -328,8 +328,9 @@ def test_the_zip_ships_bytecode_so_a_cold_start_compiles_nothing(package: Path, 
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(seen["from_task"]), "the probe imported the work tree, not the zip"
     assert seen["compiled"] == []
-    # the same code without its bytecode is compiled at start: the probe can see it
-    (tmp_path / "chalicelib" / "__pycache__" / f"wiring.{sys.implementation.cache_tag}.pyc").unlink()
+    # a source changed after packaging is compiled, not shadowed by its old bytecode (and the probe sees it)
+    with (tmp_path / "chalicelib" / "wiring.py").open("a") as source:
+        source.write("\n# edited in place\n")
     out = subprocess.run(
         [sys.executable, "-c", COMPILE_PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     )
