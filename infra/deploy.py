@@ -230,6 +230,69 @@ def _failure_reasons(cfn: Any, stack: str) -> list[str]:
     ]
 
 
+# AWS keeps this much of an account's Lambda concurrency for functions without a reservation (all of it,
+# in an account whose limit is lower: new accounts may start at 10); a reservation past it fails the stack.
+MIN_UNRESERVED = 100
+CONCURRENCY_QUOTA = "L-B99A9384"  # Service Quotas: AWS Lambda, "Concurrent executions"
+
+
+def reservations(sam: Mapping[str, Any]) -> dict[str, int]:
+    """Reserved concurrency per function the template declares."""
+    return {
+        name: int(r["Properties"]["ReservedConcurrentExecutions"])
+        for name, r in sam["Resources"].items()
+        if r.get("Type") == "AWS::Serverless::Function" and "ReservedConcurrentExecutions" in r.get("Properties", {})
+    }
+
+
+def _held_by_stack(lam: Any, cfn: Any, stack: str) -> int:
+    """What this stack's functions reserve now (an update gives it back before taking the new amounts)."""
+    held, token = 0, None
+    while True:
+        page = cfn.list_stack_resources(StackName=stack, **({"NextToken": token} if token else {}))
+        for resource in page.get("StackResourceSummaries", []):
+            if resource.get("ResourceType") == "AWS::Lambda::Function" and resource.get("PhysicalResourceId"):
+                found = lam.get_function_concurrency(FunctionName=resource["PhysicalResourceId"])
+                held += int(found.get("ReservedConcurrentExecutions", 0))
+        token = page.get("NextToken")
+        if not token:
+            return held
+
+
+def check_concurrency(
+    sam: Mapping[str, Any], stage: str, stack: str, exists: bool, lam: Any, cfn: Any, say: Callable[[str], None]
+) -> None:
+    """Refuses, before anything is uploaded, a stack whose reservations the account cannot give: otherwise
+    CloudFormation fails it minutes later ("decreases account's UnreservedConcurrentExecution below its
+    minimum value") and a first create must then be deleted by hand."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    wanted = reservations(sam)
+    if not wanted:
+        return
+    try:
+        account = lam.get_account_settings()["AccountLimit"]
+        held = _held_by_stack(lam, cfn, stack) if exists else 0
+    except (ClientError, BotoCoreError) as exc:
+        say(f"could not read the account's Lambda concurrency ({exc}); deploying without checking it")
+        return
+    limit, unreserved = int(account["ConcurrentExecutions"]), int(account["UnreservedConcurrentExecutions"])
+    total, keep = sum(wanted.values()), min(MIN_UNRESERVED, limit)
+    if unreserved + held - total >= keep:
+        return
+    others = limit - unreserved - held  # reserved by functions outside this stack
+    each = ", ".join(f"{name} {n}" for name, n in sorted(wanted.items()))
+    region = getattr(getattr(lam, "meta", None), "region_name", None) or "this region"
+    raise DeployError(
+        f"this stack reserves {total} concurrent Lambda executions ({each}), and your account in {region} "
+        f"allows {limit} in all, {others} of them reserved by other functions; AWS keeps {keep} unreserved. "
+        f"Ask AWS to raise the Lambda quota 'Concurrent executions' to at least {total + others + MIN_UNRESERVED} "
+        f"(aws service-quotas request-service-quota-increase --service-code lambda --quota-code {CONCURRENCY_QUOTA} "
+        f"--desired-value {total + others + MIN_UNRESERVED}), or lower reserved_concurrency in .chalice/config.json "
+        f"(stage {stage}). Nothing was deployed."
+    )
+
+
 def deploy(
     stage: str,
     bucket: str,
@@ -246,9 +309,15 @@ def deploy(
     say(f"packaging stage {stage} into {out.relative_to(ROOT)}")
     template_path = build(stage, out)
     s3, cfn = session.client("s3"), session.client("cloudformation")
+    status = _stack_status(cfn, stack)
+    if status == "ROLLBACK_COMPLETE":
+        raise DeployError(f"stack {stack} failed its first create; delete it, then deploy again")
+    exists = status not in (None, "REVIEW_IN_PROGRESS")
+    template = json.loads(template_path.read_text())
+    check_concurrency(template, stage, stack, exists, session.client("lambda"), cfn, say)
     say(f"uploading deployment.zip to s3://{bucket}/{stack}/")
     code_key = upload(s3, bucket, stack, out / "deployment.zip")
-    sam = with_code_in_s3(json.loads(template_path.read_text()), bucket, code_key)
+    sam = with_code_in_s3(template, bucket, code_key)
     body = json.dumps(sam)
     template_args: dict[str, str]
     if len(body.encode()) > TEMPLATE_BODY_LIMIT:
@@ -261,10 +330,7 @@ def deploy(
     else:
         template_args = {"TemplateBody": body}
 
-    status = _stack_status(cfn, stack)
-    if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {stack} failed its first create; delete it, then deploy again")
-    change_type = "CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE"
+    change_type = "UPDATE" if exists else "CREATE"
     change_set = f"deploy-{int(time.time())}"
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in {"Stage": stage, **parameters}.items()]
     say(f"{'creating' if change_type == 'CREATE' else 'updating'} stack {stack} (change set {change_set})")

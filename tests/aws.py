@@ -66,13 +66,13 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
 
 
 class SessionWithCloudFormation:
-    """A boto3 session whose CloudFormation is a fake (moto cannot run the SAM transform); every other
-    client is moto's."""
+    """A boto3 session whose CloudFormation is a fake (moto cannot run the SAM transform), and Lambda too when
+    given (moto has no GetAccountSettings); every other client is moto's."""
 
-    def __init__(self, cloudformation: Any) -> None:
-        self.cloudformation = cloudformation
+    def __init__(self, cloudformation: Any, lambda_: Any = None) -> None:
+        self.fakes = {"cloudformation": cloudformation, "lambda": lambda_}
 
     def client(self, service: str) -> Any:
         import boto3
 
-        return self.cloudformation if service == "cloudformation" else boto3.client(service, region_name="us-east-1")
+        return self.fakes.get(service) or boto3.client(service, region_name="us-east-1")

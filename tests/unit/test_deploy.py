@@ -49,6 +49,16 @@ class FakeCloudFormation:
         self.calls.append(("execute_change_set", kwargs))
         self.status = "CREATE_COMPLETE" if self.status is None else "UPDATE_COMPLETE"
 
+    def list_stack_resources(self, StackName: str, NextToken: str | None = None) -> dict[str, Any]:
+        functions = [("Send", "fn-send"), ("Poll", "fn-poll")]  # as the stack stands now, over two pages
+        if NextToken is None:
+            return {"StackResourceSummaries": [self._fn(*functions[0])], "NextToken": "2"}
+        return {"StackResourceSummaries": [self._fn(*functions[1]), {"ResourceType": "AWS::SQS::Queue"}]}
+
+    @staticmethod
+    def _fn(name: str, physical: str) -> dict[str, str]:
+        return {"LogicalResourceId": name, "PhysicalResourceId": physical, "ResourceType": "AWS::Lambda::Function"}
+
     def delete_change_set(self, **kwargs: Any) -> None:
         self.calls.append(("delete_change_set", kwargs))
 
@@ -163,3 +173,88 @@ def test_the_connection_check_can_say_why_a_secret_is_unreadable() -> None:
     assert settings.unreadable_secret(settings.connections["us"]) is None
     assert "twilio-connector-prod/twilio/<name>" in (settings.unreadable_secret(settings.connections["eu"]) or "")
     assert load_settings({**env, "CONNECTION_SECRET_PREFIX": ""}).unreadable_secret(settings.connections["eu"]) is None
+
+
+class FakeLambda:
+    """What GetAccountSettings answers (moto does not implement it), and this stack's current reservations."""
+
+    def __init__(self, limit: int, reserved_elsewhere: int, held: dict[str, int] | None = None) -> None:
+        self.held = held or {}
+        self.limit, self.unreserved = limit, limit - reserved_elsewhere - sum(self.held.values())
+
+    def get_account_settings(self) -> dict[str, Any]:
+        return {"AccountLimit": {"ConcurrentExecutions": self.limit, "UnreservedConcurrentExecutions": self.unreserved}}
+
+    def get_function_concurrency(self, FunctionName: str) -> dict[str, Any]:
+        return {"ReservedConcurrentExecutions": self.held[FunctionName]} if FunctionName in self.held else {}
+
+
+def reserving(**per_function: int) -> Any:
+    """A stand-in for `make package` whose functions reserve the given concurrency."""
+
+    def build(stage: str, out: Path) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "deployment.zip").write_bytes(b"zip bytes")
+        functions = {
+            n: {"Type": "AWS::Serverless::Function", "Properties": {"ReservedConcurrentExecutions": c}}
+            for n, c in per_function.items()
+        }
+        (out / "sam.json").write_text(json.dumps({"Resources": functions}))
+        return out / "sam.json"
+
+    return build
+
+
+def _deploy(cfn: FakeCloudFormation, lam: Any, build: Any) -> list[str]:
+    said: list[str] = []
+    deploy("prod", BUCKET, "s", {}, SessionWithCloudFormation(cfn, lam), said.append, lambda s: None, build)
+    return said
+
+
+def _uploaded() -> list[str]:
+    return [
+        o["Key"] for o in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    ]
+
+
+def test_a_new_account_too_small_for_the_reservations_is_told_what_to_ask_for_before_anything_is_deployed() -> None:
+    """New AWS accounts may start at 10 concurrent executions; CloudFormation would fail the stack minutes in."""
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        cfn = FakeCloudFormation()
+        with pytest.raises(DeployError) as refused:
+            _deploy(cfn, FakeLambda(limit=10, reserved_elsewhere=0), reserving(Send=4, APIHandler=20, Webhooks=10))
+        text = str(refused.value)
+        assert "reserves 34" in text and "APIHandler 20, Send 4, Webhooks 10" in text and "allows 10" in text
+        assert "--quota-code L-B99A9384 --desired-value 134" in text and "reserved_concurrency" in text
+        assert "Nothing was deployed" in text
+        assert _uploaded() == [] and not [c for c in cfn.calls if c[0] == "create_change_set"]
+
+
+def test_reservations_elsewhere_in_the_account_count_and_aws_keeps_100_unreserved() -> None:
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        with pytest.raises(DeployError, match=r"880 of them reserved by other functions.*desired-value 1005"):
+            _deploy(FakeCloudFormation(), FakeLambda(1000, reserved_elsewhere=880), reserving(Send=15, Poll=10))
+        # 1000 - 875 - 25 = 100 left: exactly what AWS keeps, so it deploys
+        said = _deploy(FakeCloudFormation(), FakeLambda(1000, reserved_elsewhere=875), reserving(Send=15, Poll=10))
+        assert "SendQueueUrl = https://sqs/q" in said
+
+
+def test_an_update_counts_what_the_stack_already_reserves_as_given_back() -> None:
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        held = {"fn-send": 15, "fn-poll": 10}
+        lam = FakeLambda(1000, reserved_elsewhere=870, held=held)  # 105 unreserved now
+        said = _deploy(FakeCloudFormation("UPDATE_COMPLETE"), lam, reserving(Send=15, Poll=10))  # unchanged: fits
+        assert "SendQueueUrl = https://sqs/q" in said
+        with pytest.raises(DeployError, match="desired-value 1010"):  # 30 more than the account can give
+            _deploy(FakeCloudFormation("UPDATE_COMPLETE"), lam, reserving(Send=30, Poll=10))
+
+
+def test_an_account_whose_settings_cannot_be_read_is_deployed_with_a_word_of_it() -> None:
+    with mock_aws():  # moto answers GetAccountSettings with an error, as a role without the right would
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        said = _deploy(FakeCloudFormation(), None, reserving(Send=4))
+        assert any("deploying without checking it" in line for line in said)
+        assert "SendQueueUrl = https://sqs/q" in said
