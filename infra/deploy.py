@@ -110,12 +110,64 @@ def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> 
     template = out / "sam.json"
     sam = derive(json.loads(template.read_text()), env)
     template.write_text(json.dumps(sam, indent=2) + "\n")
+    check_environment_size(sam, stage, f"twilio-connector-{stage}")
     runtimes = {f["Properties"].get("Runtime") for f in _functions(sam)}
     if runtimes == {LAMBDA_PYTHON}:
         compile_bytecode(out / "deployment.zip")
     else:
         print(f"package: bytecode not compiled (this Python is {LAMBDA_PYTHON}, the functions run {runtimes})")
     return template
+
+
+ENVIRONMENT_LIMIT = 4096  # bytes: Lambda refuses a function whose environment variables take more
+LONGEST_REGION = 14  # "ap-southeast-4"
+
+
+def _resolved_length(value: Any, resources: Mapping[str, Any], stage: str, stack: str, region: str | None) -> int:
+    """The most a template value can take once CloudFormation fills it in: names it generates are
+    `<stack>-<LogicalId>-<random>` (a queue's at most 80 characters)."""
+    if isinstance(value, str):
+        return len(value.encode())
+    r = len(region) if region else LONGEST_REGION
+    if "Ref" in value and value["Ref"] in resources:
+        logical = value["Ref"]
+        kind = resources[logical].get("Type")
+        generated = len(stack) + len(logical) + 15
+        if kind == "AWS::DynamoDB::Table":
+            return generated
+        if kind == "AWS::SQS::Queue":  # its URL
+            return len("https://sqs..amazonaws.com/") + r + 13 + min(80, generated)
+        if kind == "AWS::SecretsManager::Secret":  # its ARN
+            return len("arn:aws-us-gov:secretsmanager::123456789012:secret:") + r + len(logical) + 20
+        if kind == "AWS::StepFunctions::StateMachine":
+            return len("arn:aws-us-gov:states::123456789012:stateMachine:") + r + len(logical) + 13
+    if value.get("Fn::GetAtt", [None, None])[1] == "FunctionUrl":
+        return len("https://.lambda-url..on.aws/") + 32 + r
+    if isinstance(value.get("Fn::Sub"), str):
+        text = value["Fn::Sub"].replace("${Stage}", stage)
+        return len(text.encode()) + 128 * text.count("${")
+    return 256
+
+
+def check_environment_size(sam: Mapping[str, Any], stage: str, stack: str, region: str | None = None) -> None:
+    """Lambda refuses environment variables over 4 KB in all, and only when CloudFormation creates the
+    function (minutes in). TWILIO_CONNECTIONS is what grows: many connections belong in the connections API."""
+    resources = sam["Resources"]
+    shared = sam.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        own = resource["Properties"].get("Environment", {}).get("Variables", {})
+        sizes = {k: _resolved_length(v, resources, stage, stack, region) for k, v in {**shared, **own}.items()}
+        total = 2 + sum(len(k) + v + 6 for k, v in sizes.items())  # as JSON: {"k":"v",...}
+        if total > ENVIRONMENT_LIMIT:
+            largest = ", ".join(f"{k} ({v:,} bytes)" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
+            raise DeployError(
+                f"function {name}'s environment variables would take up to {total:,} bytes once CloudFormation "
+                f"fills in the names it makes (stack {stack}); Lambda refuses more than {ENVIRONMENT_LIMIT:,}. "
+                f"Largest: {largest}. Make further connections with the connections API (PUT /connections/<name>, "
+                "kept in DynamoDB) instead of TWILIO_CONNECTIONS, or shorten the stack's name."
+            )
 
 
 def _functions(sam: dict[str, Any]) -> list[dict[str, Any]]:
@@ -314,6 +366,7 @@ def deploy(
         raise DeployError(f"stack {stack} failed its first create; delete it, then deploy again")
     exists = status not in (None, "REVIEW_IN_PROGRESS")
     template = json.loads(template_path.read_text())
+    check_environment_size(template, stage, stack, s3.meta.region_name)
     check_concurrency(template, stage, stack, exists, session.client("lambda"), cfn, say)
     say(f"uploading deployment.zip to s3://{bucket}/{stack}/")
     code_key = upload(s3, bucket, stack, out / "deployment.zip")

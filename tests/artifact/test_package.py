@@ -414,3 +414,15 @@ def test_api_gateways_own_errors_carry_our_error_body(cfn: dict[str, Any]) -> No
         text = response["responseTemplates"]["application/json"].replace("$context.error.messageString", '"x"')
         error = json.loads(text)["error"]
         assert set(error) == {"code", "message", "field"} and error["code"] and error["message"], kind
+
+
+def test_every_functions_environment_fits_lambdas_4_kb_whatever_the_stacks_name(sam: dict[str, Any]) -> None:
+    """Lambda refuses more than 4 KB of environment variables, counted after CloudFormation fills in the
+    names it makes from the stack's name (up to 128 characters); `make package` and `make deploy` check."""
+    from infra.deploy import DeployError, check_environment_size
+
+    check_environment_size(sam, "dev", "s" * 128)
+    grown = copy.deepcopy(sam)
+    grown["Resources"]["Send"]["Properties"]["Environment"]["Variables"]["TWILIO_CONNECTIONS"] = "x" * 3000
+    with pytest.raises(DeployError, match="function Send's environment"):
+        check_environment_size(grown, "dev", "twilio-connector-dev")

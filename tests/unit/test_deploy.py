@@ -258,3 +258,42 @@ def test_an_account_whose_settings_cannot_be_read_is_deployed_with_a_word_of_it(
         said = _deploy(FakeCloudFormation(), None, reserving(Send=4))
         assert any("deploying without checking it" in line for line in said)
         assert "SendQueueUrl = https://sqs/q" in said
+
+
+def _with_environment(variables: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Globals": {"Function": {"Environment": {"Variables": {"SEND_QUEUE_URL": {"Ref": "SendQueue"}}}}},
+        "Resources": {
+            "SendQueue": {"Type": "AWS::SQS::Queue"},
+            "Send": {"Type": "AWS::Serverless::Function", "Properties": {"Environment": {"Variables": variables}}},
+        },
+    }
+
+
+def test_the_names_cloudformation_makes_are_counted_at_their_longest() -> None:
+    from infra.deploy import _resolved_length
+
+    real = "https://sqs.us-east-1.amazonaws.com/123456789012/twilio-connector-prod-SendQueue-AbCdEfGhIjKl"
+    template = _with_environment({})
+    estimate = _resolved_length(
+        {"Ref": "SendQueue"}, template["Resources"], "prod", "twilio-connector-prod", "us-east-1"
+    )
+    assert len(real) <= estimate <= len(real) + 5
+    # a queue's generated name is at most 80 characters, however long the stack's name
+    long = _resolved_length({"Ref": "SendQueue"}, template["Resources"], "prod", "s" * 128, "us-east-1")
+    assert long == len("https://sqs.us-east-1.amazonaws.com/123456789012/") + 80
+
+
+def test_environment_variables_past_lambdas_4_kb_are_refused_before_deploying_with_what_to_do() -> None:
+    """Lambda refuses them only when CloudFormation creates the function; TWILIO_CONNECTIONS is what grows."""
+    from infra.deploy import check_environment_size
+
+    connection = {"secret_id": "twilio-connector-prod/twilio/x", "from_numbers": ["+15551230000"] * 3}
+    few = json.dumps({f"agency{i}": connection for i in range(10)})
+    many = json.dumps({f"agency{i}": connection for i in range(40)})
+    check_environment_size(_with_environment({"TWILIO_CONNECTIONS": few}), "prod", "twilio-connector-prod")
+    with pytest.raises(DeployError) as refused:
+        check_environment_size(_with_environment({"TWILIO_CONNECTIONS": many}), "prod", "twilio-connector-prod")
+    text = str(refused.value)
+    assert "function Send's environment variables" in text and "4,096" in text
+    assert f"TWILIO_CONNECTIONS ({len(many):,} bytes)" in text and "PUT /connections/<name>" in text
