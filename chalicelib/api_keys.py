@@ -60,7 +60,14 @@ class KeySetupError(ValueError):
     """The key cannot be made; the message says why."""
 
 
-def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = secrets.token_urlsafe) -> str:
+KEY_PREFIX = "tck_"  # never '-' first (a command line would read the key as an option), and easy to spot
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = new_api_key) -> str:
     """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise KeySetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")

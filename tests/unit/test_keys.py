@@ -105,3 +105,17 @@ def test_a_front_door_account_is_shown_once_and_then_lets_its_platform_in(
     assert account.connection == "eu" and account.friendly_name == "unica"
     assert main(argv, SessionWithCloudFormation(outputs)) == 2  # the same name again: refused, nothing written
     assert len(json.loads(client.get_secret_value(SecretId=facade_arn)["SecretString"])["accounts"]) == 1
+
+
+def test_a_new_api_key_can_be_given_on_a_command_line_whatever_its_random_part(
+    secrets: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """URL-safe base64 starts with '-' one time in 64: `cli --key -abc…` would read it as an option."""
+    import chalicelib.api_keys as api_keys
+    from chalicelib.cli import _parser
+
+    client, _, keys_arn = secrets
+    monkeypatch.setattr(api_keys.secrets, "token_urlsafe", lambda n=None: "-" + "a" * 42)
+    key = add_api_key(client, keys_arn, "dashed")
+    assert key == "tck_-" + "a" * 42
+    assert _parser().parse_args(["--key", key, "stats"]).key == key
