@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from traceback import extract_tb
 
 from aws_lambda_powertools import Logger, Metrics
@@ -49,7 +50,13 @@ def where(exc: BaseException, last: int = 5) -> list[str]:
     return [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in extract_tb(exc.__traceback__)][-last:]
 
 
+_flushing = threading.Lock()
+
+
 def flush_metrics() -> None:
-    """Publish what this invocation counted (one EMF line on stdout); nothing if it counted nothing."""
-    if metrics.metric_set:
-        metrics.flush_metrics()
+    """Publish what this invocation counted (one EMF line on stdout); nothing if it counted nothing. One flush
+    at a time: Powertools checks the set is not empty, then serializes it, and a flush between the two (the
+    local stack runs several functions in one process) would make this one raise and fail its handler."""
+    with _flushing:
+        if metrics.metric_set:
+            metrics.flush_metrics()
