@@ -67,6 +67,10 @@ class LocalStack:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._exits: list[Any] = []
+        # What sends traffic into the stack (Twilio's callbacks, the API's handlers): stopped first, so no
+        # late callback runs a handler after the wiring is reset and moto stopped (it would build a client
+        # for the real AWS endpoint).
+        self._sources: list[Any] = []
         self._saved_env: dict[str, str | None] = {}
         self.simulator: TwilioSimulator | None = None
         self.send_invocations = 0
@@ -116,7 +120,7 @@ class LocalStack:
         if cfg.use_simulator:
             sim_config = SimConfig(cfg.account_sid, cfg.auth_token, time_scale=cfg.time_scale)
             self.simulator = TwilioSimulator(sim_config).start()
-            self._exits.append(self.simulator.stop)
+            self._sources.append(self.simulator.stop)
             self.simulator.sim.config.inbound_url = f"{self.api_url}/twilio/inbound"
             twilio_env = {"TWILIO_BASE_URL": self.simulator.base_url, "PUBLIC_BASE_URL": self.api_url}
         else:  # real Twilio cannot call back to this machine unless PUBLIC_BASE_URL reaches it
@@ -183,7 +187,7 @@ class LocalStack:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        for undo in reversed(self._exits):
+        for undo in [*reversed(self._sources), *reversed(self._exits)]:
             try:
                 undo()
             except Exception:  # noqa: S112 - best effort: keep tearing the rest down
@@ -259,8 +263,8 @@ class LocalStack:
         server.server.timeout = 0.2
         thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
-        self._exits.append(server.server.server_close)
-        self._exits.append(server.shutdown)
+        self._sources.append(server.server.server_close)
+        self._sources.append(server.shutdown)
         host, port = server.server.server_address[:2]
         self.api_url = f"http://{host}:{port}"
         self.facade_url = f"{self.api_url}{FACADE_PREFIX.rstrip('/')}"

@@ -307,7 +307,7 @@ class Simulator:
         self._stopping.set()
         with self.clock.changed:
             self.clock.changed.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # a callback under way finishes before the session goes
         self._http.close()
 
     # --- control ---------------------------------------------------------------
