@@ -226,6 +226,32 @@ def compile_bytecode(zip_path: Path) -> int:
 # --- deploy -------------------------------------------------------------------------
 
 
+def check_bucket(s3: Any, bucket: str) -> None:
+    """Lambda takes its code only from a bucket in the function's region: a bucket elsewhere fails the stack
+    minutes in ("S3 Error Code: PermanentRedirect"); a missing one fails the upload with a bare 404."""
+    from botocore.exceptions import ClientError
+
+    region = s3.meta.region_name or "us-east-1"
+    try:
+        where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404"):
+            raise DeployError(
+                f"there is no bucket {bucket}; make one in {region} (aws s3 mb s3://{bucket} --region {region})"
+            ) from exc
+        if code in ("AccessDenied", "403"):
+            raise DeployError(f"bucket {bucket} is not yours to use (access denied); name a bucket of yours") from exc
+        raise
+    where = "eu-west-1" if where == "EU" else where  # S3's legacy name for it
+    if where != region:
+        raise DeployError(
+            f"bucket {bucket} is in {where}, but the stack goes to {region}: Lambda takes its code only from "
+            f"a bucket in its own region. Deploy with REGION={where}, or make a bucket in {region} "
+            f"(aws s3 mb s3://<name> --region {region})"
+        )
+
+
 def upload(s3: Any, bucket: str, prefix: str, path: Path) -> str:
     """Content-addressed, as `aws cloudformation package` does: an unchanged file is not uploaded twice."""
     data = path.read_bytes()
@@ -366,6 +392,7 @@ def deploy(
         raise DeployError(f"stack {stack} failed its first create; delete it, then deploy again")
     exists = status not in (None, "REVIEW_IN_PROGRESS")
     template = json.loads(template_path.read_text())
+    check_bucket(s3, bucket)
     check_environment_size(template, stage, stack, s3.meta.region_name)
     check_concurrency(template, stage, stack, exists, session.client("lambda"), cfn, say)
     say(f"uploading deployment.zip to s3://{bucket}/{stack}/")

@@ -297,3 +297,21 @@ def test_environment_variables_past_lambdas_4_kb_are_refused_before_deploying_wi
     text = str(refused.value)
     assert "function Send's environment variables" in text and "4,096" in text
     assert f"TWILIO_CONNECTIONS ({len(many):,} bytes)" in text and "PUT /connections/<name>" in text
+
+
+def test_a_bucket_in_another_region_or_none_at_all_is_refused_before_anything_is_deployed(built: Any) -> None:
+    """Lambda takes its code only from a bucket in its own region; CloudFormation finds out minutes in."""
+    with mock_aws():
+        boto3.client("s3", region_name="us-west-2").create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
+        )
+        cfn = FakeCloudFormation()
+        with pytest.raises(DeployError, match=r"is in us-west-2, but the stack goes to us-east-1.*REGION=us-west-2"):
+            deploy("prod", BUCKET, "s", {}, SessionWithCloudFormation(cfn), print, lambda s: None, built)
+        with pytest.raises(
+            DeployError, match=r"no bucket nowhere-bucket.*aws s3 mb s3://nowhere-bucket --region us-east-1"
+        ):
+            deploy("prod", "nowhere-bucket", "s", {}, SessionWithCloudFormation(cfn), print, lambda s: None, built)
+        assert not [c for c in cfn.calls if c[0] == "create_change_set"]
+        objects = boto3.client("s3", region_name="us-west-2").list_objects_v2(Bucket=BUCKET)
+        assert objects.get("KeyCount", 0) == 0
