@@ -9,7 +9,7 @@ it burns no receive. (Powertools' AsyncBatchProcessor did the partial-batch part
 asyncio; the lines here cost ~30 ms less cold start than its imports.)
 
 After the batch, its status events go to EventBridge in one call and one poll
-execution starts for the messages Twilio took (DESIGN §3.4).
+execution starts for the messages Twilio took (README, "Architecture").
 """
 
 from __future__ import annotations

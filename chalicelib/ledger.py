@@ -1,6 +1,7 @@
-"""The message ledger's model and contract (DESIGN §3.3): the record, what a send and a status report write,
-and the MessageLedger Protocol the use cases depend on. The DynamoDB adapter is store.py; tests/fakes.py
-holds the in-memory one, and tests/unit/test_ledger_contract.py holds both to the same contract.
+"""The message ledger's model and contract (README, "What became of each message"): the record, what a send
+and a status report write, and the MessageLedger Protocol the use cases depend on. The DynamoDB adapter is
+store.py; tests/fakes.py holds the in-memory one, and tests/unit/test_ledger_contract.py holds both to one
+contract.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ PUBLIC_ATTRS = (
 
 @dataclass(frozen=True)
 class MessageRecord:
-    """One message as the ledger holds it (DESIGN §3.3) plus its claim bookkeeping."""
+    """One message as the ledger holds it (README, "What became of each message") plus its claim bookkeeping."""
 
     item: Mapping[str, Any]  # the stored attributes; the typed fields below read it
 

@@ -1,7 +1,7 @@
-"""The send request (DESIGN §3.1): parsing each field, and the message it becomes (content rules: outbound.py).
+"""The send request (README, same name): parsing each field, and the message it becomes (content rules: outbound.py).
 
 Plain code rather than pydantic keeps the send path's import time inside the
-cold-start budget (DESIGN §6). Every failure is a ValidationError that names the
+cold-start budget (README, "Package weight"). Every failure is a ValidationError that names the
 field, the rule, and a Twilio error code where Twilio has one for the same rule.
 """
 

@@ -3,7 +3,7 @@
 Log lines carry message ids and masked phone numbers (rules.mask_phone), never a full number, a body
 or a secret. Text from elsewhere can hold a number ("The 'To' number +33612345678 is not a valid
 phone number", as Twilio words it), so a filter masks anything number-like in every log line.
-Tracing is left out: the X-Ray SDK would cost cold-start time on every invocation (DESIGN §6).
+Tracing is left out: the X-Ray SDK would cost cold-start time on every invocation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The content rules (DESIGN §3.1) a parsed, rendered request must meet to become a message for Twilio.
+"""The content rules (README, "The send request") a parsed, rendered request must meet to become a message for Twilio.
 
 Every failure is a ValidationError naming the field, the rule, and Twilio's error code for the same rule.
 """
@@ -54,7 +54,7 @@ def validate_outbound(
     now: datetime,
     allow_local_callbacks: bool = False,
 ) -> OutboundMessage:
-    """Apply every rule of DESIGN §3.1 to a request whose templates are already rendered."""
+    """Apply every content rule to a request whose templates are already rendered."""
     if not req.to:
         raise ValidationError("to", "`to` is required", 21604)
     if not rules.is_valid_recipient(req.to):

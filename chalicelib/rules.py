@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-# --- statuses (DESIGN §3.3) -------------------------------------------------
+# --- statuses -------------------------------------------------------------
 
 STATUS_RANK: dict[str, int] = {
     "pending": 0,

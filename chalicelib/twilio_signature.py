@@ -3,7 +3,7 @@
 Twilio signs the full public URL it called followed by every POST parameter,
 names sorted, each name followed by its value(s), with HMAC-SHA1 keyed by the
 account's auth token. The webhook must check against the configured public URL
-(stage path included), never the Host header (DESIGN §6). During token rotation
+(stage path included), never the Host header. During token rotation
 both the primary and the secondary token are tried.
 """
 

@@ -102,7 +102,7 @@ Twilio connector running locally
   Webhooks:    {stack.api_url}/twilio/status and /twilio/inbound
   Status page: {stack.api_url}/dashboard  (it asks for the API key)
   CLI:         CONNECTOR_URL={stack.api_url} CONNECTOR_API_KEY={key} python -m chalicelib.cli --help
-  Twilio-compatible front door (for platforms that speak Twilio; DESIGN §7 / README):
+  Twilio-compatible front door (for platforms that speak Twilio; README, "The Twilio-compatible front door"):
     Base URL:    {stack.facade_url}
     Account SID: {stack.config.facade_account_sid}
     Auth token:  {stack.config.facade_token}

@@ -1,5 +1,5 @@
 """SQS events as Lambda delivers them. Chalice's own generator gives every record the
-same messageId (DESIGN §6), which would hide redelivery bugs; this one does not."""
+same messageId, which would hide redelivery bugs; this one does not."""
 
 from __future__ import annotations
 

@@ -403,7 +403,7 @@ def test_chalice_deploy_is_refused_with_the_way_that_works(tmp_path: Path) -> No
 
 def test_api_gateways_own_errors_carry_our_error_body(cfn: dict[str, Any]) -> None:
     """Unknown routes, throttling and gateway failures never reach the app: the deployed API's
-    gateway responses (in the swagger body, so each change redeploys the stage) answer in DESIGN §3.2's shape."""
+    gateway responses (in the swagger body, so each change redeploys the stage) answer in the API's one error shape."""
     (api,) = resources(cfn, "AWS::ApiGateway::RestApi").values()
     responses = api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"

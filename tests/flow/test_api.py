@@ -452,7 +452,7 @@ class TestOneDeployTwoEntryPoints:
 
 
 class TestErrorsChaliceWouldAnswer:
-    """Answers Chalice makes itself, and a bug, come in the error body of DESIGN §3.2 too."""
+    """Answers Chalice makes itself, and a bug, come in the API's one error body too."""
 
     def test_a_method_the_route_lacks_is_405_naming_the_allowed_ones(self, api: Api) -> None:
         response = api.client.http.delete("/messages/msg_1", headers=AUTH)

@@ -1,5 +1,5 @@
 """Schemathesis against the API's OpenAPI document (infra/openapi.json) on the local stack:
-no 5xx, and every 4xx carries the error body of DESIGN §3.2. `make fuzz` runs it larger."""
+no 5xx, and every 4xx carries the API's one error body. `make fuzz` runs it larger."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The repository stands alone: a user clones it and nothing else (DESIGN §6)."""
+"""The repository stands alone: a user clones it and nothing else."""
 
 from __future__ import annotations
 
@@ -51,3 +51,14 @@ def test_twilios_reference_files_are_in_the_repository() -> None:
     assert (TWILIO_DATA / "message_subset.json").stat().st_size > 10_000
     assert (TWILIO_DATA / "twilio-error-codes.2023-05.json").stat().st_size > 1_000_000
     assert TWILIO_DATA.is_relative_to(ROOT)
+
+
+def test_no_file_points_at_a_document_the_repository_does_not_ship() -> None:
+    """The team's shared design notes stay beside the checkout; a pointer to them is one a user cannot follow."""
+    pointers = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in _project_files()
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if re.search(r"DESIGN(\.md)? ?§", line)
+    ]
+    assert pointers == []
