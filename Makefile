@@ -50,7 +50,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules build .chalice/deployments
 
 # The whole connector on this machine: DEMO=1 sends a few messages, REAL_TWILIO=1 uses your Twilio account.
 run: $(STAMP)
