@@ -111,12 +111,17 @@ def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> 
     sam = derive(json.loads(template.read_text()), env)
     template.write_text(json.dumps(sam, indent=2) + "\n")
     check_environment_size(sam, stage, f"twilio-connector-{stage}")
-    runtimes = {f["Properties"].get("Runtime") for f in _functions(sam)}
+    runtimes = {f["Properties"].get("Runtime") for f in functions(sam).values()}
     if runtimes == {LAMBDA_PYTHON}:
         compile_bytecode(out / "deployment.zip")
     else:
         print(f"package: bytecode not compiled (this Python is {LAMBDA_PYTHON}, the functions run {runtimes})")
     return template
+
+
+def functions(sam: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's Lambda functions, by logical id."""
+    return {n: r for n, r in sam["Resources"].items() if r.get("Type") == "AWS::Serverless::Function"}
 
 
 ENVIRONMENT_LIMIT = 4096  # bytes: Lambda refuses a function whose environment variables take more
@@ -154,9 +159,7 @@ def check_environment_size(sam: Mapping[str, Any], stage: str, stack: str, regio
     function (minutes in). TWILIO_CONNECTIONS is what grows: many connections belong in the connections API."""
     resources = sam["Resources"]
     shared = sam.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-    for name, resource in resources.items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
+    for name, resource in functions(sam).items():
         own = resource["Properties"].get("Environment", {}).get("Variables", {})
         sizes = {k: _resolved_length(v, resources, stage, stack, region) for k, v in {**shared, **own}.items()}
         total = 2 + sum(len(k) + v + 6 for k, v in sizes.items())  # as JSON: {"k":"v",...}
@@ -168,10 +171,6 @@ def check_environment_size(sam: Mapping[str, Any], stage: str, stack: str, regio
                 f"Largest: {largest}. Make further connections with the connections API (PUT /connections/<name>, "
                 "kept in DynamoDB) instead of TWILIO_CONNECTIONS, or shorten the stack's name."
             )
-
-
-def _functions(sam: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in sam["Resources"].values() if r.get("Type") == "AWS::Serverless::Function"]
 
 
 LAMBDA_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -261,9 +260,8 @@ def upload(s3: Any, bucket: str, prefix: str, path: Path) -> str:
 
 
 def with_code_in_s3(sam: dict[str, Any], bucket: str, key: str) -> dict[str, Any]:
-    for resource in sam["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
+    for resource in functions(sam).values():
+        resource["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
     return sam
 
 
@@ -318,8 +316,8 @@ def reservations(sam: Mapping[str, Any]) -> dict[str, int]:
     """Reserved concurrency per function the template declares."""
     return {
         name: int(r["Properties"]["ReservedConcurrentExecutions"])
-        for name, r in sam["Resources"].items()
-        if r.get("Type") == "AWS::Serverless::Function" and "ReservedConcurrentExecutions" in r.get("Properties", {})
+        for name, r in functions(sam).items()
+        if "ReservedConcurrentExecutions" in r.get("Properties", {})
     }
 
 
