@@ -1,4 +1,4 @@
-"""POST /connection/test: what HCL Unica's "Test connection" does, and more."""
+"""POST /connection/test: what HCL Unica's "Test connection" does, and more: the write-back's credentials too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from chalicelib import rules
 from chalicelib.models import ValidationError, require_connection
 from chalicelib.responses import ApiResult, invalid
 from chalicelib.secrets import Credentials, CredentialsUnavailable
-from chalicelib.settings import ConfigurationError, Settings
+from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
 from chalicelib.twilio_api import Twilio, TwilioError
 from chalicelib.twilio_signature import compute_signature
 
@@ -18,12 +18,18 @@ class ConnectionCheck:
     """What HCL Unica's "Test connection" does, and more: credentials, sender, webhook round trip."""
 
     def __init__(
-        self, settings: Settings, credentials: Credentials, twilio: Twilio, http_post: Callable[..., Any]
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        twilio: Twilio,
+        http_post: Callable[..., Any],
+        http_get: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
         self.twilio = twilio
         self.http_post = http_post
+        self.http_get = http_get
 
     def run(self, name: str | None) -> ApiResult:
         try:
@@ -53,6 +59,7 @@ class ConnectionCheck:
             creds = None
         checks.append(self._sender(connection.from_numbers, connection.messaging_service_sid))
         checks.append(self._webhook(creds.auth_token if creds else None))
+        checks += self._write_back(connection)
         ok = all(c["ok"] for c in checks)
         return ApiResult(200 if ok else 502, {"ok": ok, "connection": connection.name, "checks": checks})
 
@@ -93,3 +100,44 @@ class ConnectionCheck:
             else ""
         )
         return {"check": "webhook", "ok": False, "detail": f"{url} answered {status}{hint}"}
+
+    def _write_back(self, connection: ConnectionSettings) -> list[dict[str, Any]]:
+        """The platform's credentials, where the platform has a way to check them without an event:
+        CI360's gateway configuration (what SAS's own tools read) and Tealium v3's token exchange."""
+        from chalicelib import writeback
+
+        config = connection.write_back
+        if config is None or not (config.format == "ci360" or writeback.tealium_v3(config)):
+            return []
+        name = "CI360" if config.format == "ci360" else "Tealium"
+        kwargs: dict[str, Any]
+        try:
+            secret = self.credentials.write_back_secret(connection)
+        except (CredentialsUnavailable, ConfigurationError) as exc:
+            return [{"check": "write_back", "ok": False, "detail": f"cannot read the write-back secret: {exc}"}]
+        if not secret:
+            return [{"check": "write_back", "ok": False, "detail": "the connection has no write-back `secret`"}]
+        if config.format == "ci360":
+            url = writeback.ci360_check_url(config)
+            token = writeback.ci360_token(config.options["tenant"], secret)
+            method, kwargs = self.http_get, {"headers": {"Authorization": f"Bearer {token}"}}
+        else:
+            request = writeback.tealium_token_request(config, secret)
+            method, url = self.http_post, request.url
+            kwargs = {"data": request.body, "headers": request.headers}
+        refusal = rules.callback_target_refusal(url, self.settings.allow_local_callbacks)
+        if refusal is not None or method is None:
+            return [{"check": "write_back", "ok": False, "detail": f"{url} {refusal or 'cannot be checked here'}"}]
+        try:
+            status = method(url, timeout=10, allow_redirects=False, **kwargs).status_code
+        except Exception as exc:
+            return [{"check": "write_back", "ok": False, "detail": f"{url} unreachable: {type(exc).__name__}"}]
+        if status == 200:
+            return [{"check": "write_back", "ok": True, "detail": f"{name} accepted the connector's credentials"}]
+        if status in (400, 401, 403):
+            from chalicelib.events import CREDENTIALS_HINT
+
+            hint = CREDENTIALS_HINT[config.format]
+            detail = f"{name} refused the credentials ({status}): {hint}"
+            return [{"check": "write_back", "ok": False, "detail": detail}]
+        return [{"check": "write_back", "ok": False, "detail": f"{url} answered {status}"}]

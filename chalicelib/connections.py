@@ -54,6 +54,7 @@ def connection_from_item(item: Mapping[str, Any]) -> ConnectionSettings:
             format=str(write_back["format"]),
             url=write_back.get("url"),
             options={str(k): str(v) for k, v in (write_back.get("options") or {}).items()},
+            attributes={str(k): str(v) for k, v in (write_back.get("attributes") or {}).items()},
         )
         if isinstance(write_back, Mapping)
         else None,
@@ -80,7 +81,12 @@ def describe(connection: ConnectionSettings, has_secret: bool = True) -> dict[st
         "retry_attempts": connection.retry_attempts,
         "sender_rates": dict(connection.sender_rates),
         "dedup_seconds": connection.dedup_seconds,
-        "write_back": {"format": write_back.format, "url": write_back.url, "options": dict(write_back.options)}
+        "write_back": {
+            "format": write_back.format,
+            "url": write_back.url,
+            "options": dict(write_back.options),
+            "attributes": dict(write_back.attributes),
+        }
         if write_back
         else None,
         "default": connection.is_default,
@@ -153,7 +159,7 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
         item["write_back"], secret = _write_back(body["write_back"], allow_local)
         if secret is not None:
             secrets["write_back_secret"] = secret
-        elif item["write_back"] and NEEDS[item["write_back"]["format"]][1] and not (existing or {}).get("write_back"):
+        elif item["write_back"] and needs_secret(item["write_back"]) and not (existing or {}).get("write_back"):
             raise ValidationError(
                 "write_back.secret", f"the `{item['write_back']['format']}` write-back needs a `secret`"
             )
@@ -166,23 +172,44 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
     return {k: v for k, v in item.items() if v is not None}, secrets
 
 
+def needs_secret(write_back: Mapping[str, Any]) -> bool:
+    """Swrve's API key, CI360's client secret, Tealium v3's API key."""
+    options = write_back.get("options") or {}
+    return NEEDS[write_back["format"]][1] or (write_back["format"] == "tealium" and options.get("api") == "v3")
+
+
 def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, str | None]:
+    from chalicelib import writeback  # only PUT /connections reads it: off every function's cold start
+
     if spec is None:
         return None, None
     if not isinstance(spec, dict) or spec.get("format") not in FORMATS:
         raise ValidationError("write_back.format", f"`write_back.format` must be one of: {', '.join(FORMATS)}")
-    unknown = sorted(set(spec) - {"format", "url", "options", "secret"})
+    unknown = sorted(set(spec) - {"format", "url", "options", "secret", "attributes"})
     if unknown:
         raise ValidationError(f"write_back.{unknown[0]}", f"unknown field `write_back.{unknown[0]}`")
     fmt = spec["format"]
     options = spec.get("options") or {}
     if not isinstance(options, dict) or not all(_map_key(k) and isinstance(v, str) for k, v in options.items()):
         raise ValidationError("write_back.options", "`write_back.options` maps names (1-64 characters) to strings")
-    missing = [o for o in NEEDS[fmt][0] if not options.get(o)]
+    required = NEEDS[fmt][0] + (("username",) if fmt == "tealium" and options.get("api") == "v3" else ())
+    missing = [o for o in required if not options.get(o)]
     if missing:
         raise ValidationError(
             f"write_back.options.{missing[0]}", f"the `{fmt}` write-back needs `options.{missing[0]}`"
         )
+    attributes = spec.get("attributes") or {}
+    if (
+        not isinstance(attributes, dict)
+        or len(attributes) > 20
+        or not all(_map_key(k) and _map_key(v) for k, v in attributes.items())
+    ):
+        raise ValidationError(
+            "write_back.attributes",
+            "`write_back.attributes` maps at most 20 of the platform's attribute names to metadata keys "
+            '(1-64 characters each), e.g. {"email_address_hash": "email_hash"}',
+        )
+    _platform_options(fmt, options, attributes, allow_local, writeback)
     url = spec.get("url")
     if fmt == "ci360" and not url:
         raise ValidationError("write_back.url", "the `ci360` write-back needs `url`, the tenant's external gateway")
@@ -193,7 +220,40 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
     secret = spec.get("secret")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ValidationError("write_back.secret", "`write_back.secret` must be a non-empty string")
-    return {"format": fmt, "url": url, "options": options}, secret
+    written: dict[str, Any] = {"format": fmt, "url": url, "options": options}
+    if attributes:
+        written["attributes"] = attributes
+    return written, secret
+
+
+def _platform_options(
+    fmt: str, options: Mapping[str, str], attributes: Mapping[str, str], allow_local: bool, writeback: Any
+) -> None:
+    """What each platform accepts of its options (writeback.py says where each rule comes from)."""
+    if fmt == "ci360":
+        identity = options.get("identity")
+        if identity is not None and identity not in writeback.CI360_IDENTITIES:
+            raise ValidationError(
+                "write_back.options.identity",
+                f"`options.identity` must be one of CI360's identities: {', '.join(writeback.CI360_IDENTITIES)}",
+            )
+        names = {f"event_{n}" for n in (*writeback.CI360_EVENTS, *writeback.CI360_OLD_EVENTS)}
+        odd = sorted(k for k in options if k.startswith("event_") and k not in names)
+        if odd:
+            known = ", ".join(f"event_{n}" for n in writeback.CI360_EVENTS)
+            raise ValidationError(f"write_back.options.{odd[0]}", f"`options.{odd[0]}` is not one of: {known}")
+    if fmt == "tealium":
+        if options.get("api", "v1") not in ("v1", "v3"):
+            raise ValidationError(
+                "write_back.options.api", "`options.api` is `v1` (Collect HTTP API) or `v3` (authenticated)"
+            )
+        taken = sorted(set(attributes) & set(writeback.TEALIUM_RESERVED))
+        if taken:
+            raise ValidationError(f"write_back.attributes.{taken[0]}", f"`{taken[0]}` is set by the connector")
+        auth_url = options.get("auth_url")
+        refusal = rules.callback_target_refusal(auth_url, allow_local) if auth_url else None
+        if refusal:
+            raise ValidationError("write_back.options.auth_url", f"`options.auth_url` {refusal}")
 
 
 def _map_key(key: Any) -> bool:

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import rules
 from chalicelib.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
-from chalicelib.settings import ConnectionSettings
+from chalicelib.settings import ConnectionSettings, WriteBack
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from chalicelib import writeback
     from chalicelib.facade_accounts import FacadeAccount, FacadeAccounts
     from chalicelib.ledger import MessageLedger
-    from chalicelib.tables import SenderQueues
+    from chalicelib.tables import SenderQueues, StatsStore
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"
@@ -41,6 +41,14 @@ REPLY_RECEIVED = "Reply Received"
 SIGNATURE_HEADER = "X-Connector-Signature"
 PACING_MAX_WAIT_S = 5.0  # a forward waits this long at most for its turn at a rate-limited platform
 TIMESTAMP_HEADER = "X-Connector-Timestamp"
+# What of Twilio's incoming-message webhook a reply event keeps, so a `twilio` write-back relays it as Twilio
+# sent it (twilio.com/docs/messaging/guides/webhook-request; media also as MediaUrl<N>, MediaContentType<N>).
+INBOUND_FIELDS = (
+    "FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry",
+    "NumMedia", "NumSegments",
+)  # fmt: skip
+# Added to events after the `json` write-back's body was fixed: kept out of it, so it stays as it was.
+NOT_IN_JSON = ("sid", "raw_dlr_done_date", "twilio_fields")
 
 
 def status_detail(record: MessageRecord) -> dict[str, Any]:
@@ -57,7 +65,10 @@ def status_detail(record: MessageRecord) -> dict[str, Any]:
         "source": latest.get("source"),
         "at": latest.get("at") or record.updated_at,
         "metadata": dict(record.metadata or {}),
+        "sid": record.sid,  # the Twilio-shaped SID every Twilio-format callback of this message carries
     }
+    if record.item.get("raw_dlr_done_date"):
+        detail["raw_dlr_done_date"] = record.item["raw_dlr_done_date"]
     if record.status_callback:
         detail["status_callback"] = record.status_callback
     for name in ("account_sid", "created_as", "connection"):
@@ -137,6 +148,7 @@ class CallbackForwarder:
         ledger: MessageLedger | None = None,
         clock: Callable[[], datetime] | None = None,
         pace: SenderQueues | None = None,
+        stats: StatsStore | None = None,
     ) -> None:
         self.pace = pace  # Tealium's collect API takes 100 requests/s: every forward takes its place in line
         self.session = session
@@ -149,6 +161,8 @@ class CallbackForwarder:
         self.secrets = secrets  # a connection's write-back secret (Swrve API key, CI360 client secret)
         self.ledger = ledger  # where a platform's refusal is noted on the message
         self.clock = clock
+        self.stats = stats  # the status page counts refusals per connection and kind
+        self._tokens: writeback.BearerTokens | None = None  # Tealium v3's bearer tokens, reused
 
     def _refusal(self, url: str) -> str | None:
         """Checked again where the request goes: a public name may resolve to a private address."""
@@ -174,27 +188,44 @@ class CallbackForwarder:
         connection = self.connections.get(str(name)) if name else None
         try:
             request = self._request(fmt, detail_type, detail, connection, now)
+            status = self._post(fmt, request) if request is not None else 0
+            if status in (401, 403) and self._forget_token(connection):  # revoked early: one try with a new one
+                request = self._request(fmt, detail_type, detail, connection, now)
+                status = self._post(fmt, request) if request is not None else 0
         except writeback.NotDeliverable as exc:
-            self._not_delivered(detail, fmt, str(exc))
+            refused = isinstance(exc, writeback.CredentialsRefused)
+            self._not_delivered(detail, fmt, str(exc), "credentials_refused" if refused else "not_deliverable")
             return 0
-        if request is None:
-            return 0
+        if status in (401, 403):
+            hint = CREDENTIALS_HINT.get(fmt, "check the receiver's credentials")
+            checked = " (POST /connection/test checks them)" if fmt in ("ci360", "tealium") else ""
+            reason = f"{fmt} refused the connector's credentials ({status}): {hint}{checked}"
+            self._not_delivered(detail, fmt, reason, "credentials_refused")
+            return status  # retrying would be refused alike: said loudly instead
+        if 300 <= status < 400 or (400 <= status < 500 and status != 429):
+            why = " (redirects are not followed: configure the final URL)" if status < 400 else ""
+            self._not_delivered(detail, fmt, f"{fmt} write-back answered {status}{why}", "refused")
+            return status  # its answer will not change: not retried
+        if status >= 500 or status == 429:
+            raise ForwardFailed(f"{fmt} write-back answered {status}")
+        if status:
+            metrics.add_metric(name="WriteBacksDelivered", unit="Count", value=1)
+        return status
+
+    def _post(self, fmt: str, request: writeback.Request) -> int:
+        """The platform's answer; 0 when the target is refused (never retried: it will not become allowed)."""
         refusal = self._refusal(request.url)
-        if refusal is not None:  # never retried: it will not become allowed
+        if refusal is not None:
             metrics.add_metric(name="ForwardRefused", unit="Count", value=1)
-            logger.warning("write-back target refused", extra={"message_id": detail.get("id"), "reason": refusal})
+            logger.warning("write-back target refused", extra={"format": fmt, "reason": refusal})
             return 0
-        try:
-            response = self.session.post(request.url, data=request.body, headers=request.headers, timeout=self.timeout)
+        try:  # no redirects: a 3xx to a private address would skip the address check above
+            response = self.session.post(
+                request.url, data=request.body, headers=request.headers, timeout=self.timeout, allow_redirects=False
+            )
         except requests.RequestException as exc:
             raise ForwardFailed(f"{fmt} write-back unreachable: {type(exc).__name__}") from exc
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            self._not_delivered(detail, fmt, f"{fmt} write-back answered {response.status_code}")
-            return response.status_code  # its answer will not change: not retried
-        if response.status_code >= 300:
-            raise ForwardFailed(f"{fmt} write-back answered {response.status_code}")
-        metrics.add_metric(name="WriteBacksDelivered", unit="Count", value=1)
-        return response.status_code
+        return int(response.status_code)
 
     def _request(
         self,
@@ -227,14 +258,67 @@ class CallbackForwarder:
         if configured is None or connection is None:
             raise writeback.NotDeliverable(f"the message's connection has no `{fmt}` write-back configured")
         if fmt == "tealium":
+            request = writeback.tealium(detail_type, detail, configured)  # no identity: said before waiting
             self._wait_for_turn(f"tealium:{configured.options['account']}", writeback.TEALIUM_RATE)
-            return writeback.tealium(detail_type, detail, configured)
-        secret = self.secrets(connection) if self.secrets else None
-        if not secret:
-            raise ForwardFailed(f"connection {connection.name} has no write-back secret: the {fmt} write-back waits")
+            if not writeback.tealium_v3(configured):
+                return request
+            token = self._tealium_token(connection, configured)
+            return writeback.Request(request.url, request.body, {**request.headers, "Authorization": f"Bearer {token}"})
+        secret = self._secret(connection, fmt)
         if fmt == "swrve":
             return writeback.swrve(detail_type, detail, configured, secret)
         return writeback.ci360(detail_type, detail, configured, secret)
+
+    def _secret(self, connection: ConnectionSettings, fmt: str) -> str:
+        secret = self.secrets(connection) if self.secrets else None
+        if not secret:
+            raise ForwardFailed(f"connection {connection.name} has no write-back secret: the {fmt} write-back waits")
+        return secret
+
+    def _tealium_token(self, connection: ConnectionSettings, configured: WriteBack) -> str:
+        """Tealium v3's bearer token: the API key exchanged once per ~25 minutes, not per event."""
+        from chalicelib import writeback
+
+        if self._tokens is None:
+            self._tokens = writeback.BearerTokens()
+        exchange = writeback.tealium_token_request(configured, self._secret(connection, "tealium"))
+
+        def fetch() -> str:
+            status, answer = self._exchange(exchange)
+            if status in (400, 401, 403):
+                raise writeback.CredentialsRefused(
+                    f"tealium refused the connector's credentials ({status}): {CREDENTIALS_HINT['tealium']}"
+                )
+            token = answer.get("token") if isinstance(answer, dict) else None
+            if status != 200 or not isinstance(token, str) or not token:
+                raise ForwardFailed(f"tealium's token exchange answered {status}; retried later")
+            return token
+
+        return self._tokens.get((exchange.url, configured.options["username"]), fetch)
+
+    def _exchange(self, request: writeback.Request) -> tuple[int, Any]:
+        refusal = self._refusal(request.url)
+        if refusal is not None:
+            raise ForwardFailed(f"tealium's token exchange URL {refusal}")
+        try:
+            response = self.session.post(
+                request.url, data=request.body, headers=request.headers, timeout=self.timeout, allow_redirects=False
+            )
+            return int(response.status_code), response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError) as exc:
+            raise ForwardFailed(f"tealium's token exchange failed: {type(exc).__name__}") from exc
+
+    def _forget_token(self, connection: ConnectionSettings | None) -> bool:
+        """Forget the bearer token this connection's write-back used, if it used one."""
+        from chalicelib import writeback
+
+        configured = connection.write_back if connection else None
+        if self._tokens is None or configured is None or configured.format != "tealium":
+            return False
+        if not writeback.tealium_v3(configured):
+            return False
+        url = writeback.tealium_token_request(configured, "").url
+        return self._tokens.forget((url, configured.options["username"]))
 
     def _wait_for_turn(self, key: str, rate: float) -> None:
         """Across every forward invocation, no more than `rate` requests a second to one platform account."""
@@ -251,7 +335,16 @@ class CallbackForwarder:
 
         if not self.signing_key:
             raise ForwardFailed("no `callback_signing_key` in the Twilio secret: status_callback forwarding is off")
-        hidden = ("status_callback", "write_back", "connection", "account_sid", "created_as")
+        hidden: tuple[str, ...] = (
+            "status_callback",
+            "write_back",
+            "connection",
+            "account_sid",
+            "created_as",
+            *NOT_IN_JSON,
+        )
+        if detail_type == OPTED_OUT:
+            hidden += ("in_reply_to",)
         body = json.dumps({k: v for k, v in detail.items() if k not in hidden}, separators=(",", ":"))
         timestamp = str(int(now if now is not None else time.time()))
         headers = {
@@ -274,9 +367,29 @@ class CallbackForwarder:
             raise ForwardFailed("no front-door account to sign with: issue one (PUT /connections/{name} facade)")
         return account
 
-    def _not_delivered(self, detail: Mapping[str, Any], fmt: str, reason: str) -> None:
+    def _not_delivered(self, detail: Mapping[str, Any], fmt: str, reason: str, status: str) -> None:
+        """Never retried, never quiet: counted (metrics and the status page) and noted on the message."""
         metrics.add_metric(name="WriteBackRefused", unit="Count", value=1)
-        logger.warning("write-back not delivered", extra={"message_id": detail.get("id"), "reason": reason})
+        if status == "credentials_refused":
+            metrics.add_metric(name="WriteBackCredentialsRefused", unit="Count", value=1)
+        logger.warning(
+            "write-back not delivered", extra={"message_id": detail.get("id"), "format": fmt, "reason": reason}
+        )
         message_id = detail.get("in_reply_to") or detail.get("id")
-        if self.ledger is not None and message_id and self.clock is not None:
-            self.ledger.note_write_back_failure(str(message_id), reason, self.clock())
+        if self.clock is None:
+            return
+        now = self.clock()
+        if self.stats is not None:
+            self.stats.count(None, None, now, [f"writeback#{detail.get('connection') or '-'}:{status}"])
+        if self.ledger is not None and message_id:
+            self.ledger.note_write_back_failure(str(message_id), reason, now, status)
+
+
+# What to do when a platform refuses the connector's credentials (401/403), per format.
+CREDENTIALS_HINT = {
+    "ci360": "check the connection's options.tenant and its client secret, as CI360 shows it",
+    "tealium": "check the connection's options.username and its API key",
+    "swrve": "check the connection's secret, the Swrve app's API key",
+    "twilio": "the receiver refused X-Twilio-Signature: give it the front-door account's token",
+    "json": "the receiver refused X-Connector-Signature: give it the callback_signing_key",
+}

@@ -22,6 +22,8 @@ ACCOUNT_INDEX = "by_account"  # sparse: only messages that came through the Twil
 CONTENT_PREFIX = "content#"  # items that hold a content window (FACADE_DEDUP_SECONDS), not messages
 POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
+# Why a write-back was not delivered, as the record's `write_back_status` and the status page count it.
+WRITE_BACK_FAILURES = ("credentials_refused", "refused", "not_deliverable")
 
 PUBLIC_ATTRS = (
     "id",
@@ -42,6 +44,9 @@ PUBLIC_ATTRS = (
     "updated_at",
     "metadata",
     "events",
+    "write_back_error",  # what the platform's write-back last refused (README, "Connections and write-back")
+    "write_back_status",
+    "write_back_failed_at",
 )
 
 
@@ -155,7 +160,13 @@ class MessageRecord:
         data["events"] = list(self.item.get("events") or [])
         data["metadata"] = dict(self.item.get("metadata") or {})
         data["poll_attempts"] = int(self.item.get("poll_attempts") or 0)
+        data["sid"] = self.sid
         return data
+
+    @property
+    def sid(self) -> str:
+        """The Twilio-shaped SID its Twilio-format callbacks carry (rules.message_sid)."""
+        return rules.message_sid(self.id, self._number("num_media") or 0)
 
 
 @dataclass(frozen=True)
@@ -268,8 +279,9 @@ class MessageLedger(Protocol):
         """`pending` -> `canceled` before any send claimed it; None if it is no longer pending."""
         ...
 
-    def note_write_back_failure(self, message_id: str, reason: str, now: datetime) -> None:
-        """The platform refused what became of this message (a 4xx): kept on the record, not retried."""
+    def note_write_back_failure(self, message_id: str, reason: str, now: datetime, status: str = "refused") -> None:
+        """The platform refused what became of this message (a 4xx, refused credentials, no identity for the
+        recipient): kept on the record with `status`, one of WRITE_BACK_FAILURES, and not retried."""
         ...
 
 

@@ -97,6 +97,9 @@ E164 = re.compile(r"^\+[1-9][0-9]{7,14}\Z")
 SHORT_CODE = re.compile(r"^[0-9]{5,6}\Z")
 ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
 MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}\Z")
+# A Message's SID in Twilio's spec (twilio-oai spec/json/twilio_api_v2010.json, api.v2010.account.message.sid);
+# platforms that read Twilio's callbacks (CleverTap) may check it.
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}\Z")
 ASCII_INTEGER = re.compile(r"^-?[0-9]{1,18}\Z")
 WHATSAPP_PREFIX = "whatsapp:"
 
@@ -259,6 +262,15 @@ def message_id(idempotency_key: str | None, delivery_id: str) -> str:
     """
     seed = f"key:{idempotency_key}" if idempotency_key else f"sqs:{delivery_id}"
     return "msg_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def message_sid(message_id: str, num_media: int = 0) -> str:
+    """The Twilio-shaped SID a message is known by in Twilio's forms: a front-door message's own id, else
+    SM (MM with media) + 32 hex derived from its id, so every callback of one message carries the same."""
+    if MESSAGE_SID.match(message_id):
+        return message_id
+    prefix = "MM" if num_media else "SM"
+    return prefix + hashlib.sha256(f"sid:{message_id}".encode()).hexdigest()[:32]
 
 
 def body_digest(body: str | None) -> str:

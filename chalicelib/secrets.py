@@ -33,6 +33,8 @@ class Credentials(Protocol):
 
     def signing_key(self, connection: ConnectionSettings) -> str | None: ...
 
+    def write_back_secret(self, connection: ConnectionSettings) -> str | None: ...
+
 
 class SecretsCredentials:
     def __init__(self, provider: SecretsProvider, max_age_seconds: int = 300) -> None:

@@ -107,6 +107,7 @@ def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
         "connection": msg.connection,
         "num_segments": msg.num_segments,
         "encoding": msg.encoding,
+        "num_media": len(msg.media_urls) or None,  # MM, not SM, in the Twilio-shaped sid (rules.message_sid)
         "metadata": dict(msg.metadata) or None,
         "body_sha256": rules.body_digest(msg.body),
         "status_callback": msg.status_callback,

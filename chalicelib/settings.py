@@ -32,6 +32,9 @@ class WriteBack:
     format: str  # json | twilio | swrve | tealium | ci360
     url: str | None = None  # the platform's endpoint (json / twilio: the request's status_callback)
     options: Mapping[str, str] = field(default_factory=dict)  # e.g. Tealium's account, profile, datasource
+    # the platform's attribute -> the request's metadata key it is read from (Tealium's known visitor
+    # attributes such as email_address_hash, CI360's identity such as customer_id)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,12 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
                 retry_attempts=spec.get("retry_attempts"),
                 sender_rates={str(k): float(v) for k, v in (spec.get("sender_rates") or {}).items()},
                 dedup_seconds=spec.get("dedup_seconds"),
-                write_back=WriteBack(str(write_back["format"]), write_back.get("url"), write_back.get("options") or {})
+                write_back=WriteBack(
+                    str(write_back["format"]),
+                    write_back.get("url"),
+                    write_back.get("options") or {},
+                    write_back.get("attributes") or {},
+                )
                 if isinstance(write_back, dict) and write_back.get("format")
                 else None,
                 is_default=bool(spec.get("default")),

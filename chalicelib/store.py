@@ -288,7 +288,8 @@ class DynamoMessageLedger(DynamoTable):
         )
         return self._update_returning(message_id, u, condition)
 
-    def note_write_back_failure(self, message_id: str, reason: str, now: datetime) -> None:
-        u = Update().set({"write_back_error": reason[:500], "write_back_failed_at": rules.iso(now)})
+    def note_write_back_failure(self, message_id: str, reason: str, now: datetime, status: str = "refused") -> None:
+        noted = {"write_back_error": reason[:500], "write_back_status": status, "write_back_failed_at": rules.iso(now)}
+        u = Update().set(noted)
         with contextlib.suppress(ConditionFailed):  # a message that expired meanwhile: nothing to note
             self._call("update_item", **u.request({"id": message_id}, f"attribute_exists({u.n('id')})"))

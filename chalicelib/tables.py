@@ -49,13 +49,19 @@ class SenderQueues(Protocol):
 class StatsStore(Protocol):
     def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
         """Bump the day's counters: a status, an error code, and `extra` ones (`conn#<name>`, `latency#<s>`,
-        `event#<name>`), all in one write."""
+        `event#<name>`, `writeback#<connection>:<why>`), all in one write."""
         ...
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]: ...
 
 
-KINDS = {"status": "by_status", "code": "by_error_code", "conn": "by_connection", "latency": "delivered_within"}
+KINDS = {
+    "status": "by_status",
+    "code": "by_error_code",
+    "conn": "by_connection",
+    "latency": "delivered_within",
+    "writeback": "write_back_refused",  # `<connection>:<why>`, why one of ledger.WRITE_BACK_FAILURES
+}
 # Seconds from accepted to delivered, counted in these buckets (`latency#<upper bound>`): the median comes from them.
 LATENCY_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 86400)
 

@@ -73,9 +73,16 @@ class InboundMessage:
     messaging_service_sid: str | None
     body: str
     opt_out_type: str | None = None
+    # the rest of Twilio's webhook that a platform reading Twilio's form expects relayed (events.INBOUND_FIELDS)
+    twilio_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> InboundMessage:
+        kept = {
+            name: value
+            for name, value in form.items()
+            if name in events.INBOUND_FIELDS or name.startswith(("MediaUrl", "MediaContentType"))
+        }
         return cls(
             twilio_sid=form.get("MessageSid") or form.get("SmsSid") or "",
             phone=form.get("From", "").strip(),
@@ -83,6 +90,7 @@ class InboundMessage:
             messaging_service_sid=form.get("MessagingServiceSid") or None,
             body=form.get("Body", ""),
             opt_out_type=form.get("OptOutType") or None,
+            twilio_fields=kept,
         )
 
 
@@ -262,7 +270,8 @@ class TrackingService:
         elif keyword is None:
             self.stats.count(None, None, now, ["event#reply"])
             shown = ("id", "from", "body", "in_reply_to", "received_by", "twilio_sid", "messaging_service_sid")
-            self.publisher.publish(events.REPLY_RECEIVED, [{**context, **{k: reply[k] for k in shown}}])
+            detail = {**context, **{k: reply[k] for k in shown}, "twilio_fields": dict(message.twilio_fields)}
+            self.publisher.publish(events.REPLY_RECEIVED, [detail])
         self.ledger.mark_reply_handled(str(reply["id"]))  # after acting: a failure before it is retried whole
         logger.info("inbound message", extra={"from": rules.mask_phone(phone), "keyword": keyword})
         return keyword or "reply"
@@ -275,7 +284,11 @@ def _context_of(record: MessageRecord | None) -> dict[str, Any]:
     write_back = events.write_back_of(record.item)
     if write_back is None or (write_back == "json" and not record.status_callback):
         return {}
-    context: dict[str, Any] = {"write_back": write_back, "metadata": dict(record.metadata or {})}
+    context: dict[str, Any] = {
+        "write_back": write_back,
+        "metadata": dict(record.metadata or {}),
+        "in_reply_to": record.id,  # where a refused write-back of the reply or STOP is noted
+    }
     for name in ("connection", "account_sid", "status_callback"):
         if record.item.get(name):
             context[name] = record.item[name]

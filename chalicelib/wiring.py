@@ -309,8 +309,7 @@ def forwarder() -> CallbackForwarder:
     def build() -> Any:
         connection = settings().connection(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
-        creds = credentials()
-        secrets = getattr(creds, "write_back_secret", None)
+        secrets = credentials().write_back_secret
         return CallbackForwarder(
             requests.Session(),
             key or "",
@@ -321,6 +320,7 @@ def forwarder() -> CallbackForwarder:
             ledger=ledger(),
             clock=clock(),
             pace=sender_queues(),
+            stats=stats(),
         )
 
     return _once("forwarder", build)
@@ -367,7 +367,10 @@ def connection_check() -> ConnectionCheck:
 
     from chalicelib.connection_check import ConnectionCheck
 
-    return _once("connection_check", lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post))
+    return _once(
+        "connection_check",
+        lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post, http_get=requests.get),
+    )
 
 
 def facade_accounts() -> FacadeAccounts:

@@ -276,8 +276,10 @@ class LocalEventBus:
     carries a `status_callback` invokes the forward function asynchronously, with Lambda's two retries."""
 
     def __init__(self, inner: Any, forward: Handler, workers: int = 4, retry_delay: float = 0.5) -> None:
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
+        self._closed = threading.Event()
         self.inner = inner
         self.forward = forward
         self.retry_delay = retry_delay
@@ -301,17 +303,19 @@ class LocalEventBus:
                 self.executor.submit(self._invoke, event)
 
     def _invoke(self, event: dict[str, Any]) -> None:
-        import time
-
         for attempt in range(3):
+            if self._closed.is_set():
+                return  # the stack is stopping: a retry now would run against torn-down wiring
             try:
                 self.forward(event, _Context("twilio-connector-forward"))
                 self.delivered += 1
                 return
             except Exception as exc:  # Lambda retries an async invoke twice
                 self.last_error = repr(exc)
-                time.sleep(self.retry_delay * (attempt + 1))
+                self._closed.wait(self.retry_delay * (attempt + 1))
         self.failed.append(event)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """No retry after this; invocations under way finish before the wiring they use is reset."""
+        self._closed.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)

@@ -158,21 +158,49 @@ def _demo(stack: Any) -> None:
         time.sleep(0.5)
 
 
-PLATFORMS: dict[
-    str, tuple[dict[str, Any], dict[str, str]]
-] = {  # one connection per write-back format, each with what its platform needs to know the recipient
+DEMO_CI360_SECRET = "ZGVtby1jbGllbnQtc2VjcmV0LW5vdC1hLXJlYWwtb25l"  # noqa: S105 - a demo's, as CI360 shows one
+# One connection per write-back format, each with what its platform needs to know the recipient (README,
+# "Connections and write-back"): the platform's own options, and the request metadata it reads.
+PLATFORMS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "clevertap": ({"format": "twilio"}, {}),
     "swrve": ({"format": "swrve", "options": {"app_id": "demo"}, "secret": "swrve-api-key"}, {"swrve_user_id": "u-1"}),
     "tealium": (
-        {"format": "tealium", "options": {"account": "demo", "profile": "main"}},
-        {"tealium_visitor_id": "v-1"},
+        {
+            "format": "tealium",
+            "options": {"account": "demo", "profile": "main"},
+            "attributes": {"customer_id": "crm_id"},
+        },
+        {"crm_id": "C-1001"},
+    ),
+    "tealium3": (
+        {
+            "format": "tealium",
+            "options": {"account": "demo", "profile": "main", "api": "v3", "username": "ops@demo.example"},
+            "attributes": {"email_address_hash": "email_sha256"},
+            "secret": "tealium-api-key",
+        },
+        {"email_sha256": "9f86d081884c7d65"},
     ),
     "ci360": (
-        {"format": "ci360", "options": {"tenant": "demo"}, "secret": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy"},
-        {"datahub_id": "dh-1", "response_tracking_code": "rtc-1"},
+        {"format": "ci360", "options": {"tenant": "demo", "identity": "customer_id"}, "secret": DEMO_CI360_SECRET},
+        {"customer_id": "C-1001", "response_tracking_code": "rtc-1", "external_code": "TSK_1"},
     ),
     "json": ({"format": "json"}, {}),
 }
+
+
+def _ci360_accepts(headers: Any) -> bool:
+    """The stand-in gateway verifies the JWT as SAS's own send_event.py signs it (b64encode of the secret)."""
+    import base64
+
+    import jwt
+
+    token = str(headers.get("Authorization") or "").removeprefix("Bearer ")
+    try:
+        jwt.decode(token, base64.b64encode(DEMO_CI360_SECRET.encode()), algorithms=["HS256"])
+    except jwt.InvalidTokenError:
+        return False
+    return True
 
 
 def _demo_write_back(stack: Any) -> None:
@@ -184,13 +212,22 @@ def _demo_write_back(stack: Any) -> None:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
             name = self.path.strip("/").split("/")[0]
+            answer = b""
+            status = 200
+            if self.path.endswith("/auth"):  # Tealium v3's token exchange: username and API key for a JWT
+                answer, body = b'{"token": "demo-token", "host": "local"}', "(token exchange)"
+            elif name == "ci360" and not _ci360_accepts(self.headers):
+                status, body = 401, f"401 (JWT refused) {body}"
+            elif name == "tealium3":
+                body = f"[{self.headers.get('Authorization')}] {body}"
             shown = body if len(body) < 110 else body[:107] + "..."
             with printing:  # one line at a time: the platforms are called concurrently
                 sys.stdout.write(f"  {time.strftime('%H:%M:%S')}  {name:<9} <- {shown}\n")
                 sys.stdout.flush()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -202,11 +239,16 @@ def _demo_write_back(stack: Any) -> None:
     headers = {"x-api-key": stack.config.api_key, "Content-Type": "application/json"}
     print("\nDemo: one connection per write-back format; what each platform receives:")
     for number, (name, (write_back, metadata)) in enumerate(PLATFORMS.items()):
+        url = f"{base}/{name}" + ("/v3/collect/event" if name == "tealium3" else "")
+        options = {
+            **write_back.get("options", {}),
+            **({"auth_url": f"{base}/{name}/auth"} if name == "tealium3" else {}),
+        }
         connection = {
             "account_sid": stack.config.account_sid,
             "auth_token": stack.config.auth_token,
             "from_numbers": [stack.config.default_from],
-            "write_back": {**write_back, "url": f"{base}/{name}"},
+            "write_back": {**write_back, "url": url, **({"options": options} if options else {})},
             "facade": name == "clevertap",  # its callbacks are signed with the front-door token
         }
         made = requests.put(

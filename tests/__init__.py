@@ -27,3 +27,5 @@ def _nullable(schema: Any) -> Any:
 
 
 MESSAGE_SCHEMA = _nullable(json.loads((TWILIO_DATA / "message_subset.json").read_text())["MessageResource"])
+# twilio-oai spec/json/twilio_api_v2010.json, MessageResource.sid: ^(SM|MM)[0-9a-fA-F]{32}$
+MESSAGE_SID = str(MESSAGE_SCHEMA["properties"]["sid"]["pattern"])

@@ -207,10 +207,12 @@ class InMemoryLedger:
             token = encode_page_token(key)
         return [MessageRecord(copy.deepcopy(i)) for i in page], token
 
-    def note_write_back_failure(self, message_id: str, reason: str, now: datetime) -> None:
+    def note_write_back_failure(self, message_id: str, reason: str, now: datetime, status: str = "refused") -> None:
         with self.lock:
             if message_id in self.items:
-                self.items[message_id].update(write_back_error=reason[:500], write_back_failed_at=rules.iso(now))
+                self.items[message_id].update(
+                    write_back_error=reason[:500], write_back_status=status, write_back_failed_at=rules.iso(now)
+                )
 
     def cancel_pending(self, message_id: str, now: datetime) -> MessageRecord | None:
         with self.lock:
@@ -250,9 +252,10 @@ class InMemoryTemplates:
 class StaticCredentials:
     """Stands in for SecretsCredentials; counts reads so tests can see caching or its absence."""
 
-    def __init__(self, creds: TwilioCredentials) -> None:
+    def __init__(self, creds: TwilioCredentials, write_back: str | None = None) -> None:
         self.creds = creds
         self.reads = 0
+        self.write_back = write_back
 
     def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials:
         self.reads += 1
@@ -260,6 +263,9 @@ class StaticCredentials:
 
     def signing_key(self, connection: ConnectionSettings) -> str | None:
         return None
+
+    def write_back_secret(self, connection: ConnectionSettings) -> str | None:
+        return self.write_back
 
 
 class InMemoryStats:

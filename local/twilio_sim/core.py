@@ -634,14 +634,23 @@ class Simulator:
         with self.lock:
             self.messages[message.sid] = message
             self.order.append(message.sid)
+        # Twilio's whole incoming-message form (twilio.com/docs/messaging/guides/webhook-request): the
+        # geographic fields come even when Twilio knows nothing of them, then empty.
         params = [
             ("ToCountry", "US"),
+            ("ToState", "CA"),
             ("SmsMessageSid", message.sid),
             ("NumMedia", "0"),
+            ("ToCity", ""),
+            ("FromZip", ""),
             ("SmsSid", message.sid),
+            ("FromState", "NY" if from_.startswith("+1") else ""),
             ("SmsStatus", "received"),
+            ("FromCity", ""),
             ("Body", body),
+            ("FromCountry", "US" if from_.startswith("+1") else ""),
             ("To", to),
+            ("ToZip", ""),
             ("NumSegments", "1"),
             ("MessageSid", message.sid),
             ("AccountSid", self.config.account_sid),

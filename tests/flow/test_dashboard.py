@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from local.stack import LocalStack, StackConfig
+from tests.receiver import Receiver
 
 KEY = "dashboard-test-key"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,12 +52,37 @@ def _traffic(stack: LocalStack) -> list[str]:
     raise AssertionError("the demo traffic never finished")
 
 
+def _refused_write_back(stack: LocalStack) -> str:
+    """A message whose platform refuses the connector's credentials (401): noted on it and counted."""
+    receiver = Receiver()
+    receiver.status_for["/tealium/event"] = 401
+    headers = {"x-api-key": KEY, "Content-Type": "application/json"}
+    write_back = {
+        "format": "tealium",
+        "url": f"{receiver.url}/tealium/event",
+        "options": {"account": "a", "profile": "p"},
+    }
+    connection = {"account_sid": stack.config.account_sid, "auth_token": stack.config.auth_token,
+                  "from_numbers": [stack.config.default_from], "write_back": write_back}  # fmt: skip
+    made = requests.put(f"{stack.api_url}/connections/refusing", headers=headers, data=json.dumps(connection))
+    assert made.status_code == 201, made.text
+    message = {"to": "+15550700009", "body": "hi", "connection": "refusing", "metadata": {"tealium_visitor_id": "v-1"}}
+    message_id = requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps(message)).json()["id"]
+    deadline = time.monotonic() + 20
+    while not requests.get(f"{stack.api_url}/messages/{message_id}", headers=headers).json().get("write_back_error"):
+        assert time.monotonic() < deadline, "the write-back was never refused"
+        time.sleep(0.2)
+    receiver.server.shutdown()
+    return str(message_id)
+
+
 def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalStack) -> None:
     assert Path(CHROMIUM).exists(), "run `make test`: it installs Debian's chromium"
     from playwright.sync_api import sync_playwright
 
     stack.rewire()
     ids = _traffic(stack)
+    refused = _refused_write_back(stack)
     BUILD.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
@@ -77,15 +103,20 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
         by_status: dict[str, int] = {}
         for series, count in drawn:
             by_status[series] = by_status.get(series, 0) + count
-        assert (by_status.get("delivered"), by_status.get("undelivered"), by_status.get("error")) == (1, 1, 2)
+        # the demo's four, and the message whose write-back was refused (delivered all the same)
+        assert (by_status.get("delivered"), by_status.get("undelivered"), by_status.get("error")) == (2, 1, 2)
         errors = page.eval_on_selector_all("#errors tr.error-row", "rs => rs.map(r => r.innerText)")
         assert any("30007" in row and "Queue overflow" not in row and "\t1" in row for row in errors), errors
         assert any("21211" in row and "invalid" in row.lower() for row in errors), errors
         connections = page.eval_on_selector_all("#connections rect.bar", "rs => rs.map(r => r.dataset.series)")
-        assert connections == ["default"]
+        assert sorted(connections) == ["default", "refusing"]
+        rows = page.eval_on_selector_all("#write-backs tr.write-back-row", "rs => rs.map(r => r.innerText)")
+        assert len(rows) == 1 and rows[0].startswith(
+            "refusing\tcredentials refused: check them with POST /connection/test"
+        )
         events = page.eval_on_selector_all("#events rect.bar", "rs => rs.map(r => [r.dataset.series, r.dataset.count])")
         assert ["opt_out", "1"] in events and ["reply", "1"] in events
-        assert page.inner_text("#delivery-rate") == "25%"  # delivered 1 of 4 final (undelivered, two errors)
+        assert page.inner_text("#delivery-rate") == "40%"  # delivered 2 of 5 final (undelivered, two errors)
         assert any("21610" in row for row in errors), errors
         assert page.inner_text("#dlq-depth") == "0"
 
@@ -94,6 +125,16 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
         page.wait_for_selector("#found ol.timeline li")
         timeline = page.inner_text("#found")
         assert "pending / api" in timeline and "delivered / callback" in timeline
+        assert page.locator("#write-back-error").count() == 0
+        page.fill("#message-id", refused)
+        page.click("#search button")
+        page.wait_for_selector("#write-back-error")
+        assert page.inner_text("#write-back-error").startswith(
+            "write-back credentials_refused: tealium refused the connector's credentials (401)"
+        )
+        page.fill("#message-id", ids[0])
+        page.click("#search button")
+        page.wait_for_selector(f"#found:has-text('{ids[0]}')")
         page.screenshot(path=str(BUILD / "dashboard.png"), full_page=True)
         browser.close()
     assert (BUILD / "dashboard.png").stat().st_size > 10_000

@@ -4,6 +4,7 @@ simulator as Twilio behind the connector."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from twilio.rest import Client
 
 from local.stack import LocalStack, StackConfig
 from local.twilio_sim import Simulator
-from tests import MESSAGE_SCHEMA
+from tests import MESSAGE_SCHEMA, MESSAGE_SID
 from tests.receiver import Receiver
 
 KEY = "facade-test-key"
@@ -283,9 +284,10 @@ def test_status_callbacks_arrive_in_twilios_format_signed_with_the_facade_token(
     validator = RequestValidator(platform.token)
     statuses = []
     for request in received:
-        params = dict(parse_qsl(request["body"]))
+        params = dict(parse_qsl(request["body"], keep_blank_values=True))
         assert validator.validate(url, params, request["headers"]["X-Twilio-Signature"])
         assert params["MessageSid"] == params["SmsSid"] == created.sid and params["AccountSid"] == platform.account
+        assert re.match(MESSAGE_SID, params["MessageSid"])  # twilio-oai's MessageResource.sid pattern
         assert params["To"] == "+15550300015" and params["ApiVersion"] == "2010-04-01"
         statuses.append(params["MessageStatus"])
     # one per change after the first (queued); `sent` is skipped only when `delivered` overtook it

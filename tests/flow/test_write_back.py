@@ -1,11 +1,13 @@
 """What became of a message reaches each platform in its own language, checked as the platform would check
-it: Twilio's form with RequestValidator and the front-door token (CleverTap), Swrve's event names and
-fields, Tealium's collect JSON, CI360's event with its JWT verified by PyJWT with the client secret."""
+it: Twilio's form with RequestValidator and the front-door token, its SIDs against Twilio's spec (CleverTap),
+Swrve's event names and fields, Tealium's collect JSON with a known visitor attribute and v3's bearer token,
+CI360's events with the JWT verified as SAS's own send_event.py signs it, and what a refusal shows."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,11 +19,28 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from local.stack import LocalStack, StackConfig
+from tests import MESSAGE_SID
 from tests.receiver import Receiver
 
 KEY = "write-back-test-key"
 FROM = "+15005550006"
-CI360_SECRET = base64.b64encode(b"the ci360 client secret: 32 bytes").decode()
+CI360_SECRET = "Zm9yIHRlc3Rpbmcgb25seTogbm90IGEgcmVhbCBzZWNy"  # as CI360 shows a client secret: 44 characters
+
+
+def ci360_gateway(secret: str) -> Any:
+    """CI360's gateway as far as the connector meets it: the bearer JWT must verify with the key SAS's own
+    clients sign with (sassoftware/ci360-extensions, code/ci360-connector-templates/java/code/scripts/
+    send_event.py: `b64encode(bytes(CI360_CLIENT_SECRET, encoding='utf8'))`), else 401."""
+
+    def check(request: dict[str, Any]) -> tuple[int, Any]:
+        token = request["headers"].get("Authorization", "").removeprefix("Bearer ")
+        try:
+            jwt.decode(token, base64.b64encode(bytes(secret, encoding="utf8")), algorithms=["HS256"])
+        except jwt.InvalidTokenError:
+            return 401, {"message": "Unauthorized"}
+        return 200, ({"agentName": "connector", "type": "general"} if request["method"] == "GET" else None)
+
+    return check
 
 
 class Platforms:
@@ -99,12 +118,24 @@ def test_clevertap_gets_twilios_own_callbacks_and_the_reply_signed_with_the_faca
     # one per change after the first (queued); `sent` is skipped only if `delivered` overtook it
     assert [f["MessageStatus"] for f in forms if f["MessageStatus"] == "delivered"] == ["delivered"]
     assert {f["MessageStatus"] for f in forms} <= {"sent", "delivered"}
-    assert {f["MessageSid"] for f in forms} == {sent["id"]} and forms[0]["To"] == "+15550600001"
+    # a message sent through our own API too is named as Twilio names messages, the same in every callback
+    (sid,) = {f["MessageSid"] for f in forms} | {f["SmsSid"] for f in forms}
+    assert re.match(MESSAGE_SID, sid) and forms[0]["To"] == "+15550600001"
+    assert platforms.call("GET", f"/messages/{sent['id']}").json()["sid"] == sid
+    delivered = next(f for f in forms if f["MessageStatus"] == "delivered")
+    assert re.fullmatch(r"\d{10}", delivered["RawDlrDoneDate"])  # Twilio's, forwarded (YYMMDDhhmm)
     platforms.sim.inbound("+15550600001", FROM, "Thanks!")
     (reply,) = platforms.arrived("/clevertap/inbound", 1)
     form = dict(parse_qsl(reply["body"], keep_blank_values=True))
     assert validator.validate(inbound, form, reply["headers"]["X-Twilio-Signature"])
     assert (form["Body"], form["From"], form["SmsStatus"]) == ("Thanks!", "+15550600001", "received")
+    # Twilio's whole incoming-message form (twilio.com/docs/messaging/guides/webhook-request), empty ones too
+    geographic = ("FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry")
+    assert {name: form[name] for name in geographic} == {
+        "FromCity": "", "FromState": "NY", "FromZip": "", "FromCountry": "US",
+        "ToCity": "", "ToState": "CA", "ToZip": "", "ToCountry": "US",
+    }  # fmt: skip
+    assert re.match(MESSAGE_SID, form["MessageSid"]) and form["NumMedia"] == "0" and form["NumSegments"] == "1"
 
 
 def test_swrve_gets_its_integrations_event_names_and_black_listed_error_on_stop(platforms: Platforms) -> None:
@@ -146,22 +177,69 @@ def test_tealium_gets_one_collect_event_per_change_with_the_visitor_id(platforms
     assert {(e["tealium_visitor_id"], e["message_id"]) for e in events} == {("v-9", sent["id"])}
 
 
-def test_ci360_gets_its_events_with_a_jwt_signed_by_the_client_secret(platforms: Platforms) -> None:
+def test_tealium_v3_gets_the_known_visitor_attribute_with_a_bearer_token_from_its_key(platforms: Platforms) -> None:
+    """AudienceStream knows a visitor by a known visitor ID attribute such as email_address_hash
+    (docs.tealium.com/platforms/http-api/endpoint, "Visitor identifiers"); the authenticated Collect API v3
+    takes `Authorization: Bearer` with a token exchanged for the username and API key
+    (docs.tealium.com/api/v3/getting-started/authentication, .../api/v3/http-api/endpoints)."""
+    issued = "tealium-jwt-1"
+
+    def auth(request: dict[str, Any]) -> tuple[int, Any]:
+        form = dict(parse_qsl(request["body"]))
+        if request["headers"].get("Content-Type") != "application/x-www-form-urlencoded":
+            return 400, None
+        ok = form == {"username": "ops@acme.example", "key": "tealium-api-key"}
+        return (200, {"token": issued, "host": "us-east-1-platform.tealiumapis.com"}) if ok else (401, None)
+
+    def collect(request: dict[str, Any]) -> tuple[int, Any]:
+        return (200, None) if request["headers"].get("Authorization") == f"Bearer {issued}" else (401, None)
+
+    platforms.receiver.responders["/tealium3/auth"] = auth
+    platforms.receiver.responders["/tealium3/v3/collect/event"] = collect
+    write_back = {
+        "format": "tealium",
+        "url": f"{platforms.receiver.url}/tealium3/v3/collect/event",
+        "options": {"account": "acme", "profile": "main", "api": "v3", "username": "ops@acme.example",
+                    "auth_url": f"{platforms.receiver.url}/tealium3/auth"},
+        "attributes": {"email_address_hash": "email_sha256"},
+        "secret": "tealium-api-key",
+    }  # fmt: skip
+    platforms.connect("tealium3", write_back)
+    metadata = {"email_sha256": "9f86d081884c7d65"}
+    body = {"to": "+15550600009", "body": "hi", "connection": "tealium3", "metadata": metadata}
+    sent = platforms.call("POST", "/messages", body).json()
+    got = platforms.until("/tealium3/v3/collect/event", "sms_delivered")
+    events = [json.loads(r["body"]) for r in got]
+    assert {e["email_address_hash"] for e in events} == {"9f86d081884c7d65"}
+    assert all("tealium_visitor_id" not in e and e["message_id"] == sent["id"] for e in events)
+    assert len([r for r in platforms.receiver.requests if r["path"] == "/tealium3/auth"]) == 1  # reused
+    assert platforms.call("GET", f"/messages/{sent['id']}").json().get("write_back_error") is None
+    assert platforms.call("POST", "/connection/test", {"connection": "tealium3"}).json()["checks"][-1] == {
+        "check": "write_back", "ok": True, "detail": "Tealium accepted the connector's credentials"
+    }  # fmt: skip
+
+
+def test_ci360_gets_one_event_per_outcome_with_a_jwt_its_gateway_accepts(platforms: Platforms) -> None:
+    platforms.receiver.responders["/ci360/marketingGateway/events"] = ci360_gateway(CI360_SECRET)
+    platforms.receiver.responders["/ci360/marketingGateway/configuration"] = ci360_gateway(CI360_SECRET)
+    options = {"tenant": "t-42", "identity": "customer_id", "event_delivered": "SMS_Delivered"}
     gateway = f"{platforms.receiver.url}/ci360"
-    platforms.connect(
-        "ci360", {"format": "ci360", "url": gateway, "options": {"tenant": "t-42"}, "secret": CI360_SECRET}
-    )
-    metadata = {"datahub_id": "dh-7", "response_tracking_code": "rtc-1"}
+    platforms.connect("ci360", {"format": "ci360", "url": gateway, "options": options, "secret": CI360_SECRET})
+    metadata = {"customer_id": "C-7", "response_tracking_code": "rtc-1", "external_code": "TSK_9"}
     body = {"to": "+15550600005", "body": "hi", "connection": "ci360", "metadata": metadata}
-    assert platforms.call("POST", "/messages", body).status_code == 202
-    events = platforms.until("/ci360/marketingGateway/events", '"delivered"')
-    for event in events:
-        token = event["headers"]["Authorization"].removeprefix("Bearer ")
-        claims = jwt.decode(token, base64.b64decode(CI360_SECRET), algorithms=["HS256"])  # as CI360 checks it
-        assert claims == {"clientID": "t-42"}
+    sent = platforms.call("POST", "/messages", body).json()
+    events = platforms.until("/ci360/marketingGateway/events", "SMS_Delivered")
+    assert all(e["headers"]["Authorization"].startswith("Bearer ") for e in events)
     bodies = [json.loads(e["body"]) for e in events]
-    assert {(b["datahub_id"], b["response_tracking_code"]) for b in bodies} == {("dh-7", "rtc-1")}
-    assert {"queued", "delivered"} <= {b["status"] for b in bodies if b["eventName"] == "sms_status"}
+    assert {(b["customer_id"], b["externalCode"], b["response_tracking_code"]) for b in bodies} == {
+        ("C-7", "TSK_9", "rtc-1")
+    }
+    assert (
+        {"sms_queued", "SMS_Delivered"}
+        <= {b["eventName"] for b in bodies}
+        <= {"sms_queued", "sms_sent", "SMS_Delivered"}
+    )
+    assert platforms.call("GET", f"/messages/{sent['id']}").json().get("write_back_error") is None  # all accepted
     platforms.sim.inbound("+15550600005", FROM, "Call me")
     deadline = time.monotonic() + 10
     replies: list[dict[str, Any]] = []
@@ -169,9 +247,41 @@ def test_ci360_gets_its_events_with_a_jwt_signed_by_the_client_secret(platforms:
         time.sleep(0.1)
         latest = [json.loads(e["body"]) for e in platforms.arrived("/ci360/marketingGateway/events", 1)]
         replies = [b for b in latest if b["eventName"] == "sms_reply"]
-    assert [(r["reply"], r["datahub_id"], r["response_tracking_code"]) for r in replies] == [
-        ("Call me", "dh-7", "rtc-1")
+    assert [(r["reply"], r["customer_id"], r["response_tracking_code"]) for r in replies] == [
+        ("Call me", "C-7", "rtc-1")
     ]
+    test = platforms.call("POST", "/connection/test", {"connection": "ci360"}).json()
+    assert test["checks"][-1] == {
+        "check": "write_back",
+        "ok": True,
+        "detail": "CI360 accepted the connector's credentials",
+    }
+
+
+def test_a_ci360_gateway_refusing_the_token_shows_on_the_message_the_status_page_and_the_connection_test(
+    platforms: Platforms,
+) -> None:
+    platforms.receiver.responders["/ci360b/marketingGateway/events"] = ci360_gateway("the tenant's real secret")
+    platforms.receiver.responders["/ci360b/marketingGateway/configuration"] = ci360_gateway("the tenant's real secret")
+    gateway = f"{platforms.receiver.url}/ci360b"
+    write_back = {"format": "ci360", "url": gateway, "options": {"tenant": "t-1"}, "secret": CI360_SECRET}
+    platforms.connect("ci360b", write_back)
+    body = {"to": "+15550600010", "body": "hi", "connection": "ci360b", "metadata": {"datahub_id": "dh-1"}}
+    sent = platforms.call("POST", "/messages", body).json()
+    deadline = time.monotonic() + 20
+    while (record := platforms.call("GET", f"/messages/{sent['id']}").json()).get("write_back_status") is None:
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+    assert record["write_back_status"] == "credentials_refused"
+    assert record["write_back_error"].startswith("ci360 refused the connector's credentials (401)")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    stats = platforms.call("GET", f"/stats?from={today}&to={today}").json()
+    assert stats["write_back_refused"].get("ci360b:credentials_refused", 0) >= 1
+    answer = platforms.call("POST", "/connection/test", {"connection": "ci360b"})
+    assert answer.status_code == 502
+    check = answer.json()["checks"][-1]
+    assert check["check"] == "write_back" and not check["ok"]
+    assert check["detail"].startswith("CI360 refused the credentials (401): check the connection's options.tenant")
 
 
 def test_a_platform_refusing_with_a_4xx_is_noted_on_the_message_not_retried(platforms: Platforms) -> None:
@@ -191,10 +301,7 @@ def test_a_platform_refusing_with_a_4xx_is_noted_on_the_message_not_retried(plat
     assert len(platforms.arrived("/refuses/event", 2)) == seen  # each event once: a 400 is not retried
     record = platforms.call("GET", f"/messages/{sent['id']}").json()
     assert record["status"] == "delivered"
-    stored = platforms.stack.dynamodb.get_item(
-        TableName=platforms.stack.tables["MessagesTable"], Key={"id": {"S": sent["id"]}}
-    )["Item"]
-    assert stored["write_back_error"]["S"] == "tealium write-back answered 400"
+    assert (record["write_back_error"], record["write_back_status"]) == ("tealium write-back answered 400", "refused")
 
 
 def test_a_request_may_choose_another_format_than_its_connections(platforms: Platforms) -> None:
@@ -214,9 +321,12 @@ def test_make_run_demo_shows_what_each_platform_receives(
 
     run._demo_write_back(platforms.stack)
     shown = capsys.readouterr().out
-    for expected in ("clevertap <- SmsSid=", "swrve     <- api_key=", "tealium   <- {\"tealium_account\"",
-                     "ci360     <- {\"eventName\"", "json      <- {\"id\""):  # fmt: skip
+    for expected in ("clevertap <- SmsSid=SM", "swrve     <- api_key=", "tealium   <- {\"customer_id\": \"C-1001\"",
+                     "tealium3  <- (token exchange)", "tealium3  <- [Bearer demo-token] {\"email_address_hash\"",
+                     "ci360     <- {\"eventName\": \"sms_queued\", \"customer_id\": \"C-1001\", \"externalCode\"",
+                     "json      <- {\"id\""):  # fmt: skip
         assert expected in shown, shown
+    assert "JWT refused" not in shown  # the stand-in gateway verifies it as SAS signs it
 
 
 def test_a_requests_own_status_callback_wins_over_its_connections_write_back(platforms: Platforms) -> None:

@@ -247,8 +247,11 @@ class TestInbound:
         result = simulator.sim.inbound(TO, FROM, "stop")
         assert result["opt_out_type"] == "STOP" and result["webhook_status"] == 200
         call = receiver.requests[-1]
-        params = dict(parse_qsl(call["body"]))
+        params = dict(parse_qsl(call["body"], keep_blank_values=True))  # Twilio signs its empty fields too
         assert (params["From"], params["To"], params["Body"], params["OptOutType"]) == (TO, FROM, "stop", "STOP")
+        # twilio.com/docs/messaging/guides/webhook-request: the geographic fields come, empty when unknown
+        geographic = ("FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry")
+        assert all(name in params for name in geographic) and params["FromCity"] == ""
         assert RequestValidator(AUTH_TOKEN).validate(
             f"{receiver.url}/twilio/inbound", params, call["headers"]["X-Twilio-Signature"]
         )

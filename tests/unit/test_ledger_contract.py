@@ -326,3 +326,9 @@ def test_a_refused_write_back_is_noted_on_the_message_and_nowhere_else(ledger):
     ledger.note_write_back_failure("gone", "no such message", NOW)  # never creates a record
     assert ledger.get("m1").item["write_back_error"] == "swrve answered 400"
     assert ledger.get("gone") is None
+    ledger.note_write_back_failure("m1", "ci360 refused the token (401)", NOW, "credentials_refused")
+    shown = ledger.get("m1").public()  # GET /messages/{id} shows the last one
+    assert (shown["write_back_error"], shown["write_back_status"]) == (
+        "ci360 refused the token (401)",
+        "credentials_refused",
+    )

@@ -88,3 +88,35 @@ def test_the_local_dynamodb_refuses_an_empty_map_key_as_dynamodb_does() -> None:
                 ExpressionAttributeValues={":r": {"M": {"x": {"M": {"": {"S": "y"}}}}}},
             )
         strict.put_item(TableName="t", Item={"k": {"S": "a"}, "rates": {"M": {"x": {"N": "1"}}}})
+
+
+def test_the_local_event_bus_retries_as_lambda_does_but_never_after_it_is_closed() -> None:
+    """A retry after teardown would run the forward function against reset wiring (and real AWS endpoints)."""
+    from chalicelib.events import STATUS_CHANGED
+    from local.aws import LocalEventBus
+
+    class Bus:
+        def publish(self, detail_type: str, details: Any) -> None:
+            pass
+
+    calls: list[float] = []
+
+    def failing(event: Any, context: Any) -> None:
+        calls.append(time.monotonic())
+        raise RuntimeError("the platform is down")
+
+    bus = LocalEventBus(Bus(), failing, retry_delay=0.2)
+    bus.publish(STATUS_CHANGED, [{"id": "m1", "write_back": "json"}])
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bus.close()  # during the first retry's wait
+    time.sleep(0.8)
+    assert len(calls) == 1 and bus.failed == []
+    kept = LocalEventBus(Bus(), failing, retry_delay=0.01)
+    kept.publish(STATUS_CHANGED, [{"id": "m2", "write_back": "json"}])
+    deadline = time.monotonic() + 5
+    while not kept.failed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kept.close()
+    assert len(calls) == 4 and [e["detail"]["id"] for e in kept.failed] == ["m2"]  # three tries, then the DLQ

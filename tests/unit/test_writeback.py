@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -12,10 +13,11 @@ import jwt
 import pytest
 import requests
 
-from chalicelib import writeback
+from chalicelib import rules, writeback
 from chalicelib.events import CallbackForwarder, ForwardFailed
 from chalicelib.pacing import Reservation
 from chalicelib.settings import ConnectionSettings, WriteBack
+from tests import MESSAGE_SID
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SWRVE = WriteBack("swrve", None, {"app_id": "123", "region": "eu"})
@@ -50,25 +52,121 @@ def test_without_the_platforms_id_for_the_recipient_nothing_is_sent_and_it_says_
         writeback.swrve(writeback.STATUS_CHANGED, {"status": "sent"}, SWRVE, "k")
 
 
-def test_the_ci360_jwt_is_hs256_over_the_tenant_with_the_decoded_secret() -> None:
-    secret = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-    config = WriteBack("ci360", "https://extapigwservice-eu-prod.ci360.sas.com/", {"tenant": "tenant-1"})
+# What CI360 shows as a tenant's client secret: 44 characters (SAS's API helper refuses shorter ones).
+CI360_SECRET = "Zm9yIHRlc3Rpbmcgb25seTogbm90IGEgcmVhbCBzZWNy"
+CI360 = WriteBack("ci360", "https://extapigwservice-eu-prod.ci360.sas.com/", {"tenant": "tenant-1"})
+
+
+def test_the_ci360_token_is_the_one_sass_own_send_event_py_makes() -> None:
+    """sassoftware/ci360-extensions, code/ci360-connector-templates/java/code/scripts/send_event.py:
+    b64_secret = b64encode(bytes(CI360_CLIENT_SECRET, encoding='utf8'))
+    token = jwt.encode({'clientID': CI360_TENANT_ID}, b64_secret, algorithm='HS256')"""
+    b64_secret = base64.b64encode(bytes(CI360_SECRET, encoding="utf8"))
+    sas_token = jwt.encode({"clientID": "tenant-1"}, b64_secret, algorithm="HS256")
     detail = {"id": "m1", "status": "delivered", "metadata": {"datahub_id": "d1", "rtc": "r1"}}
-    request = writeback.ci360(writeback.STATUS_CHANGED, detail, config, secret)
+    request = writeback.ci360(writeback.STATUS_CHANGED, detail, CI360, CI360_SECRET)
+    assert request is not None
     assert request.url == "https://extapigwservice-eu-prod.ci360.sas.com/marketingGateway/events"
+    assert request.headers["Authorization"] == f"Bearer {sas_token}"  # byte for byte
     token = request.headers["Authorization"].removeprefix("Bearer ")
-    assert jwt.decode(token, base64.b64decode(secret), algorithms=["HS256"]) == {"clientID": "tenant-1"}
-    assert jwt.get_unverified_header(token)["alg"] == "HS256"
-    body = json.loads(request.body)
-    assert (body["eventName"], body["datahub_id"], body["response_tracking_code"]) == ("sms_status", "d1", "r1")
+    assert jwt.decode(token, b64_secret, algorithms=["HS256"]) == {"clientID": "tenant-1"}  # as the gateway checks
+    with pytest.raises(jwt.InvalidSignatureError):  # the key the issue first described, and this code used
+        jwt.decode(token, base64.b64decode(CI360_SECRET), algorithms=["HS256"])
 
 
-def test_twilios_form_skips_the_status_the_create_answered() -> None:
+def test_ci360_events_name_the_customer_by_the_identity_the_tenant_uses() -> None:
+    """SAS's SMS connector makes the identity field configurable (ci360-scg-connector, `identity_field`);
+    the API helper offers datahub_id, subject_id, customer_id and login_id."""
+    config = WriteBack(CI360.format, CI360.url, {"tenant": "t", "identity": "customer_id"}, {"customer_id": "crm_id"})
+    detail = {"id": "m1", "status": "sent", "metadata": {"crm_id": "C-9", "datahub_id": "d1"}}
+    request = writeback.ci360(writeback.STATUS_CHANGED, detail, config, CI360_SECRET)
+    body = json.loads(request.body) if request else {}
+    assert body["customer_id"] == "C-9" and "datahub_id" not in body
+    with pytest.raises(writeback.NotDeliverable, match=r"customer_id \(options.identity\) in metadata\.crm_id"):
+        writeback.ci360(writeback.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config, "s")
+    plain = WriteBack(CI360.format, CI360.url, {"tenant": "t", "identity": "subject_id"})
+    request = writeback.ci360(writeback.STATUS_CHANGED, {"status": "sent", "metadata": {"subject_id": 7}}, plain, "s")
+    assert request is not None and json.loads(request.body)["subject_id"] == "7"
+
+
+def test_ci360_gets_one_named_event_per_outcome_with_the_external_code_and_twilios_error_code() -> None:
+    """As SAS's SMS connector sends them (ci360-scg-connector webhook: `scg_response_event_<STATE>` names the
+    event, `externalCode` carries the outbound task's code)."""
+    metadata = {"datahub_id": "d1", "external_code": "TSK_1", "response_tracking_code": "rtc-1"}
+    named = WriteBack(CI360.format, CI360.url, {"tenant": "t", "event_delivered": "SMS_DELIVERED", "event_sent": ""})
+
+    def sent(config: WriteBack, detail_type: str, **detail: Any) -> dict[str, Any] | None:
+        request = writeback.ci360(detail_type, {"id": "m1", "metadata": metadata, **detail}, config, "s")
+        return json.loads(request.body) if request else None
+
+    failed = sent(CI360, writeback.STATUS_CHANGED, status="undelivered", error_code=30007)
+    assert failed is not None and failed["eventName"] == "sms_undelivered"  # the default: one per status
+    assert (failed["error_code"], failed["externalCode"], failed["response_tracking_code"]) == (30007, "TSK_1", "rtc-1")
+    assert (sent(CI360, writeback.STATUS_CHANGED, status="error") or {})["eventName"] == "sms_failed"
+    assert (sent(named, writeback.STATUS_CHANGED, status="delivered") or {})["eventName"] == "SMS_DELIVERED"
+    assert sent(named, writeback.STATUS_CHANGED, status="sent") is None  # the connection turned it off
+    assert (sent(CI360, writeback.REPLY_RECEIVED, body="Yes") or {})["eventName"] == "sms_reply"
+    assert (sent(CI360, writeback.OPTED_OUT) or {})["eventName"] == "sms_opt_out"
+    before = WriteBack(CI360.format, CI360.url, {"tenant": "t", "event_sms_status": "sms_status"})  # as set before
+    assert (sent(before, writeback.STATUS_CHANGED, status="queued") or {})["eventName"] == "sms_status"
+
+
+def test_tealium_carries_the_known_visitor_attributes_the_connection_maps() -> None:
+    """AudienceStream stitches a visitor by a known visitor ID attribute (docs.tealium.com/platforms/http-api/
+    endpoint, "Visitor identifiers"; server-side/visitor-stitching): e.g. email_address_hash or customer_id."""
+    config = WriteBack("tealium", None, {"account": "acme", "profile": "main"}, {"customer_id": "crm_id"})
+    detail = {"id": "m1", "status": "delivered", "metadata": {"crm_id": "C-9"}}
+    body = json.loads(writeback.tealium(writeback.STATUS_CHANGED, detail, config).body)
+    assert (body["customer_id"], body["tealium_event"], body["tealium_account"]) == ("C-9", "sms_delivered", "acme")
+    assert "tealium_visitor_id" not in body
+    with pytest.raises(writeback.NotDeliverable, match=r"metadata\.crm_id"):
+        writeback.tealium(writeback.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config)
+    v3 = WriteBack("tealium", None, {"account": "acme", "profile": "main", "api": "v3", "username": "u@x"})
+    request = writeback.tealium(writeback.STATUS_CHANGED, {**detail, "metadata": {"tealium_visitor_id": "v"}}, v3)
+    assert request.url == "https://collect.tealiumiq.com/v3/collect/event"
+    exchange = writeback.tealium_token_request(v3, "the-api-key")
+    assert exchange.url == "https://platform.tealiumapis.com/v3/auth/accounts/acme/profiles/main"
+    assert dict(parse_qsl(exchange.body)) == {"username": "u@x", "key": "the-api-key"}
+
+
+def test_twilios_form_names_every_message_by_a_sid_of_twilios_shape_the_same_in_every_callback() -> None:
+    """twilio-oai spec/json/twilio_api_v2010.json: a Message's sid matches ^(SM|MM)[0-9a-fA-F]{32}$."""
+    detail = {"id": "msg_0123", "to": "+15551234567", "from": "+15005550006", "account_sid": "AC1"}
+    sids = {
+        dict(writeback.status_callback_form({**detail, "status": s}) or [])["MessageSid"] for s in ("sent", "delivered")
+    }
+    (sid,) = sids
+    assert re.match(MESSAGE_SID, sid) and sid.startswith("SM")
+    front_door = "SM" + "ab" * 16  # a front-door message's own id is already its sid
+    assert (
+        dict(writeback.status_callback_form({**detail, "id": front_door, "status": "sent"}) or [])["SmsSid"]
+        == front_door
+    )
+    with_media = rules.message_sid("msg_0123", num_media=1)
+    assert re.match(MESSAGE_SID, with_media) and with_media.startswith("MM")
+
+
+def test_twilios_form_skips_the_status_the_create_answered_and_forwards_rawdlrdonedate() -> None:
     detail = {"id": "SM1", "to": "+15551234567", "from": "+15005550006", "account_sid": "AC1", "created_as": "queued"}
     assert writeback.status_callback_form({**detail, "status": "queued"}) is None
     assert writeback.status_callback_form({**detail, "status": "sending"}) is None
     form = dict(writeback.status_callback_form({**detail, "status": "error", "error_code": 30007}) or [])
     assert (form["MessageStatus"], form["SmsStatus"], form["ErrorCode"]) == ("failed", "failed", "30007")
+    assert "RawDlrDoneDate" not in form
+    delivered = {**detail, "status": "delivered", "raw_dlr_done_date": "2611261200"}
+    assert dict(writeback.status_callback_form(delivered) or [])["RawDlrDoneDate"] == "2611261200"
+
+
+def test_a_relayed_reply_carries_twilios_whole_incoming_message_form_even_the_empty_fields() -> None:
+    """twilio.com/docs/messaging/guides/webhook-request: FromCity, FromState, FromZip, FromCountry, ToCity,
+    ToState, ToZip, ToCountry (when Twilio knows them), NumMedia, NumSegments, MediaUrl<N>."""
+    given = {"FromState": "CA", "FromCountry": "US", "NumMedia": "1", "MediaUrl0": "https://m/0"}
+    detail = {"twilio_sid": "SM" + "1" * 32, "body": "Yes", "from": "+15551234567", "received_by": "+15005550006",
+              "twilio_fields": given}  # fmt: skip
+    form = dict(writeback.incoming_message_form(detail))
+    for name in (*writeback.GEOGRAPHIC, "NumMedia", "NumSegments", "SmsMessageSid", "ApiVersion"):
+        assert name in form, name
+    assert (form["FromState"], form["FromCity"], form["NumMedia"], form["MediaUrl0"]) == ("CA", "", "1", "https://m/0")
 
 
 class Pace:
@@ -114,3 +212,68 @@ def test_tealium_events_wait_their_turn_at_100_per_second_and_are_retried_when_t
     with pytest.raises(ForwardFailed, match="100 requests/s"):
         forwarder.forward(detail)
     assert pace.keys == ["tealium:acme@100/s", "tealium:acme@100/s"] and len(session.posted) == 1
+
+
+class Platform:
+    """A session standing in for a platform: answers each URL with the statuses (and JSON) queued for it."""
+
+    def __init__(self, answers: dict[str, list[tuple[int, Any]]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        self.calls.append((url, kwargs))
+        assert kwargs.get("allow_redirects") is False  # a 3xx to a private address would skip the address check
+        status, body = self.answers[url].pop(0) if len(self.answers[url]) > 1 else self.answers[url][0]
+        response = requests.Response()
+        response.status_code = status
+        response._content = json.dumps(body).encode() if body is not None else b""
+        return response
+
+
+def _forwarder(session: Any, write_back: WriteBack, secret: str) -> tuple[CallbackForwarder, Any, Any]:
+    from tests.fakes import InMemoryLedger, InMemoryStats
+
+    ledger, stats = InMemoryLedger(), InMemoryStats()
+    ledger.create_pending("m1", {"to": "+15551234567"}, NOW)
+    forwarder = CallbackForwarder(
+        session,
+        "k",
+        connections={"c": ConnectionSettings("c", "s", write_back=write_back)},
+        secrets=lambda connection: secret,
+        ledger=ledger,
+        clock=lambda: NOW,
+        stats=stats,
+        resolver=lambda host: ["93.184.216.34"],
+    )
+    return forwarder, ledger, stats
+
+
+def test_a_gateway_refusing_the_ci360_token_is_counted_and_shown_on_the_message_not_retried_quietly() -> None:
+    platform = Platform({CI360.url.rstrip("/") + "/marketingGateway/events": [(401, None)]})  # type: ignore[union-attr]
+    forwarder, ledger, stats = _forwarder(platform, CI360, CI360_SECRET)
+    detail = {"id": "m1", "status": "sent", "connection": "c", "write_back": "ci360", "metadata": {"datahub_id": "d"}}
+    assert forwarder.forward(detail) == 401  # answered, not raised: EventBridge does not retry it
+    record = ledger.get("m1").public()
+    assert record["write_back_status"] == "credentials_refused"
+    assert "ci360 refused the connector's credentials (401)" in record["write_back_error"]
+    assert "options.tenant" in record["write_back_error"] and "POST /connection/test" in record["write_back_error"]
+    assert stats.totals([NOW.strftime("%Y-%m-%d")])["write_back_refused"] == {"c:credentials_refused": 1}
+
+
+def test_tealium_v3_exchanges_its_key_once_and_sends_each_event_with_the_bearer_token() -> None:
+    """docs.tealium.com/api/v3/getting-started/authentication: POST username and key for a JWT valid 30
+    minutes, to be reused ("Do not generate a new bearer token for every call")."""
+    v3 = WriteBack("tealium", None, {"account": "acme", "profile": "main", "api": "v3", "username": "u@x"})
+    auth = "https://platform.tealiumapis.com/v3/auth/accounts/acme/profiles/main"
+    platform = Platform({auth: [(200, {"token": "tok-1", "host": "us-east-1-platform.tealiumapis.com"})],
+                         writeback.TEALIUM_V3_URL: [(200, None)]})  # fmt: skip
+    forwarder, _, _ = _forwarder(platform, v3, "api-key")
+    detail = {"id": "m1", "status": "sent", "connection": "c", "write_back": "tealium", "metadata": {"visitor_id": "v"}}
+    assert forwarder.forward(detail) == 200 and forwarder.forward(detail) == 200
+    assert [url for url, _ in platform.calls] == [auth, writeback.TEALIUM_V3_URL, writeback.TEALIUM_V3_URL]
+    assert all(kw["headers"]["Authorization"] == "Bearer tok-1" for url, kw in platform.calls[1:])
+    # a token revoked before its time: one new exchange and one more try, then it is the credentials
+    platform.answers[writeback.TEALIUM_V3_URL] = [(401, None)]
+    forwarder.forward(detail)
+    assert [url for url, _ in platform.calls[3:]] == [writeback.TEALIUM_V3_URL, auth, writeback.TEALIUM_V3_URL]
