@@ -89,6 +89,21 @@ def test_a_connections_messages_are_sent_with_its_credentials_and_polled_at_its_
 
 def test_bad_connections_are_refused_naming_the_field_and_deploy_time_ones_are_not_the_apis(admin: Admin) -> None:
     sid, token = admin.account_sid, "t" * 32
+
+    def ci360(**write_back: Any) -> dict[str, Any]:
+        spec = {
+            "format": "ci360",
+            "url": "https://gw.example.com",
+            "options": {"tenant": "t"},
+            "secret": "s",
+            **write_back,
+        }
+        return {"account_sid": sid, "auth_token": token, "write_back": spec}
+
+    def tealium(options: dict[str, str], **write_back: Any) -> dict[str, Any]:
+        spec = {"format": "tealium", "options": {"account": "a", "profile": "p", **options}, **write_back}
+        return {"account_sid": sid, "auth_token": token, "write_back": spec}
+
     cases = [
         ({"auth_token": token}, "account_sid"),
         ({"account_sid": sid}, "auth_token"),
@@ -97,6 +112,15 @@ def test_bad_connections_are_refused_naming_the_field_and_deploy_time_ones_are_n
         ({"account_sid": sid, "auth_token": token, "write_back": {"format": "fax"}}, "write_back.format"),
         ({"account_sid": sid, "auth_token": token, "write_back": {"format": "swrve"}}, "write_back.options.app_id"),
         ({"account_sid": sid, "auth_token": token, "colour": "red"}, "colour"),
+        # each platform's own rules (writeback.py cites them)
+        (ci360(options={"tenant": "t", "identity": "email"}), "write_back.options.identity"),
+        (ci360(options={"tenant": "t", "event_deliverd": "x"}), "write_back.options.event_deliverd"),
+        (ci360(attributes={"customer_id": ""}), "write_back.attributes"),
+        (tealium({"api": "v2"}), "write_back.options.api"),
+        (tealium({"api": "v3"}), "write_back.options.username"),
+        (tealium({"api": "v3", "username": "u@x"}), "write_back.secret"),
+        (tealium({}, attributes={"tealium_account": "acct"}), "write_back.attributes.tealium_account"),
+        (tealium({"auth_url": "http://169.254.169.254/latest"}), "write_back.options.auth_url"),
     ]
     for body, field in cases:
         answer = admin.call("PUT", "/connections/bad", body)

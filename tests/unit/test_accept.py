@@ -86,12 +86,13 @@ def test_a_deploy_time_connection_takes_a_managed_ones_settings_and_its_write_ba
     """Infrastructure-as-code users set in TWILIO_CONNECTIONS what the API sets on a managed connection."""
     import json as json_
 
-    write_back = {"format": "tealium", "options": {"account": "a"}}
+    write_back = {"format": "tealium", "options": {"account": "a"}, "attributes": {"customer_id": "crm_id"}}
     spec = {"secret_id": "twilio-connector-prod/twilio/eu", "from_numbers": ["+15005550006"], "retry_attempts": 2,
             "retry_interval_ms": 4000, "write_back": write_back, "default": True}  # fmt: skip
     settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_CONNECTIONS": json_.dumps({"eu": spec})})
     connection = settings.connection(None)  # marked default
     assert connection is not None and connection.name == "eu" and settings.retry_of(connection) == (4000, 2)
+    assert connection.write_back is not None and connection.write_back.attributes == {"customer_id": "crm_id"}
     ledger, stats = InMemoryLedger(), InMemoryStats()
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
     unused = TwilioApi("https://api.twilio.test")

@@ -277,3 +277,26 @@ def test_tealium_v3_exchanges_its_key_once_and_sends_each_event_with_the_bearer_
     platform.answers[writeback.TEALIUM_V3_URL] = [(401, None)]
     forwarder.forward(detail)
     assert [url for url, _ in platform.calls[3:]] == [writeback.TEALIUM_V3_URL, auth, writeback.TEALIUM_V3_URL]
+
+
+def test_the_json_write_back_is_as_it_was_whatever_the_events_now_carry() -> None:
+    """The connector's own JSON is its receivers' contract: the fields added to events for the platforms
+    (the Twilio-shaped sid, RawDlrDoneDate, Twilio's inbound fields, an opt-out's message) stay out of it."""
+    from chalicelib.events import status_detail
+    from chalicelib.ledger import MessageRecord
+
+    item = {"id": "m1", "status": "delivered", "to": "+15551234567", "from": "+15005550006", "twilio_sid": "SM1",
+            "raw_dlr_done_date": "2612031200", "status_callback": "https://hooks.example.com/x", "metadata": {"k": "v"},
+            "events": [{"status": "delivered", "at": "2026-12-03T12:00:00.000Z", "source": "callback"}]}  # fmt: skip
+    detail = status_detail(MessageRecord(item))
+    assert detail["sid"].startswith("SM") and detail["raw_dlr_done_date"] == "2612031200"
+    platform = Platform({"https://hooks.example.com/x": [(200, None)]})
+    forwarder, _, _ = _forwarder(platform, WriteBack("json"), "")
+    assert forwarder.forward(detail, now=0) == 200
+    sent = json.loads(platform.calls[0][1]["data"])
+    assert set(sent) == {"id", "status", "error_code", "error_message", "twilio_sid", "to", "from",
+                         "messaging_service_sid", "source", "at", "metadata"}  # fmt: skip
+    opt_out = {"phone": "+15551234567", "senders": ["+15005550006"], "at": "t", "in_reply_to": "m1",
+               "write_back": "json", "status_callback": "https://hooks.example.com/x", "metadata": {}}  # fmt: skip
+    forwarder.forward(opt_out, now=0, detail_type=writeback.OPTED_OUT)
+    assert set(json.loads(platform.calls[1][1]["data"])) == {"phone", "senders", "at", "metadata"}
