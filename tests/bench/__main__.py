@@ -29,6 +29,13 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> int:
+    from tests.bench import report
+
+    with report.recorded("bench", "make bench"):
+        return figures()
+
+
+def figures() -> int:
     from tests.bench import connector, facade, pipeline, simulator
 
     print("Benchmarks (one run, this machine)\n")

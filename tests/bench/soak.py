@@ -240,8 +240,16 @@ def _lambda_record(stack: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    messages = int(os.environ.get("SOAK_MESSAGES", "5000"))
+    from tests.bench import report
+
     burst = os.environ.get("SOAK_SHAPE", "paced") == "burst"
+    name = "soak-burst" if burst else "soak-paced"
+    with report.recorded(name, "make soak SOAK_SHAPE=burst" if burst else "make soak"):
+        return run_soak(burst)
+
+
+def run_soak(burst: bool) -> int:
+    messages = int(os.environ.get("SOAK_MESSAGES", "5000"))
     shape = "all at once, 20 requests in flight, senders at 1 and 10 segments/s" if burst else "paced"
     print(f"soak: {messages} messages through the local stack with faults ({shape}; loopback only)…", flush=True)
     with contextlib.redirect_stdout(io.StringIO()):
