@@ -46,7 +46,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Tests by tier (README, Development). `make test` runs lint, types and every tier in one pytest run.
+# Tests by tier (docs/development.md). `make test` runs lint, types and every tier in one pytest run.
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
@@ -95,7 +95,7 @@ fuzz: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m local.twilio_sim --port $(or $(PORT),8931)
 
-# The one deploy path (README, Deploy): `chalice package` with infra/resources.json merged and settings
+# The one deploy path (docs/deploy.md): `chalice package` with infra/resources.json merged and settings
 # derived (the queue's visibility timeout), then one CloudFormation stack. `chalice deploy` is refused.
 STAGE ?= dev
 package: $(STAMP)

@@ -26,7 +26,7 @@ def _refuse_chalice_deploy() -> None:
     if context is not None and context.command.name == "deploy":
         raise click.ClickException(
             "this app is deployed as one CloudFormation stack: run `make deploy STAGE=<stage> BUCKET=<s3 bucket>` "
-            "(README, Deploy); `chalice deploy` would create an SQS trigger that deletes failed records"
+            "(docs/deploy.md); `chalice deploy` would create an SQS trigger that deletes failed records"
         )
 
 
@@ -36,7 +36,8 @@ app = Chalice(app_name="twilio-connector")
 # Chalice reads these when it loads this module (deploy and package time), with the stage's variables set.
 SEND_QUEUE = os.environ.get("SEND_QUEUE_NAME", "twilio-connector-send")
 # 50 records per invocation (gathered for up to 2 s) make one poll execution follow 50 messages:
-# Step Functions bills per transition, so this is what keeps polling cheap (README, "Cost").
+# Step Functions bills per transition, so this is what keeps polling cheap
+# (docs/performance.md, "Performance and cost").
 SEND_BATCH_SIZE = int(os.environ.get("SEND_BATCH_SIZE", "50"))
 SEND_BATCH_WINDOW = 0 if SEND_BATCH_SIZE <= 10 else int(os.environ.get("SEND_BATCH_WINDOW_SECONDS", "2"))
 # Twilio posts `application/x-www-form-urlencoded; charset=utf-8`; Chalice answers 415 unless listed.
@@ -265,7 +266,8 @@ def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @app.lambda_function(name="facade")
 def facade(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Twilio's Messages API (2010-04-01) on a function URL, for platforms that speak Twilio (README)."""
+    """Twilio's Messages API (2010-04-01) on a function URL, for platforms that speak Twilio
+    (docs/user-guide.md, "The Twilio-compatible front door")."""
     return wiring.twilio_facade().handle(event)
 
 

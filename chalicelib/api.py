@@ -1,4 +1,4 @@
-"""The HTTP API for CDPs (README, "The HTTP API"): accept messages, read records, manage templates, report
+"""The HTTP API for CDPs (docs/user-guide.md, "The HTTP API"): accept messages, read records, manage templates, report
 stats. (Answers and errors: responses.py; API keys: api_keys.py; the connection test: connection_check.py.)
 
 Routes validate synchronously with the same code the send Lambda uses, so a 202

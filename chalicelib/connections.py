@@ -105,7 +105,9 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
         raise ValidationError("", "the body must be a JSON object")
     unknown = sorted(set(body) - FIELDS)
     if unknown:
-        raise ValidationError(unknown[0], f"unknown field `{unknown[0]}`; see the README for a connection's fields")
+        raise ValidationError(
+            unknown[0], f"unknown field `{unknown[0]}`; see docs/platforms.md for a connection's fields"
+        )
     item: dict[str, Any] = {k: v for k, v in (existing or {}).items() if k not in ("updated_at",)}
     secrets: dict[str, str] = {}
     if "account_sid" in body:

@@ -9,7 +9,7 @@ it burns no receive. (Powertools' AsyncBatchProcessor did the partial-batch part
 asyncio; the lines here cost ~30 ms less cold start than its imports.)
 
 After the batch, its status events go to EventBridge in one call and one poll
-execution starts for the messages Twilio took (README, "Architecture").
+execution starts for the messages Twilio took (docs/architecture.md, "Architecture").
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class SendConsumer:
         self.publisher = publisher
         self.workflow = workflow
         self.queue = queue
-        # SEND_CONCURRENCY sends in flight: part of the account's budget of requests to Twilio (README, Limits)
+        # SEND_CONCURRENCY sends in flight: part of the account's budget of requests to Twilio
+        # (docs/deploy.md, "Twilio's limits, and how the connector lives within them")
         workers = service.settings.send_concurrency
         self.executor = executor or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="send")
 
@@ -92,7 +93,7 @@ class SendConsumer:
         try:
             finish_by = budget.finish_by if budget else None
             if not queued.keyed:
-                # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (README, Operations).
+                # Keyed by the SQS messageId, which a DLQ redrive replaces: worth an alarm (docs/operations.md).
                 metrics.add_metric(name="RecordsWithoutIdempotencyKey", unit="Count", value=1)
             return self.service.send(queued.message_id, queued.request, finish_by)
         except Deferred:

@@ -1,4 +1,4 @@
-"""The Twilio-compatible front door (README, same name): platforms that speak Twilio change one Base URL.
+"""The Twilio-compatible front door (docs/user-guide.md, same name): platforms that speak Twilio change one Base URL.
 
 A thin controller over the same accept use case as `POST /messages`: the same validation, ledger,
 queue, opt-outs and pacing. It answers in Twilio's shapes, from the ledger (a poll every 10 s per

@@ -1,4 +1,4 @@
-"""The message ledger's model and contract (README, "What became of each message"): the record, what a send
+"""The message ledger's model and contract (docs/user-guide.md, "What became of each message"): the record, what a send
 and a status report write, and the MessageLedger Protocol the use cases depend on. The DynamoDB adapter is
 store.py; tests/fakes.py holds the in-memory one, and tests/unit/test_ledger_contract.py holds both to one
 contract.
@@ -44,7 +44,7 @@ PUBLIC_ATTRS = (
     "updated_at",
     "metadata",
     "events",
-    "write_back_error",  # what the platform's write-back last refused (README, "Connections and write-back")
+    "write_back_error",  # what the platform's write-back last refused (docs/platforms.md, "Connections and write-back")
     "write_back_status",
     "write_back_failed_at",
 )
@@ -52,7 +52,7 @@ PUBLIC_ATTRS = (
 
 @dataclass(frozen=True)
 class MessageRecord:
-    """One message as the ledger holds it (README, "What became of each message") plus its claim bookkeeping."""
+    """One message as the ledger holds it (docs/user-guide.md, "What became of each message") and its claim."""
 
     item: Mapping[str, Any]  # the stored attributes; the typed fields below read it
 

@@ -1,7 +1,8 @@
-"""The send request (README, same name): parsing each field, and the message it becomes (content rules: outbound.py).
+"""The send request (docs/user-guide.md, same name): parsing each field, and the message it becomes
+(content rules: outbound.py).
 
 Plain code rather than pydantic keeps the send path's import time inside the
-cold-start budget (README, "Package weight"). Every failure is a ValidationError that names the
+cold-start budget (docs/deploy.md, "Package weight"). Every failure is a ValidationError that names the
 field, the rule, and a Twilio error code where Twilio has one for the same rule.
 """
 
@@ -273,7 +274,9 @@ def parse_send_request(data: Any) -> SendRequest:
     for key, value in data.items():
         name = _ALIASES.get(key, key)
         if name not in _SCHEMA:
-            raise ValidationError(str(key), f"unknown field `{key}`; see the README for the accepted fields", 20001)
+            raise ValidationError(
+                str(key), f"unknown field `{key}`; see docs/user-guide.md for the accepted fields", 20001
+            )
         if name in values:
             raise ValidationError(name, f"`{name}` is given twice (as `{name}` and its Twilio alias)")
         values[name] = _coerce(name, _SCHEMA[name][1], value)

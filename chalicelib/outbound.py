@@ -1,4 +1,5 @@
-"""The content rules (README, "The send request") a parsed, rendered request must meet to become a message for Twilio.
+"""The content rules (docs/user-guide.md, "The send request") a parsed, rendered request must meet to become
+a message for Twilio.
 
 Every failure is a ValidationError naming the field, the rule, and Twilio's error code for the same rule.
 """

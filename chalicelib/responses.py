@@ -1,5 +1,6 @@
-"""The API's answers: one error body for every refusal (README, "The HTTP API"), Chalice's own refusals in that
-shape, a bug as a 500 that logs where it happened and not its message, and request bodies as JSON."""
+"""The API's answers: one error body for every refusal (docs/user-guide.md, "The HTTP API"), Chalice's own
+refusals in that shape, a bug as a 500 that logs where it happened and not its message, and request bodies
+as JSON."""
 
 from __future__ import annotations
 

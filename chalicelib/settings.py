@@ -1,7 +1,7 @@
 """Typed settings, read once from the environment by the composition root.
 
 Stage values live in .chalice/config.json; the local stack and the tests set the
-same variables. Every variable is listed in the README's configuration table.
+same variables. Every variable is listed in docs/deploy.md, "Configuration".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Placeholders and named templates with field maps (README, "The send request").
+"""Placeholders and named templates with field maps (docs/user-guide.md, "The send request").
 
 Two placeholder styles are filled from the request's `fields`:
 `<First Name>` (HCL Unica; names may contain spaces) and `{{$firstName}}` (SAS CI360).

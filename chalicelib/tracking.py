@@ -2,7 +2,7 @@
 
 Three sources report status — the poll loop, Twilio's status callbacks and the
 send itself — and whichever is first wins; the ledger only ever moves a status
-forward (README, "What became of each message"), so late and duplicate reports change nothing.
+forward (docs/user-guide.md, "What became of each message"), so late and duplicate reports change nothing.
 """
 
 from __future__ import annotations

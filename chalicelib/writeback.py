@@ -2,7 +2,7 @@
 
 Pure builders: each turns an event (a status change, a reply, an opt-out) into the HTTP request its
 platform expects. `events.CallbackForwarder` sends them, with EventBridge's retries and DLQ. Each format
-follows its platform's own code or documentation (README, "Connections and write-back", cites them):
+follows its platform's own code or documentation (docs/platforms.md, "Connections and write-back", cites them):
 
 - `json`    the connector's signed JSON (X-Connector-Signature), to the request's `status_callback`
 - `twilio`  what Twilio posts: a StatusCallback form, or the incoming-message webhook for a reply,

@@ -27,7 +27,9 @@ CONFIG = ROOT / ".chalice" / "config.json"
 # AWS: a queue that triggers a Lambda needs a visibility timeout of at least six times the function's
 # timeout, plus the batching window, or a slow batch is handed out again while it is still being sent.
 VISIBILITY_FACTOR = 6
-DEFAULT_TWILIO_BUDGET = 50  # requests in flight; Twilio's default account limit is higher (README, Limits)
+# requests in flight; Twilio's default account limit is higher
+# (docs/deploy.md, "Twilio's limits, and how the connector lives within them")
+DEFAULT_TWILIO_BUDGET = 50
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation takes inline; larger templates go through S3
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}

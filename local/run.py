@@ -102,7 +102,7 @@ Twilio connector running locally
   Webhooks:    {stack.api_url}/twilio/status and /twilio/inbound
   Status page: {stack.api_url}/dashboard  (it asks for the API key)
   CLI:         CONNECTOR_URL={stack.api_url} CONNECTOR_API_KEY={key} python -m chalicelib.cli --help
-  Twilio-compatible front door (for platforms that speak Twilio; README, "The Twilio-compatible front door"):
+  Twilio-compatible front door (for platforms that speak Twilio; docs/user-guide.md):
     Base URL:    {stack.facade_url}
     Account SID: {stack.config.facade_account_sid}
     Auth token:  {stack.config.facade_token}
@@ -159,7 +159,7 @@ def _demo(stack: Any) -> None:
 
 
 DEMO_CI360_SECRET = "ZGVtby1jbGllbnQtc2VjcmV0LW5vdC1hLXJlYWwtb25l"  # noqa: S105 - a demo's, as CI360 shows one
-# One connection per write-back format, each with what its platform needs to know the recipient (README,
+# One connection per write-back format, each with what its platform needs to know the recipient (docs/platforms.md,
 # "Connections and write-back"): the platform's own options, and the request metadata it reads.
 PLATFORMS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "clevertap": ({"format": "twilio"}, {}),

@@ -54,7 +54,8 @@ class StackConfig:
     batch_size: int = 10  # records per send invocation (SQS hands out 10 per receive; more are gathered)
     batch_window: float = 0.0  # seconds to gather a batch, as Lambda's MaximumBatchingWindowInSeconds
     extra_env: dict[str, str] = field(default_factory=dict)
-    # The Twilio-compatible front door's account (README, same name), served under /2010-04-01 on the API's port.
+    # The Twilio-compatible front door's account (docs/user-guide.md, "The Twilio-compatible front door"),
+    # served under /2010-04-01 on the API's port.
     facade_account_sid: str = "AC" + "0" * 31 + "1"
     facade_token: str = "local-facade-token"  # noqa: S105 - local only, printed by make run
     facade_dedup_seconds: int = 300

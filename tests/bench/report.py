@@ -52,6 +52,7 @@ def recorded(name: str, title: str, path: Path = FIGURES) -> Iterator[None]:
     )
     body = f"## {title}\n\n{stamp}:\n\n```\n{captured.getvalue().rstrip()}\n```"
     current = path.read_text() if path.exists() else HEADER
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(replace_section(current, name, body))
 
 

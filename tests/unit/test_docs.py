@@ -1,0 +1,56 @@
+"""The README is a front page and docs/ holds the rest: every link between them resolves, to a file and to
+a heading, and every pointer from the code to a section of them ("README, \\"…\\"" or
+"docs/<name>.md, \\"…\\"") names a heading that exists."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+POINTER = re.compile(r"(README|docs/[a-z-]+\.md)[,:] \"([^\"]+)\"")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)  # a `# comment` in a code block is not one
+    return [line.lstrip("#").strip() for line in text.splitlines() if re.match(r"#{1,6} ", line)]
+
+
+def test_the_readme_is_a_page() -> None:
+    assert 100 <= len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_every_link_in_the_readme_and_docs_resolves_to_a_file_and_a_heading() -> None:
+    broken = []
+    for doc in DOCS:
+        for target in LINK.findall(doc.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file_part, _, anchor = target.partition("#")
+            path = (doc.parent / file_part).resolve() if file_part else doc
+            if not path.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in {slug(h) for h in headings(path)}:
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_every_pointer_from_the_code_names_a_heading_that_exists() -> None:
+    known = {doc.relative_to(ROOT).as_posix(): {h.lower() for h in headings(doc)} for doc in DOCS}
+    sources = [p for p in ROOT.glob("**/*") if p.suffix in {".py", ".json", ".html"} or p.name == "Makefile"]
+    missing = []
+    for path in sources:
+        if {".venv", ".venv-checkov", "node_modules", "build", "data"} & set(path.relative_to(ROOT).parts):
+            continue
+        for where, heading in POINTER.findall(path.read_text(errors="replace")):
+            names = known.get("README.md" if where == "README" else where, set())
+            if heading.lower() not in names:
+                missing.append(f"{path.relative_to(ROOT)}: {where}, {heading!r}")
+    assert missing == []
