@@ -61,8 +61,8 @@ def _json(result: Any) -> Response:
 
 
 def _with_body(handle: Callable[[Any], Any]) -> Response:
-    from chalicelib.models import ValidationError
-    from chalicelib.responses import invalid, parse_json
+    from chalicelib.domain.models import ValidationError
+    from chalicelib.entrypoints.responses import invalid, parse_json
 
     try:
         body = parse_json(_request().raw_body)
@@ -80,7 +80,7 @@ def _guarded(view: Callable[..., Response]) -> Callable[..., Response]:
         try:
             return view(*args, **kwargs)
         except Exception as exc:
-            from chalicelib.responses import unexpected
+            from chalicelib.entrypoints.responses import unexpected
 
             return _json(unexpected(exc, _request().path))
 
@@ -100,7 +100,7 @@ def publish_metrics(event: Any, get_response: Callable[[Any], Any]) -> Any:
 
 @app.middleware("http")
 def require_api_key(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    from chalicelib.responses import from_chalice
+    from chalicelib.entrypoints.responses import from_chalice
 
     if event.path not in UNSIGNED_BY_KEY:
         refusal = wiring.api_keys().check(event.headers)
@@ -196,7 +196,7 @@ def stats() -> Response:
 @_guarded
 def dashboard() -> Response:
     """One self-contained page (no CDN, no build step): it asks for an API key and reads the API with it."""
-    from chalicelib.operations import dashboard_html
+    from chalicelib.entrypoints.operations import dashboard_html
 
     policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
     headers: dict[str, str | list[str]] = {
@@ -229,7 +229,7 @@ def create_api_key(name: str) -> Response:
 
 
 def _webhook(handle: Any, path: str) -> Response:
-    from chalicelib.webhooks import api_gateway_request
+    from chalicelib.entrypoints.webhooks import api_gateway_request
 
     request = _request()
     arrived = api_gateway_request(
@@ -259,7 +259,7 @@ def twilio_inbound() -> Response:
 @app.lambda_function(name="webhooks")
 def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The same two webhooks on a Lambda function URL (WEBHOOK_BASE_URL): no API Gateway fee per callback."""
-    from chalicelib.webhooks import handle_function_url
+    from chalicelib.entrypoints.webhooks import handle_function_url
 
     return handle_function_url(wiring.webhooks(), event)
 
@@ -284,14 +284,14 @@ def send(event: SQSEvent) -> dict[str, Any]:
 
 @app.lambda_function(name="poll")
 def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.workflow import PollState
+    from chalicelib.adapters.workflow import PollState
 
     return wiring.tracking().poll(PollState.from_state(event)).to_state()
 
 
 @app.lambda_function(name="finalize")
 def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.workflow import PollState
+    from chalicelib.adapters.workflow import PollState
 
     return wiring.tracking().finalize(PollState.from_state(event))
 

@@ -26,7 +26,7 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class WriteBack:
-    """Where and how a connection tells its platform what became of a message (chalicelib/writeback.py).
+    """Where and how a connection tells its platform what became of a message (chalicelib/adapters/writeback.py).
     Its secret (a Swrve API key, a CI360 client secret) is in the connection's secret, never here."""
 
     format: str  # json | twilio | swrve | tealium | ci360
@@ -216,7 +216,7 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    from chalicelib.pacing import parse_rates
+    from chalicelib.domain.pacing import parse_rates
 
     env = os.environ if env is None else env
     return Settings(

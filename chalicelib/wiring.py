@@ -14,26 +14,26 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 from chalicelib.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from chalicelib.accept import AcceptMessages
-    from chalicelib.api import MessagesApi
-    from chalicelib.api_keys import ApiKeys
-    from chalicelib.connection_check import ConnectionCheck
-    from chalicelib.connections import ConnectionTable
-    from chalicelib.connections_api import ConnectionsApi
-    from chalicelib.consumer import SendConsumer
-    from chalicelib.events import CallbackForwarder, Events
-    from chalicelib.facade import TwilioFacade
-    from chalicelib.facade_accounts import FacadeAccounts
-    from chalicelib.ledger import MessageLedger
-    from chalicelib.operations import DeadLetters, OperationsApi
-    from chalicelib.queue import SendQueue
-    from chalicelib.secrets import Credentials
-    from chalicelib.services import SendService
-    from chalicelib.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
-    from chalicelib.tracking import TrackingService
-    from chalicelib.twilio_api import Twilio
-    from chalicelib.webhooks import Webhooks
-    from chalicelib.workflow import PollWorkflow
+    from chalicelib.adapters.connections import ConnectionTable
+    from chalicelib.adapters.events import CallbackForwarder, Events
+    from chalicelib.adapters.facade_accounts import FacadeAccounts
+    from chalicelib.adapters.queue import SendQueue
+    from chalicelib.adapters.secrets import Credentials
+    from chalicelib.adapters.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
+    from chalicelib.adapters.twilio_api import Twilio
+    from chalicelib.adapters.workflow import PollWorkflow
+    from chalicelib.domain.ledger import MessageLedger
+    from chalicelib.entrypoints.api import MessagesApi
+    from chalicelib.entrypoints.api_keys import ApiKeys
+    from chalicelib.entrypoints.connections_api import ConnectionsApi
+    from chalicelib.entrypoints.facade import TwilioFacade
+    from chalicelib.entrypoints.operations import DeadLetters, OperationsApi
+    from chalicelib.entrypoints.webhooks import Webhooks
+    from chalicelib.usecases.accept import AcceptMessages
+    from chalicelib.usecases.connection_check import ConnectionCheck
+    from chalicelib.usecases.consumer import SendConsumer
+    from chalicelib.usecases.send import SendService
+    from chalicelib.usecases.tracking import TrackingService
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ def settings() -> Settings:
     def build() -> Settings:
         import dataclasses
 
-        from chalicelib.connections import LiveConnections
+        from chalicelib.adapters.connections import LiveConnections
 
         loaded = load_settings()
         table = connections_table if loaded.connections_table else None
@@ -99,7 +99,7 @@ def settings() -> Settings:
 
 
 def connections_table() -> ConnectionTable:
-    from chalicelib.connections import DynamoConnections
+    from chalicelib.adapters.connections import DynamoConnections
 
     def build() -> ConnectionTable:
         name = settings().connections_table
@@ -110,15 +110,15 @@ def connections_table() -> ConnectionTable:
 
 
 def connections_api() -> ConnectionsApi:
-    from chalicelib.connections import LiveConnections
-    from chalicelib.connections_api import ConnectionsApi, SecretsManagerWriter
+    from chalicelib.adapters.connections import LiveConnections
+    from chalicelib.entrypoints.connections_api import ConnectionsApi, SecretsManagerWriter
 
     def build() -> ConnectionsApi:
         s = settings()
         assert isinstance(s.connections, LiveConnections)
         issuer = None
         if s.facade_secret_id:
-            from chalicelib.facade_accounts import account_for_connection
+            from chalicelib.adapters.facade_accounts import account_for_connection
 
             secret_id = s.facade_secret_id
 
@@ -166,38 +166,38 @@ def dynamodb() -> Any:
 
 
 def ledger() -> MessageLedger:
-    from chalicelib.store import DynamoMessageLedger
+    from chalicelib.adapters.dynamo_ledger import DynamoMessageLedger
 
     s = settings()
     return _once("ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days))
 
 
 def opt_outs() -> OptOutStore:
-    from chalicelib.tables import DynamoOptOuts
+    from chalicelib.adapters.tables import DynamoOptOuts
 
     return _once("opt_outs", lambda: DynamoOptOuts(dynamodb(), settings().optouts_table))
 
 
 def templates() -> TemplateStore:
-    from chalicelib.tables import DynamoTemplates
+    from chalicelib.adapters.tables import DynamoTemplates
 
     return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
 def sender_queues() -> SenderQueues:
-    from chalicelib.tables import DynamoSenderQueues
+    from chalicelib.adapters.tables import DynamoSenderQueues
 
     return _once("sender_queues", lambda: DynamoSenderQueues(dynamodb(), settings().senders_table))
 
 
 def stats() -> StatsStore:
-    from chalicelib.tables import DynamoStats
+    from chalicelib.adapters.tables import DynamoStats
 
     return _once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
 
 
 def twilio() -> Twilio:
-    from chalicelib.twilio_api import TwilioApi
+    from chalicelib.adapters.twilio_api import TwilioApi
 
     s = settings()
     return _once(
@@ -212,7 +212,7 @@ def twilio() -> Twilio:
 
 
 def credentials() -> Credentials:
-    from chalicelib.secrets import SecretsCredentials
+    from chalicelib.adapters.secrets import SecretsCredentials
 
     return _once("credentials", lambda: SecretsCredentials(secrets_provider(), settings().secret_max_age_seconds))
 
@@ -224,7 +224,7 @@ def clock() -> Callable[[], datetime]:
 
 
 def send_service() -> SendService:
-    from chalicelib.services import SendService
+    from chalicelib.usecases.send import SendService
 
     return _once(
         "send_service",
@@ -247,13 +247,13 @@ def events_client() -> Any:
 
 
 def publisher() -> Events:
-    from chalicelib.events import EventPublisher
+    from chalicelib.adapters.events import EventPublisher
 
     return _once("publisher", lambda: EventPublisher(events_client(), settings().event_bus_name))
 
 
 def workflow() -> PollWorkflow | None:
-    from chalicelib.workflow import PollWorkflow
+    from chalicelib.adapters.workflow import PollWorkflow
 
     s = settings()
     if not s.state_machine_arn:
@@ -268,7 +268,7 @@ def workflow() -> PollWorkflow | None:
 
 
 def send_consumer() -> SendConsumer:
-    from chalicelib.consumer import SendConsumer
+    from chalicelib.usecases.consumer import SendConsumer
 
     return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow(), send_queue()))
 
@@ -276,7 +276,7 @@ def send_consumer() -> SendConsumer:
 def tracking() -> TrackingService:
     from concurrent.futures import ThreadPoolExecutor
 
-    from chalicelib.tracking import TrackingService
+    from chalicelib.usecases.tracking import TrackingService
 
     return _once(
         "tracking",
@@ -295,7 +295,7 @@ def tracking() -> TrackingService:
 
 
 def webhooks() -> Webhooks:
-    from chalicelib.webhooks import Webhooks
+    from chalicelib.entrypoints.webhooks import Webhooks
 
     return _once("webhooks", lambda: Webhooks(settings(), credentials(), tracking()))
 
@@ -303,7 +303,7 @@ def webhooks() -> Webhooks:
 def forwarder() -> CallbackForwarder:
     import requests
 
-    from chalicelib.events import CallbackForwarder
+    from chalicelib.adapters.events import CallbackForwarder
     from chalicelib.settings import DEFAULT_CONNECTION
 
     def build() -> Any:
@@ -333,14 +333,14 @@ def secrets_provider() -> Any:
 
 
 def api_keys() -> ApiKeys:
-    from chalicelib.api_keys import ApiKeys
+    from chalicelib.entrypoints.api_keys import ApiKeys
 
     s = settings()
     return _once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
 
 
 def messages_api() -> MessagesApi:
-    from chalicelib.api import MessagesApi
+    from chalicelib.entrypoints.api import MessagesApi
 
     s = settings()
     return _once(
@@ -350,13 +350,13 @@ def messages_api() -> MessagesApi:
 
 
 def accept_messages() -> AcceptMessages:
-    from chalicelib.accept import AcceptMessages
+    from chalicelib.usecases.accept import AcceptMessages
 
     return _once("accept_messages", lambda: AcceptMessages(send_service(), ledger(), stats(), send_queue(), clock()))
 
 
 def send_queue() -> SendQueue:
-    from chalicelib.queue import SendQueue
+    from chalicelib.adapters.queue import SendQueue
 
     s = settings()
     return _once("send_queue", lambda: SendQueue(_OnFirstUse("sqs"), s.send_queue, s.send_queue_url))
@@ -365,7 +365,7 @@ def send_queue() -> SendQueue:
 def connection_check() -> ConnectionCheck:
     import requests
 
-    from chalicelib.connection_check import ConnectionCheck
+    from chalicelib.usecases.connection_check import ConnectionCheck
 
     return _once(
         "connection_check",
@@ -374,7 +374,7 @@ def connection_check() -> ConnectionCheck:
 
 
 def facade_accounts() -> FacadeAccounts:
-    from chalicelib.facade_accounts import FacadeAccounts
+    from chalicelib.adapters.facade_accounts import FacadeAccounts
 
     s = settings()
     return _once(
@@ -383,7 +383,7 @@ def facade_accounts() -> FacadeAccounts:
 
 
 def twilio_facade() -> TwilioFacade:
-    from chalicelib.facade import TwilioFacade
+    from chalicelib.entrypoints.facade import TwilioFacade
 
     def build() -> TwilioFacade:
         pieces = (facade_accounts(), accept_messages(), ledger(), twilio(), credentials(), publisher(), clock())
@@ -393,7 +393,7 @@ def twilio_facade() -> TwilioFacade:
 
 
 def dead_letters() -> DeadLetters | None:
-    from chalicelib.operations import DeadLetters
+    from chalicelib.entrypoints.operations import DeadLetters
 
     s = settings()
     if not s.send_dlq_url:
@@ -403,7 +403,7 @@ def dead_letters() -> DeadLetters | None:
 
 
 def issue_api_key(name: str) -> str:
-    from chalicelib.api_keys import add_api_key
+    from chalicelib.entrypoints.api_keys import add_api_key
 
     secret_id = settings().api_keys_secret_id
     if not secret_id:
@@ -412,6 +412,6 @@ def issue_api_key(name: str) -> str:
 
 
 def operations_api() -> OperationsApi:
-    from chalicelib.operations import OperationsApi
+    from chalicelib.entrypoints.operations import OperationsApi
 
     return _once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key))

@@ -18,9 +18,9 @@ import secrets
 import sys
 from typing import Any
 
-from chalicelib.api_keys import KeySetupError, add_api_key  # shared with POST /api-keys
-from chalicelib.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
-from chalicelib.secrets import read_json_secret
+from chalicelib.adapters.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
+from chalicelib.adapters.secrets import read_json_secret
+from chalicelib.entrypoints.api_keys import KeySetupError, add_api_key  # shared with POST /api-keys
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 

@@ -101,7 +101,7 @@ Twilio connector running locally
   Twilio:      {twilio}
   Webhooks:    {stack.api_url}/twilio/status and /twilio/inbound
   Status page: {stack.api_url}/dashboard  (it asks for the API key)
-  CLI:         CONNECTOR_URL={stack.api_url} CONNECTOR_API_KEY={key} python -m chalicelib.cli --help
+  CLI:         CONNECTOR_URL={stack.api_url} CONNECTOR_API_KEY={key} python -m infra.cli --help
   Twilio-compatible front door (for platforms that speak Twilio; docs/user-guide.md):
     Base URL:    {stack.facade_url}
     Account SID: {stack.config.facade_account_sid}

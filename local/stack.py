@@ -104,7 +104,7 @@ class LocalStack:
         self.put_secret({"account_sid": cfg.account_sid, "auth_token": cfg.auth_token, "callback_signing_key": "local"})
         self.state_machine_arn = local_aws.create_state_machine(boto3.client("stepfunctions"), cfg.stage)
         self.api_keys_secret_id = f"twilio-connector-{cfg.stage}/api-keys"
-        from chalicelib.api_keys import key_hash
+        from chalicelib.entrypoints.api_keys import key_hash
 
         boto3.client("secretsmanager").create_secret(
             Name=self.api_keys_secret_id,

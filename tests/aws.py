@@ -30,7 +30,7 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
 
     import boto3
 
-    from chalicelib.api_keys import key_hash
+    from chalicelib.entrypoints.api_keys import key_hash
 
     names = create_tables(boto3.client("dynamodb"))
     names.update(local_aws.create_queues(boto3.client("sqs"), STAGE))

@@ -9,8 +9,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib import rules
-from chalicelib.ledger import (
+from chalicelib.adapters.tables import ANY_SENDER
+from chalicelib.adapters.twilio_api import TwilioCredentials
+from chalicelib.domain import rules
+from chalicelib.domain.ledger import (
     CLAIM_FINISHED,
     CLAIM_RELEASED,
     CONTENT_PREFIX,
@@ -25,11 +27,9 @@ from chalicelib.ledger import (
     lower_statuses,
     sent_values,
 )
-from chalicelib.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
+from chalicelib.domain.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
+from chalicelib.domain.templates import Template
 from chalicelib.settings import ConnectionSettings
-from chalicelib.tables import ANY_SENDER
-from chalicelib.templates import Template
-from chalicelib.twilio_api import TwilioCredentials
 
 
 class InMemoryLedger:
@@ -273,7 +273,7 @@ class InMemoryStats:
         self.days: dict[str, dict[str, int]] = {}
 
     def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
-        from chalicelib.tables import stats_day
+        from chalicelib.adapters.tables import stats_day
 
         day = self.days.setdefault(stats_day(now), {})
         counters = [*([f"status#{status}"] if status else []), *([f"code#{error_code}"] if error_code else []), *extra]
@@ -281,6 +281,6 @@ class InMemoryStats:
             day[counter] = day.get(counter, 0) + 1
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]:
-        from chalicelib.tables import summarize
+        from chalicelib.adapters.tables import summarize
 
         return summarize((day, self.days[day]) for day in days if day in self.days)

@@ -26,9 +26,9 @@ from typing import Any
 
 import requests
 
-from chalicelib import rules
-from chalicelib.pacing import DEFAULT_VALIDITY_SECONDS, default_rate
-from chalicelib.twilio_signature import compute_signature
+from chalicelib.domain import rules
+from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, default_rate
+from chalicelib.domain.twilio_signature import compute_signature
 
 API_VERSION = "2010-04-01"
 CALLBACK_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from chalicelib.facade_requests import parse_form  # Twilio's own reading of a form, shared
+from chalicelib.entrypoints.facade_requests import parse_form  # Twilio's own reading of a form, shared
 from local.twilio_sim.core import (
     API_VERSION,
     CallbackFaults,

@@ -282,7 +282,7 @@ def test_alarms_cover_what_an_operator_must_hear_about(sam: dict[str, Any]) -> N
 
 def test_the_zip_ships_what_runs_and_nothing_else(package: Path) -> None:
     names = zipfile.ZipFile(package / "deployment.zip").namelist()
-    assert "app.py" in names and "chalicelib/services.py" in names and "chalice/app.py" in names
+    assert "app.py" in names and "chalicelib/usecases/send.py" in names and "chalice/app.py" in names
     tops = {n.split("/", 1)[0] for n in names}
     assert {"requests", "aws_lambda_powertools"} <= tops
     # the chalice CLI and its tooling, and the SDK the Lambda runtime already has

@@ -56,7 +56,7 @@ def batch_latency(latency_ms: int = 200) -> dict[str, float]:
         os.environ.update(env)
         wiring.reset()
         import app
-        from chalicelib.twilio_api import TwilioCredentials
+        from chalicelib.adapters.twilio_api import TwilioCredentials
 
         result = _compare(
             lambda records: app.send({"Records": records}, None), wiring.twilio(), TwilioCredentials(account, token)
@@ -68,10 +68,10 @@ def batch_latency(latency_ms: int = 200) -> dict[str, float]:
 def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
     """The same batch with the stores in memory: the connector's own concurrency, without moto's
     CPU-bound emulation of DynamoDB (which holds the GIL; the real service is network I/O)."""
-    from chalicelib.consumer import SendConsumer
-    from chalicelib.services import SendService
+    from chalicelib.adapters.twilio_api import TwilioApi, TwilioCredentials
     from chalicelib.settings import load_settings
-    from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+    from chalicelib.usecases.consumer import SendConsumer
+    from chalicelib.usecases.send import SendService
     from local.twilio_sim import SimConfig, TwilioSimulator
     from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
 
@@ -100,8 +100,8 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
 
 def _compare(handle: Any, api: Any, creds: Any) -> dict[str, float]:
     """Median wall time of a batch of 10 through `handle`, and of one create on the same Twilio."""
-    from chalicelib.models import parse_send_request
-    from chalicelib.outbound import validate_outbound
+    from chalicelib.domain.models import parse_send_request
+    from chalicelib.domain.outbound import validate_outbound
 
     message = validate_outbound(
         parse_send_request({"to": "+15550000000", "from": "+15005550006", "body": "one"}),

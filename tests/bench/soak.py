@@ -37,7 +37,8 @@ TIME_SCALE = 20
 
 
 def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
-    from chalicelib import rules, wiring
+    from chalicelib import wiring
+    from chalicelib.domain import rules
     from local.stack import LocalStack, StackConfig
     from local.twilio_sim import CallbackFaults, Fault
     from tests.bench.progress import Progress

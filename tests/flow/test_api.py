@@ -291,7 +291,7 @@ class TestWebhooksOnAFunctionUrl:
 
     @pytest.fixture
     def sent(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> str:
-        from chalicelib.ledger import SentMessage
+        from chalicelib.domain.ledger import SentMessage
 
         # Deployed, the webhook function has no WEBHOOK_BASE_URL: it cannot know its own URL (a cycle in the
         # template), so it checks signatures against the domain Lambda says the request arrived on.
@@ -378,7 +378,7 @@ class TestOneDeployTwoEntryPoints:
 
     @pytest.fixture
     def sent(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> str:
-        from chalicelib.ledger import SentMessage
+        from chalicelib.domain.ledger import SentMessage
 
         monkeypatch.setenv("WEBHOOK_BASE_URL", self.FUNCTION_URL)  # what the template gives the api function
         monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)

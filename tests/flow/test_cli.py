@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib import cli
+from infra import cli
 from local.stack import LocalStack, StackConfig
 
 KEY = "cli-test-key"
@@ -88,10 +88,10 @@ def test_an_api_key_made_by_the_cli_opens_the_api(stack: LocalStack) -> None:
 
 
 def test_help_lists_every_command_and_no_url_is_a_clear_refusal() -> None:
-    shown = subprocess.run([sys.executable, "-m", "chalicelib.cli", "--help"], capture_output=True, text=True).stdout
+    shown = subprocess.run([sys.executable, "-m", "infra.cli", "--help"], capture_output=True, text=True).stdout
     for command in ("send", "status", "stats", "test-connection", "dlq", "api-key", "connections"):
         assert command in shown
     refused = subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", "stats"], capture_output=True, text=True, env={"PATH": "/usr/bin"}
+        [sys.executable, "-m", "infra.cli", "stats"], capture_output=True, text=True, env={"PATH": "/usr/bin"}
     )
     assert refused.returncode == 2 and "CONNECTOR_URL" in refused.stderr

@@ -120,7 +120,7 @@ def test_an_api_route_publishes_a_refused_key(capsys: pytest.CaptureFixture[str]
 
     class Keys:
         def check(self, headers: Any) -> Any:
-            from chalicelib.api_keys import ApiKeys
+            from chalicelib.entrypoints.api_keys import ApiKeys
 
             return ApiKeys(provider=self, secret_id="keys").check(headers)
 

@@ -106,7 +106,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         swrve = {"format": "swrve", "url": "https://swrve.example/1/event", "options": {"app_id": "1"}}
         eu: dict[str, Any] = {"name": "eu", "secret_id": secret, "account_sid": ACCOUNT_SID, "from_numbers": [FROM]}
         eu["write_back"] = swrve
-        from chalicelib.dynamo import serialize
+        from chalicelib.adapters.dynamo import serialize
 
         boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(eu))
         tealium = {
@@ -154,7 +154,7 @@ def sent_message(world: dict[str, Any], to: str = TO, connection: str | None = N
     request = {"to": to, "from": FROM, "body": "hello", "idempotency_key": f"k-{to}"}
     delivery = Delivery({**request, "connection": connection} if connection else request)
     assert app.send(sqs_event(delivery), LambdaContext())["batchItemFailures"] == []
-    from chalicelib import rules
+    from chalicelib.domain import rules
 
     message_id = rules.message_id(f"k-{to}", "")
     return message_id, must(must(wiring.ledger().get(message_id)).twilio_sid)
@@ -177,7 +177,7 @@ def function_url_event(path: str, params: dict[str, str], query: str = "") -> di
 
 def send_work(world: dict[str, Any]) -> None:
     import app
-    from chalicelib.templates import Template
+    from chalicelib.domain.templates import Template
 
     wiring.templates().put(Template(name="welcome", body="Hi <Name>", field_map={"to": "mobile", "Name": "n"}))
     world["stub"].fail_for("+15551230002", "reject:21610")

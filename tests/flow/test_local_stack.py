@@ -67,7 +67,7 @@ def test_messages_sent_through_the_api_reach_their_true_status(cdp: Cdp) -> None
 
 def test_an_event_stream_record_on_the_queue_is_sent_too(cdp: Cdp) -> None:
     cdp.stack.enqueue({"to": "+15550200003", "from": FROM, "body": "from the stream", "idempotency_key": "stream-1"})
-    from chalicelib import rules
+    from chalicelib.domain import rules
 
     assert cdp.wait_for(rules.message_id("stream-1", ""), "delivered")["to"] == "+15550200003"
 

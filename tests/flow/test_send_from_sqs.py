@@ -20,11 +20,12 @@ import pytest
 import responses
 from moto import mock_aws
 
-from chalicelib import rules, wiring
-from chalicelib.ledger import MessageRecord
-from chalicelib.rules import ConnectorCode
-from chalicelib.templates import Template
-from chalicelib.twilio_api import TwilioApi
+from chalicelib import wiring
+from chalicelib.adapters.twilio_api import TwilioApi
+from chalicelib.domain import rules
+from chalicelib.domain.ledger import MessageRecord
+from chalicelib.domain.rules import ConnectorCode
+from chalicelib.domain.templates import Template
 from tests import must
 from tests.aws import SECRET_ID, AtomicClient, provision
 from tests.events import Delivery, LambdaContext, sqs_event
@@ -365,7 +366,7 @@ def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(
 ) -> None:
     """Twilio answers 429 to every try: the record is not handed back to SQS (each receive walks it
     toward the DLQ) but put back as a new message after a backoff, naming the same ledger record."""
-    monkeypatch.setattr("chalicelib.consumer.THROTTLE_BACKOFF_S", 0.0)  # to see the copy now (backoff: below)
+    monkeypatch.setattr("chalicelib.usecases.consumer.THROTTLE_BACKOFF_S", 0.0)  # to see the copy now (backoff: below)
     delivery = send()
     stack.stub.fail_next(*["429"] * 4)  # every try of this invocation
     assert stack.deliver(delivery) == []  # consumed, not failed: no receive counted against it
@@ -383,9 +384,9 @@ def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(
 
 
 def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
-    from chalicelib.consumer import SendConsumer
-    from chalicelib.queue import QueuedRequest
-    from chalicelib.services import Deferred
+    from chalicelib.adapters.queue import QueuedRequest
+    from chalicelib.usecases.consumer import SendConsumer
+    from chalicelib.usecases.send import Deferred
 
     class Queue:
         def __init__(self) -> None:

@@ -14,8 +14,9 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from chalicelib import rules, wiring
-from chalicelib.ledger import MessageRecord
+from chalicelib import wiring
+from chalicelib.domain import rules
+from chalicelib.domain.ledger import MessageRecord
 from local import aws as local_aws
 from local.stack import LocalStack, StackConfig
 from local.twilio_sim import CallbackFaults

@@ -11,9 +11,15 @@ from typing import Any
 
 import pytest
 
-from chalicelib.models import OutboundMessage, parse_send_request
-from chalicelib.outbound import validate_outbound
-from chalicelib.twilio_api import TwilioApi, TwilioCredentials, TwilioOutcomeUnknown, TwilioRejected, TwilioRetryable
+from chalicelib.adapters.twilio_api import (
+    TwilioApi,
+    TwilioCredentials,
+    TwilioOutcomeUnknown,
+    TwilioRejected,
+    TwilioRetryable,
+)
+from chalicelib.domain.models import OutboundMessage, parse_send_request
+from chalicelib.domain.outbound import validate_outbound
 from local.twilio_sim import Fault, SimConfig, TwilioSimulator
 
 ACCOUNT_SID = "AC" + "3" * 32

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed, Refused, Unavailable
-from chalicelib.services import SendService
+from chalicelib.adapters.twilio_api import TwilioApi, TwilioCredentials
 from chalicelib.settings import load_settings
-from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+from chalicelib.usecases.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed, Refused, Unavailable
+from chalicelib.usecases.send import SendService
 from tests import must
 from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
 

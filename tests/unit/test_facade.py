@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from chalicelib.dynamo import StoreError
-from chalicelib.facade import TwilioFacade
-from chalicelib.facade_accounts import FacadeAccounts, secret_hash
-from chalicelib.ledger import PageQuery
-from chalicelib.rules import ClaimOutcome
-from chalicelib.services import SendService
+from chalicelib.adapters.dynamo import StoreError
+from chalicelib.adapters.facade_accounts import FacadeAccounts, secret_hash
+from chalicelib.adapters.twilio_api import TwilioApi, TwilioCredentials
+from chalicelib.domain.ledger import PageQuery
+from chalicelib.domain.rules import ClaimOutcome
+from chalicelib.entrypoints.facade import TwilioFacade
 from chalicelib.settings import load_settings
-from chalicelib.twilio_api import TwilioApi, TwilioCredentials
+from chalicelib.usecases.send import SendService
 from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
 from tests.unit.test_accept import Queue
 
@@ -59,7 +59,7 @@ class World:
         self.service = SendService(
             settings, self.ledger, InMemoryOptOuts(), InMemoryTemplates(), twilio, creds, stats, lambda: self.now
         )
-        from chalicelib.accept import AcceptMessages
+        from chalicelib.usecases.accept import AcceptMessages
 
         accept = AcceptMessages(self.service, self.ledger, stats, self.queue, lambda: self.now)
         accounts = FacadeAccounts(Provider(secret), "f")
@@ -172,9 +172,9 @@ def test_a_list_holds_only_the_accounts_own_messages() -> None:
 
 def test_every_create_parameter_in_twilios_spec_is_accepted_and_reaches_twilio() -> None:
     """Each of CreateMessage's parameters is read by the front door and passed on in the form sent to Twilio."""
-    from chalicelib.models import parse_send_request
-    from chalicelib.outbound import validate_outbound
-    from chalicelib.twilio_api import message_form
+    from chalicelib.adapters.twilio_api import message_form
+    from chalicelib.domain.models import parse_send_request
+    from chalicelib.domain.outbound import validate_outbound
     from tests import TWILIO_DATA
 
     spec = json.loads((TWILIO_DATA / "message_subset.json").read_text())["CreateMessage"]["requestSchema"]
@@ -189,7 +189,7 @@ def test_every_create_parameter_in_twilios_spec_is_accepted_and_reaches_twilio()
         "TrafficType": "free", "SendAt": (NOW + timedelta(days=1)).isoformat(), "ScheduleType": "fixed",
     }  # fmt: skip
     assert set(values) == names, "a parameter of Twilio's spec has no example here"
-    from chalicelib.facade_requests import create_params
+    from chalicelib.entrypoints.facade_requests import create_params
 
     params = create_params(list(values.items()), None)
     assert params.ignored == ()
@@ -202,7 +202,7 @@ def test_hostile_forms_get_a_201_or_a_twilio_error_never_a_500() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from chalicelib.models import TWILIO_ALIASES
+    from chalicelib.domain.models import TWILIO_ALIASES
 
     world = World()
     names = st.sampled_from([*TWILIO_ALIASES, "Meta.x", "IdempotencyKey", "Unknown", ""])

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.api_keys import KeySetupError
+from chalicelib.entrypoints.api_keys import KeySetupError
 from infra.keys import SetupError, add_api_key, main, set_twilio_credentials
 from tests.aws import SessionWithCloudFormation
 
@@ -84,7 +84,7 @@ def test_a_front_door_account_is_shown_once_and_then_lets_its_platform_in(
 ) -> None:
     import base64
 
-    from chalicelib.facade_accounts import FacadeAccounts
+    from chalicelib.adapters.facade_accounts import FacadeAccounts
 
     client, _, _ = secrets
     facade_arn = client.create_secret(Name="FacadeSecret-z3", SecretString='{"accounts": [], "keys": []}')["ARN"]
@@ -111,8 +111,8 @@ def test_a_new_api_key_can_be_given_on_a_command_line_whatever_its_random_part(
     secrets: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """URL-safe base64 starts with '-' one time in 64: `cli --key -abc…` would read it as an option."""
-    import chalicelib.api_keys as api_keys
-    from chalicelib.cli import _parser
+    import chalicelib.entrypoints.api_keys as api_keys
+    from infra.cli import _parser
 
     client, _, keys_arn = secrets
     monkeypatch.setattr(api_keys.secrets, "token_urlsafe", lambda n=None: "-" + "a" * 42)

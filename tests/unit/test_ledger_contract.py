@@ -8,10 +8,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.ledger import BadPageToken, PageQuery, SentMessage, StatusUpdate
-from chalicelib.rules import ClaimOutcome
-from chalicelib.store import DynamoMessageLedger
-from chalicelib.tables import DynamoOptOuts
+from chalicelib.adapters.dynamo_ledger import DynamoMessageLedger
+from chalicelib.adapters.tables import DynamoOptOuts
+from chalicelib.domain.ledger import BadPageToken, PageQuery, SentMessage, StatusUpdate
+from chalicelib.domain.rules import ClaimOutcome
 from tests.aws import AtomicClient, create_tables
 from tests.fakes import InMemoryLedger, InMemoryOptOuts
 

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib.models import ValidationError, parse_send_request
-from chalicelib.outbound import validate_outbound
+from chalicelib.domain.models import ValidationError, parse_send_request
+from chalicelib.domain.outbound import validate_outbound
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MG = "MG" + "a" * 32

@@ -7,9 +7,9 @@ import json
 import boto3
 from moto import mock_aws
 
-from chalicelib import rules
-from chalicelib.operations import DeadLetters, describe_errors
-from chalicelib.queue import MESSAGE_ID_ATTRIBUTE
+from chalicelib.adapters.queue import MESSAGE_ID_ATTRIBUTE
+from chalicelib.domain import rules
+from chalicelib.entrypoints.operations import DeadLetters, describe_errors
 
 
 def test_a_redriven_record_names_the_ledger_id_it_had_even_without_an_idempotency_key() -> None:
@@ -35,7 +35,7 @@ def test_error_codes_are_described_in_twilios_words_and_ours() -> None:
 
 
 def test_the_shipped_error_dictionary_is_twilios_reference_one() -> None:
-    from chalicelib.operations import ERRORS_FILE
+    from chalicelib.entrypoints.operations import ERRORS_FILE
     from tests import TWILIO_DATA
 
     reference = json.loads((TWILIO_DATA / "twilio-error-codes.2023-05.json").read_text())

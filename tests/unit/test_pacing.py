@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib.pacing import default_rate, parse_rates, reserve
+from chalicelib.domain.pacing import default_rate, parse_rates, reserve
 from chalicelib.settings import ConfigurationError
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.adapters.workflow import PollWorkflow, execution_name, poll_input
 from chalicelib.settings import Settings
-from chalicelib.workflow import PollWorkflow, execution_name, poll_input
 
 WINDOW = 1_795_000_080  # a multiple of 120
 

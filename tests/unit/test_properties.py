@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from chalicelib import rules
-from chalicelib.models import _SCHEMA, ValidationError, parse_send_request
-from chalicelib.outbound import validate_outbound
-from chalicelib.templates import render
-from chalicelib.twilio_signature import compute_signature, is_valid
+from chalicelib.domain import rules
+from chalicelib.domain.models import _SCHEMA, ValidationError, parse_send_request
+from chalicelib.domain.outbound import validate_outbound
+from chalicelib.domain.templates import render
+from chalicelib.domain.twilio_signature import compute_signature, is_valid
 
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,7 +63,7 @@ def test_any_json_is_either_a_message_or_an_error_naming_a_field(data: Any) -> N
         assert rules.is_valid_recipient(message.to) and message.to == message.to.strip()
         assert message.body or message.media_urls or message.content_sid
         assert message.num_segments >= 1
-        from chalicelib.models import check_storable
+        from chalicelib.domain.models import check_storable
 
         check_storable("metadata", dict(message.metadata))
         from boto3.dynamodb.types import TypeSerializer

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib import rules
-from chalicelib.rules import ClaimOutcome, ClaimState
+from chalicelib.domain import rules
+from chalicelib.domain.rules import ClaimOutcome, ClaimState
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=120)

@@ -1,8 +1,8 @@
 import pytest
 
-from chalicelib.models import ValidationError, parse_send_request
-from chalicelib.rules import ConnectorCode
-from chalicelib.templates import Template, apply_template, placeholders, render
+from chalicelib.domain.models import ValidationError, parse_send_request
+from chalicelib.domain.rules import ConnectorCode
+from chalicelib.domain.templates import Template, apply_template, placeholders, render
 
 
 def test_both_placeholder_styles_are_filled():

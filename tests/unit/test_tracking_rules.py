@@ -9,10 +9,10 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from chalicelib.events import CallbackForwarder, ForwardFailed, sign, status_detail
-from chalicelib.ledger import MessageRecord
-from chalicelib.tracking import keyword_of
-from chalicelib.twilio_signature import compute_signature, is_valid
+from chalicelib.adapters.events import CallbackForwarder, ForwardFailed, sign, status_detail
+from chalicelib.domain.ledger import MessageRecord
+from chalicelib.domain.twilio_signature import compute_signature, is_valid
+from chalicelib.usecases.tracking import keyword_of
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,7 @@ import pytest
 import requests
 import responses
 
-from chalicelib.models import parse_send_request
-from chalicelib.outbound import validate_outbound
-from chalicelib.twilio_api import (
+from chalicelib.adapters.twilio_api import (
     TwilioApi,
     TwilioCredentials,
     TwilioOutcomeUnknown,
@@ -16,6 +14,8 @@ from chalicelib.twilio_api import (
     TwilioRetryable,
     message_form,
 )
+from chalicelib.domain.models import parse_send_request
+from chalicelib.domain.outbound import validate_outbound
 from tests import TWILIO_DATA
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 

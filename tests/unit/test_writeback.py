@@ -13,9 +13,10 @@ import jwt
 import pytest
 import requests
 
-from chalicelib import rules, writeback
-from chalicelib.events import CallbackForwarder, ForwardFailed
-from chalicelib.pacing import Reservation
+from chalicelib.adapters import writeback
+from chalicelib.adapters.events import CallbackForwarder, ForwardFailed
+from chalicelib.domain import rules
+from chalicelib.domain.pacing import Reservation
 from chalicelib.settings import ConnectionSettings, WriteBack
 from tests import MESSAGE_SID
 
@@ -194,7 +195,7 @@ def test_tealium_events_wait_their_turn_at_100_per_second_and_are_retried_when_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("chalicelib.events.time.sleep", slept.append)
+    monkeypatch.setattr("chalicelib.adapters.events.time.sleep", slept.append)
     config = WriteBack("tealium", "https://collect.tealiumiq.com/event", {"account": "acme", "profile": "main"})
     connection = ConnectionSettings("t", "s", write_back=config)
     pace = Pace(Reservation(0.25, NOW), Reservation(0, None, 3.0))
@@ -282,8 +283,8 @@ def test_tealium_v3_exchanges_its_key_once_and_sends_each_event_with_the_bearer_
 def test_the_json_write_back_is_as_it_was_whatever_the_events_now_carry() -> None:
     """The connector's own JSON is its receivers' contract: the fields added to events for the platforms
     (the Twilio-shaped sid, RawDlrDoneDate, Twilio's inbound fields, an opt-out's message) stay out of it."""
-    from chalicelib.events import status_detail
-    from chalicelib.ledger import MessageRecord
+    from chalicelib.adapters.events import status_detail
+    from chalicelib.domain.ledger import MessageRecord
 
     item = {"id": "m1", "status": "delivered", "to": "+15551234567", "from": "+15005550006", "twilio_sid": "SM1",
             "raw_dlr_done_date": "2612031200", "status_callback": "https://hooks.example.com/x", "metadata": {"k": "v"},

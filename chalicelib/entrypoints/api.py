@@ -1,0 +1,130 @@
+"""The HTTP API for CDPs (docs/user-guide.md, "The HTTP API"): accept messages, read records, manage templates, report
+stats. (Answers and errors: responses.py; API keys: api_keys.py; the connection test: connection_check.py.)
+
+Routes validate synchronously with the same code the send Lambda uses, so a 202
+means the message will not fail validation later; the record is written as
+`pending` and the request goes to the send queue exactly as posted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from chalicelib.adapters.tables import StatsStore, TemplateStore
+from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
+from chalicelib.domain.models import ValidationError, parse_timestamp, require_connection
+from chalicelib.domain.rules import ConnectorCode
+from chalicelib.domain.templates import parse_template
+from chalicelib.entrypoints.operations import describe_errors
+from chalicelib.entrypoints.responses import ApiResult, error, invalid, unexpected
+from chalicelib.settings import Settings
+from chalicelib.usecases.accept import Accepted, AcceptMessages, AlreadyAccepted, Outcome, Refused, Unavailable
+
+MAX_BATCH = 100
+MAX_STATS_DAYS = 92
+
+
+def answer(outcome: Outcome, where: str) -> ApiResult:
+    """An accept outcome as the HTTP API answers it."""
+    if isinstance(outcome, Accepted):
+        return ApiResult(202, {"id": outcome.message_id, "status": "pending"})
+    if isinstance(outcome, AlreadyAccepted):
+        return ApiResult(200, outcome.record.public() if outcome.record else {"id": outcome.message_id})
+    if isinstance(outcome, Refused):
+        return error(outcome.status, outcome.code, outcome.message, outcome.field)
+    if isinstance(outcome, Unavailable):
+        return error(503, outcome.code, outcome.message, None)
+    return unexpected(outcome.error, where)
+
+
+class MessagesApi:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: MessageLedger,
+        templates: TemplateStore,
+        stats: StatsStore,
+        accepting: AcceptMessages,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.templates = templates
+        self.stats = stats
+        self.accepting = accepting
+        self.clock = clock
+
+    # --- POST /messages, POST /messages/batch --------------------------------
+
+    def accept(self, body: Any, idempotency_key: str | None) -> ApiResult:
+        (outcome,) = self.accepting.accept([body], idempotency_key)
+        return answer(outcome, "/messages")
+
+    def accept_batch(self, body: Any) -> ApiResult:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return error(400, ConnectorCode.INVALID_REQUEST, 'the body must be {"messages": [ ... ]}', "messages")
+        items = body["messages"]
+        if not 1 <= len(items) <= MAX_BATCH:
+            return error(
+                400, ConnectorCode.INVALID_REQUEST, f"`messages` must hold 1 to {MAX_BATCH} requests", "messages"
+            )
+        results = [answer(o, f"messages[{i}]") for i, o in enumerate(self.accepting.accept(items))]
+        rows = [{"index": i, "http_status": r.status, **r.body} for i, r in enumerate(results)]
+        return ApiResult(200, {"results": rows})
+
+    # --- GET /messages/{id} -----------------------------------------------------
+
+    def get(self, message_id: str) -> ApiResult:
+        # a content window's item shares the table but is no message
+        record = None if message_id.startswith(CONTENT_PREFIX) else self.ledger.get(message_id)
+        if record is None:
+            return error(404, "not_found", f"no message with id `{message_id}`", "id")
+        return ApiResult(200, record.public())
+
+    # --- templates ------------------------------------------------------------------
+
+    def put_template(self, name: str, body: Any) -> ApiResult:
+        try:
+            template = parse_template(name, body)
+            require_connection(self.settings, template.connection)
+        except ValidationError as exc:
+            return invalid(exc)
+        self.templates.put(template)
+        return ApiResult(200, template.to_dict())
+
+    def get_template(self, name: str) -> ApiResult:
+        template = self.templates.get(name)
+        if template is None:
+            return error(404, "not_found", f"no template named `{name}`", "name")
+        return ApiResult(200, template.to_dict())
+
+    # --- GET /stats --------------------------------------------------------------------
+
+    def stats_for(self, query: Mapping[str, str]) -> ApiResult:
+        today = self.clock().date()
+        try:
+            start = _day(query.get("from"), "from") or today
+            end = _day(query.get("to"), "to") or today
+        except ValidationError as exc:
+            return invalid(exc)
+        if end < start:
+            return error(400, ConnectorCode.INVALID_REQUEST, "`to` must not be before `from`", "to")
+        if (end - start).days >= MAX_STATS_DAYS:
+            return error(
+                400, ConnectorCode.INVALID_REQUEST, f"the window may span at most {MAX_STATS_DAYS} days", "from"
+            )
+        days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+        totals = self.stats.totals(days)
+        described = describe_errors(totals.get("by_error_code", {}))  # Twilio's words for each code
+        return ApiResult(200, {"from": days[0], "to": days[-1], **totals, "error_descriptions": described})
+
+
+def _day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return parse_timestamp(name, value).date()

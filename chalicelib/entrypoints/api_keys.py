@@ -1,0 +1,83 @@
+"""API keys: `x-api-key` or `Authorization: Bearer`, checked against SHA-256 hashes in Secrets Manager."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalicelib.entrypoints.responses import ApiResult, error
+from chalicelib.observability import logger, metrics
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """`x-api-key: <key>` or `Authorization: Bearer <key>`."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class ApiKeys:
+    """Key hashes from Secrets Manager ({"keys": [{"name", "sha256"}]}); a key is never stored in clear."""
+
+    def __init__(self, provider: Any, secret_id: str | None, max_age: int = 300) -> None:
+        self.provider = provider
+        self.secret_id = secret_id
+        self.max_age = max_age
+
+    def check(self, headers: Mapping[str, str]) -> ApiResult | None:
+        """None when the caller may proceed; else the 401/403 to answer."""
+        key = presented_key(headers)
+        if key is None:
+            return error(401, "unauthorized", "send an API key as `x-api-key` or `Authorization: Bearer <key>`")
+        if not self.secret_id:
+            return error(403, "forbidden", "no API keys are configured (API_KEYS_SECRET_ID)")
+        try:
+            value = self.provider.get(self.secret_id, max_age=self.max_age, transform="json")
+        except Exception as exc:
+            logger.error("API keys unavailable", extra={"error": type(exc).__name__})
+            return error(503, "keys_unavailable", "API keys could not be read; retry")
+        digest = key_hash(key)
+        known = [str(k.get("sha256", "")) for k in (value or {}).get("keys", []) if isinstance(k, dict)]
+        if not any(hmac.compare_digest(digest, h) for h in known):
+            metrics.add_metric(name="ApiKeyRejected", unit="Count", value=1)
+            return error(403, "forbidden", "this API key is not valid")
+        return None
+
+
+class KeySetupError(ValueError):
+    """The key cannot be made; the message says why."""
+
+
+KEY_PREFIX = "tck_"  # never '-' first (a command line would read the key as an option), and easy to spot
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = new_api_key) -> str:
+    """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise KeySetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")
+    from chalicelib.adapters.secrets import read_json_secret
+
+    value = read_json_secret(client, secret_id)
+    keys = [k for k in value.get("keys", []) if isinstance(k, dict)]
+    if any(k.get("name") == name for k in keys):
+        raise KeySetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
+    key = new_key()
+    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest()})
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
+    return key

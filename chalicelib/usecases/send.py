@@ -1,0 +1,350 @@
+"""Use cases. Today: turning one send request into at most one Twilio message.
+
+SendService.send is safe to call any number of times for the same message id:
+the ledger claim makes sure Twilio sees at most one create, and an attempt that
+died half-way is reconciled against Twilio's own list before anything is resent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib.adapters.dynamo import StoreError
+from chalicelib.adapters.secrets import Credentials, CredentialsUnavailable
+from chalicelib.adapters.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
+from chalicelib.adapters.twilio_api import (
+    Twilio,
+    TwilioCredentials,
+    TwilioMessage,
+    TwilioOutcomeUnknown,
+    TwilioRejected,
+    TwilioRetryable,
+)
+from chalicelib.domain import rules
+from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
+from chalicelib.domain.models import (
+    OutboundMessage,
+    ValidationError,
+    check_storable,
+    parse_send_request,
+    require_connection,
+)
+from chalicelib.domain.outbound import validate_outbound
+from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
+from chalicelib.domain.rules import ClaimOutcome, ConnectorCode
+from chalicelib.domain.templates import apply_template
+from chalicelib.observability import logger, metrics
+from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
+
+# Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
+CLOCK_SKEW = timedelta(minutes=2)
+
+
+class RetryLater(Exception):
+    """The record must go back to the queue (batchItemFailures); nothing was lost or sent twice."""
+
+
+class Deferred(RetryLater):
+    """Not the record's fault (Twilio throttling, a full sender queue, time short): it is put back as a new
+    message after `delay_seconds`, so the wait burns none of its receives on the way to the DLQ."""
+
+    def __init__(self, reason: str, delay_seconds: float, kind: str) -> None:
+        super().__init__(reason)
+        self.delay_seconds = delay_seconds
+        self.kind = kind  # Throttling | Pacing | Time: names the metric
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    message_id: str
+    result: str  # sent | adopted | error | duplicate
+    status: str | None = None
+    error_code: int | None = None
+    record: MessageRecord | None = None  # the record as this attempt left it, when it changed it
+
+    @property
+    def needs_polling(self) -> bool:
+        record = self.record
+        return bool(record and record.twilio_sid and record.item.get("poll_window") is not None)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _partial_attrs(raw: Any) -> dict[str, Any]:
+    """What an invalid request can still tell its record: who it was for, if that much is readable."""
+    if not isinstance(raw, dict):
+        return {}
+    attrs: dict[str, Any] = {}
+    for key, aliases in (("to", ("to", "To")), ("from", ("from", "From"))):
+        value = next((raw[a] for a in aliases if isinstance(raw.get(a), str)), None)
+        if value is not None and len(value) <= 64:
+            attrs[key] = value
+    if isinstance(raw.get("metadata"), dict):
+        try:
+            check_storable("metadata", raw["metadata"])
+            attrs["metadata"] = raw["metadata"]
+        except ValidationError:
+            pass  # what DynamoDB would refuse is left off the error record
+    return attrs
+
+
+def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
+    return {
+        "to": msg.to,
+        "from": msg.from_,
+        "messaging_service_sid": msg.messaging_service_sid,
+        "connection": msg.connection,
+        "num_segments": msg.num_segments,
+        "encoding": msg.encoding,
+        "num_media": len(msg.media_urls) or None,  # MM, not SM, in the Twilio-shaped sid (rules.message_sid)
+        "metadata": dict(msg.metadata) or None,
+        "body_sha256": rules.body_digest(msg.body),
+        "status_callback": msg.status_callback,
+        "idempotency_key": msg.idempotency_key,
+        "write_back": msg.write_back if msg.write_back != "none" else None,
+    }
+
+
+class SendService:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: MessageLedger,
+        opt_outs: OptOutStore,
+        templates: TemplateStore,
+        twilio: Twilio,
+        credentials: Credentials,
+        stats: StatsStore,
+        clock: Callable[[], datetime] = _utcnow,
+        new_token: Callable[[], str] = _new_token,
+        senders: SenderQueues | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.opt_outs = opt_outs
+        self.templates = templates
+        self.twilio = twilio
+        self.credentials = credentials
+        self.stats = stats
+        self.clock = clock
+        self.new_token = new_token
+        self.lease = timedelta(seconds=settings.claim_lease_seconds)
+        self.senders = senders
+
+    @property
+    def one_send_seconds(self) -> float:
+        """The longest one Twilio attempt can take: a send needs this much time left to start."""
+        return self.settings.twilio_connect_timeout + self.settings.twilio_read_timeout
+
+    # --- validation ----------------------------------------------------------
+
+    def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
+        """Parse, apply the named template, pick the connection, and validate every rule."""
+        req = parse_send_request(raw)
+        template = None
+        if req.template is not None:
+            template = self.templates.get(req.template)
+            if template is None:
+                raise ValidationError(
+                    "template", f"no template named `{req.template}`", ConnectorCode.TEMPLATE_NOT_FOUND
+                )
+        req = apply_template(req, template)
+        connection = self._connection(req.connection)
+        message = validate_outbound(
+            req,
+            connection.name,
+            connection.from_numbers,
+            connection.messaging_service_sid,
+            now,
+            self.settings.allow_local_callbacks,
+        )
+        if message.write_back is None:
+            # A request's own status_callback is where its caller asked to hear (the connector's JSON); else the
+            # connection's write-back. An explicit `write_back` wins over both.
+            chosen = (
+                "json" if message.status_callback else connection.write_back.format if connection.write_back else None
+            )
+            message = dataclasses.replace(message, write_back=chosen)
+        return message
+
+    def _connection(self, name: str | None) -> ConnectionSettings:
+        return require_connection(self.settings, name)
+
+    # --- sending -------------------------------------------------------------
+
+    def send(self, message_id: str, raw: Any, finish_by: float | None = None) -> SendOutcome:
+        now = self.clock()
+        try:
+            msg = self.prepare(raw, now)
+        except ValidationError as exc:
+            return self._reject_invalid(message_id, raw, exc, now)
+        except StoreError:
+            raise  # the templates table: try again later
+        except Exception as exc:  # a request nothing can read: an error record, never five receives to the DLQ
+            logger.error("unreadable request", extra={"message_id": message_id, "error": type(exc).__name__})
+            unreadable = ValidationError("", f"the request could not be read ({type(exc).__name__})")
+            return self._reject_invalid(message_id, raw, unreadable, now)
+
+        token = self.new_token()
+        try:
+            claim = self.ledger.claim(message_id, ledger_attrs(msg), token, now, self.lease)
+        except StoreError as exc:
+            raise RetryLater(str(exc)) from exc
+        log = {"message_id": message_id, "to": rules.mask_phone(msg.to)}
+        if claim.outcome is ClaimOutcome.DONE:
+            logger.info("duplicate delivery: message already handled", extra=log)
+            metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
+            record = claim.record
+            return SendOutcome(message_id, "duplicate", record.status if record else None)
+        if claim.outcome is ClaimOutcome.BUSY:
+            raise RetryLater(f"message {message_id} is being sent by another worker")
+
+        # We hold the claim. A clean claim may be released on a failure that created
+        # nothing; one that follows an unfinished attempt stays ambiguous until reconciled.
+        reconciled = claim.outcome is ClaimOutcome.FRESH
+        try:
+            creds = self.credentials.for_connection(self._connection(msg.connection))
+            if not reconciled:
+                found = self._reconcile(creds, claim.record, msg, now)
+                reconciled = True
+                if found is not None:
+                    return self._record_sent(message_id, found, now, "adopted", log)
+            early = self.refusal(msg, now)
+            if early is not None:
+                code, text = early
+                record = self.ledger.record_error(message_id, code, text, now, token=token)
+                return self._errored(message_id, code, text, log, record)
+            self._take_place(msg, now)
+            callback = self.settings.status_callback_url(message_id)
+            sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
+        except TwilioRejected as exc:
+            code = exc.code or ConnectorCode.INVALID_REQUEST
+            record = self.ledger.record_error(message_id, code, exc.message, now, token=token)
+            if code in rules.OPT_OUT_CODES:
+                for sender in filter(None, (msg.from_, msg.messaging_service_sid)):
+                    self.opt_outs.opt_out(msg.to, sender, now)
+            return self._errored(message_id, code, exc.message, log, record)
+        except Deferred:
+            self.ledger.release(message_id, token, now)  # nothing was sent: the copy put back claims it afresh
+            raise
+        except TwilioOutcomeUnknown as exc:
+            self.ledger.mark_outcome_unknown(message_id, token, now)
+            metrics.add_metric(name="SendOutcomeUnknown", unit="Count", value=1)
+            logger.warning("Twilio outcome unknown; will reconcile on redelivery", extra={**log, "error": str(exc)})
+            raise RetryLater(str(exc)) from exc
+        except (TwilioRetryable, StoreError, CredentialsUnavailable, ConfigurationError) as exc:
+            if reconciled:
+                self.ledger.release(message_id, token, now)
+            else:
+                self.ledger.mark_outcome_unknown(message_id, token, now)
+            metrics.add_metric(name="SendRetries", unit="Count", value=1)
+            logger.warning("send deferred", extra={**log, "error": str(exc), "kind": type(exc).__name__})
+            if isinstance(exc, TwilioRetryable) and exc.http_status == 429:
+                raise Deferred("Twilio is throttling the account", exc.retry_after or 0, "Throttling") from exc
+            raise RetryLater(str(exc)) from exc
+        return self._record_sent(message_id, sent, now, "sent", log)
+
+    def _take_place(self, msg: OutboundMessage, now: datetime) -> None:
+        """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
+        would wait there longer than its validity and fail with 30001."""
+        sender = msg.messaging_service_sid or msg.from_
+        connection = self.settings.connection(msg.connection)
+        rates = {**self.settings.sender_rates, **(connection.sender_rates if connection else {})}  # its own win
+        rate = sender_rate(sender, rates) if sender else None
+        if sender is None or rate is None or self.senders is None:
+            return
+        validity = msg.validity_period or DEFAULT_VALIDITY_SECONDS
+        place = self.senders.reserve(sender, msg.num_segments, rate, validity, now)
+        if place.next_free is None:
+            metrics.add_metric(name="SenderQueueFull", unit="Count", value=1)
+            raise Deferred("the sender's queue at Twilio is full for this message's validity", place.over_by, "Pacing")
+
+    def refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
+        """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
+        if rules.is_stale(msg.not_after, now):
+            return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"
+        senders = [s for s in (msg.from_, msg.messaging_service_sid) if s]
+        if self.opt_outs.is_opted_out(msg.to, senders):
+            return rules.OPTED_OUT_CODE, "the recipient has opted out (replied STOP) of messages from this sender"
+        return None
+
+    def _reconcile(
+        self, creds: TwilioCredentials, record: MessageRecord | None, msg: OutboundMessage, now: datetime
+    ) -> TwilioMessage | None:
+        """Find the message an unfinished attempt may have created: same To/From, body, time window."""
+        first = (record.first_claimed_at if record else None) or now
+        window_start = first - CLOCK_SKEW
+        digest = (record.body_sha256 if record else None) or rules.body_digest(msg.body)
+        to = (record.to if record else None) or msg.to
+        metrics.add_metric(name="Reconciliations", unit="Count", value=1)
+        for candidate in self.twilio.list_messages(creds, to=to, from_=msg.from_):
+            if candidate.date_created is not None and candidate.date_created < window_start:
+                break  # newest first: everything further is older than the claim
+            if rules.body_digest(candidate.body) != digest:
+                continue
+            if msg.messaging_service_sid and candidate.messaging_service_sid != msg.messaging_service_sid:
+                continue
+            return candidate
+        return None
+
+    def _record_sent(
+        self, message_id: str, sent: TwilioMessage, now: datetime, result: str, log: dict[str, Any]
+    ) -> SendOutcome:
+        recorded = self.ledger.record_sent(
+            message_id,
+            SentMessage(
+                twilio_sid=sent.sid,
+                status=sent.status,
+                price=sent.price,
+                price_unit=sent.price_unit,
+                error_code=sent.error_code,
+                error_message=sent.error_message,
+                poll_window=None if sent.status in rules.TERMINAL_STATUSES else self.settings.poll_window(now),
+            ),
+            now,
+        )
+        if recorded is not None:
+            self.stats.count(recorded.status, None, now, [f"conn#{recorded.connection or 'default'}"])
+        else:
+            # Another worker recorded a SID first: only possible if a claim outlived its lease.
+            metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
+            logger.error("a second SID for one message", extra={**log, "twilio_sid": sent.sid})
+        metrics.add_metric(name="MessagesAdopted" if result == "adopted" else "MessagesSent", unit="Count", value=1)
+        logger.info("message handed to Twilio", extra={**log, "twilio_sid": sent.sid, "result": result})
+        return SendOutcome(message_id, result, sent.status, record=recorded)
+
+    def _errored(
+        self, message_id: str, code: int, text: str, log: dict[str, Any], record: MessageRecord | None
+    ) -> SendOutcome:
+        if record is not None:
+            self.stats.count("error", int(code), self.clock(), [f"conn#{record.connection or 'default'}"])
+        metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
+        logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
+        return SendOutcome(message_id, "error", "error", int(code), record)
+
+    def _reject_invalid(self, message_id: str, raw: Any, exc: ValidationError, now: datetime) -> SendOutcome:
+        log = {"message_id": message_id, "field": exc.field, "error_code": exc.code}
+        try:
+            record = self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw))
+            if record is not None:
+                logger.info("invalid request", extra={**log, "error": exc.message})
+                return self._errored(message_id, exc.code, exc.message, log, record)
+            existing = self.ledger.get(message_id)
+        except StoreError as err:
+            raise RetryLater(str(err)) from err
+        if existing is not None and existing.claim.claim_token and existing.status == "pending":
+            # An earlier attempt may have reached Twilio, and the request no longer validates
+            # (its template or connection changed): leave it for an operator via the DLQ.
+            raise RetryLater(f"message {message_id} has an unfinished send but now fails validation: {exc.message}")
+        return SendOutcome(message_id, "duplicate", existing.status if existing else None)
