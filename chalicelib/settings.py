@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 
+from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack, pick
+
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
-DEFAULT_CONNECTION = "default"
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
 MESSAGE_ID_PARAM = "mid"
@@ -22,37 +23,6 @@ MESSAGE_ID_PARAM = "mid"
 
 class ConfigurationError(Exception):
     """A setting is missing or malformed; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class WriteBack:
-    """Where and how a connection tells its platform what became of a message (chalicelib/adapters/writeback.py).
-    Its secret (a Swrve API key, a CI360 client secret) is in the connection's secret, never here."""
-
-    format: str  # json | twilio | swrve | tealium | ci360
-    url: str | None = None  # the platform's endpoint (json / twilio: the request's status_callback)
-    options: Mapping[str, str] = field(default_factory=dict)  # e.g. Tealium's account, profile, datasource
-    # the platform's attribute -> the request's metadata key it is read from (Tealium's known visitor
-    # attributes such as email_address_hash, CI360's identity such as customer_id)
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """One Twilio account the connector can send through, as the platforms configure "a Twilio connection"."""
-
-    name: str
-    secret_id: str
-    account_sid: str | None = None
-    from_numbers: tuple[str, ...] = ()
-    messaging_service_sid: str | None = None
-    retry_interval_ms: int | None = None  # None: RETRY_INTERVAL_MS
-    retry_attempts: int | None = None  # None: RETRY_ATTEMPTS
-    sender_rates: Mapping[str, float] = field(default_factory=dict)  # on top of SENDER_RATES
-    write_back: WriteBack | None = None
-    dedup_seconds: int | None = None  # the front door's content window for it; None: FACADE_DEDUP_SECONDS
-    is_default: bool = False
-    managed: bool = False  # made with PUT /connections (a table item), else deploy-time configuration
 
 
 @dataclass(frozen=True)
@@ -114,10 +84,7 @@ class Settings:
 
     def connection(self, name: str | None) -> ConnectionSettings | None:
         """The named connection; without a name, the one marked default, else the one named `default`."""
-        if name:
-            return self.connections.get(name)
-        marked = next((c for c in self.connections.values() if c.is_default), None)
-        return marked or self.connections.get(DEFAULT_CONNECTION)
+        return pick(self.connections, name)
 
     def retry_of(self, connection: ConnectionSettings | None) -> tuple[int, int]:
         """(retry interval in ms, retry attempts) for the poll loop of this connection's messages."""
@@ -216,8 +183,6 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    from chalicelib.domain.pacing import parse_rates
-
     env = os.environ if env is None else env
     return Settings(
         twilio_base_url=(env.get("TWILIO_BASE_URL") or DEFAULT_TWILIO_BASE_URL).rstrip("/"),
@@ -254,3 +219,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connections_table=env.get("CONNECTIONS_TABLE") or None,
         connections_max_age_seconds=_int(env, "CONNECTIONS_MAX_AGE_SECONDS", 30),
     )
+
+
+def parse_rates(raw: str | None) -> dict[str, float]:
+    """SENDER_RATES: JSON {"<From number or MG sid>": segments per second}."""
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+        rates = {str(k): float(v) for k, v in parsed.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigurationError("SENDER_RATES must be a JSON object of sender -> segments per second") from exc
+    if any(rate <= 0 for rate in rates.values()):
+        raise ConfigurationError("SENDER_RATES: every rate must be above 0")
+    return rates

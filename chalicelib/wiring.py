@@ -304,7 +304,7 @@ def forwarder() -> CallbackForwarder:
     import requests
 
     from chalicelib.adapters.events import CallbackForwarder
-    from chalicelib.settings import DEFAULT_CONNECTION
+    from chalicelib.domain.connection import DEFAULT_CONNECTION
 
     def build() -> Any:
         connection = settings().connection(DEFAULT_CONNECTION)

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from chalicelib.adapters.dynamo import DynamoTable, StoreError, deserialize, serialize
 from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, WriteBack
 from chalicelib.domain.models import ValidationError
 from chalicelib.observability import logger
-from chalicelib.settings import ConnectionSettings, WriteBack
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}\Z")

@@ -21,9 +21,9 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, WriteBack
 from chalicelib.domain.ledger import MessageRecord
 from chalicelib.observability import logger, metrics
-from chalicelib.settings import ConnectionSettings, WriteBack
 
 if TYPE_CHECKING:
     from datetime import datetime

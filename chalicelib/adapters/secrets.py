@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
 from chalicelib.adapters.twilio_api import TwilioCredentials
-from chalicelib.settings import ConfigurationError, ConnectionSettings
+from chalicelib.domain.connection import ConnectionSettings
+from chalicelib.settings import ConfigurationError
 
 
 def read_json_secret(client: Any, secret_id: str) -> dict[str, Any]:

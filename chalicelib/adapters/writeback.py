@@ -29,8 +29,8 @@ from urllib.parse import quote, urlencode
 
 from chalicelib.adapters.events import OPTED_OUT, REPLY_RECEIVED, STATUS_CHANGED
 from chalicelib.domain import rules
+from chalicelib.domain.connection import WriteBack
 from chalicelib.domain.twilio_signature import compute_signature
-from chalicelib.settings import WriteBack
 
 TEALIUM_URL = "https://collect.tealiumiq.com/event"  # Collect HTTP API v1 (docs.tealium.com/platforms/http-api)
 # Collect HTTP API v3, authenticated (docs.tealium.com/api/v3/http-api/about), and the v3 token exchange

@@ -17,7 +17,6 @@ from typing import Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.rules import ConnectorCode
-from chalicelib.settings import ConnectionSettings, Settings
 
 MAX_BODY_CHARS = 1600
 MAX_MEDIA = 10
@@ -198,17 +197,6 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
             raise ValidationError(name, f"`{name}` must be a JSON object", 21656)
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     raise AssertionError(f"unknown kind {kind}")  # pragma: no cover - schema bug
-
-
-def require_connection(settings: Settings, name: str | None) -> ConnectionSettings:
-    """The named Twilio connection (the default one when no name is given), or the 400 that names it."""
-    connection = settings.connection(name)
-    if connection is None:
-        known = ", ".join(sorted(settings.connections)) or "none configured"
-        raise ValidationError(
-            "connection", f"unknown connection `{name}` (known: {known})", ConnectorCode.UNKNOWN_CONNECTION
-        )
-    return connection
 
 
 def is_name(value: str) -> bool:

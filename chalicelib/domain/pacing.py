@@ -9,12 +9,9 @@ message that would wait too long: it waits in our queue (a delayed SQS message) 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from chalicelib.settings import ConfigurationError
 
 TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
 DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's, when a request gives none
@@ -30,20 +27,6 @@ def default_rate(sender: str) -> float | None:
     if sender.startswith(TOLL_FREE_PREFIXES):
         return 3.0
     return 1.0  # a long code, an alphanumeric ID, or a messaging service of one number (configure bigger pools)
-
-
-def parse_rates(raw: str | None) -> dict[str, float]:
-    """SENDER_RATES: JSON {"<From number or MG sid>": segments per second}."""
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-        rates = {str(k): float(v) for k, v in parsed.items()}
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ConfigurationError("SENDER_RATES must be a JSON object of sender -> segments per second") from exc
-    if any(rate <= 0 for rate in rates.values()):
-        raise ConfigurationError("SENDER_RATES: every rate must be above 0")
-    return rates
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters.tables import StatsStore, TemplateStore
+from chalicelib.domain.connection import require_connection
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
-from chalicelib.domain.models import ValidationError, parse_timestamp, require_connection
+from chalicelib.domain.models import ValidationError, parse_timestamp
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.domain.templates import parse_template
 from chalicelib.entrypoints.operations import describe_errors
@@ -88,7 +89,7 @@ class MessagesApi:
     def put_template(self, name: str, body: Any) -> ApiResult:
         try:
             template = parse_template(name, body)
-            require_connection(self.settings, template.connection)
+            require_connection(self.settings.connections, template.connection)
         except ValidationError as exc:
             return invalid(exc)
         self.templates.put(template)

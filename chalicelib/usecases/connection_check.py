@@ -8,10 +8,11 @@ from typing import Any
 from chalicelib.adapters.secrets import Credentials, CredentialsUnavailable
 from chalicelib.adapters.twilio_api import Twilio, TwilioError
 from chalicelib.domain import rules
-from chalicelib.domain.models import ValidationError, require_connection
+from chalicelib.domain.connection import ConnectionSettings, require_connection
+from chalicelib.domain.models import ValidationError
 from chalicelib.domain.twilio_signature import compute_signature
 from chalicelib.entrypoints.responses import ApiResult, invalid
-from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
+from chalicelib.settings import ConfigurationError, Settings
 
 
 class ConnectionCheck:
@@ -33,7 +34,7 @@ class ConnectionCheck:
 
     def run(self, name: str | None) -> ApiResult:
         try:
-            connection = require_connection(self.settings, name)
+            connection = require_connection(self.settings.connections, name)
         except ValidationError as exc:
             return invalid(exc)
         checks: list[dict[str, Any]] = []

@@ -26,20 +26,20 @@ from chalicelib.adapters.twilio_api import (
     TwilioRetryable,
 )
 from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
     ValidationError,
     check_storable,
     parse_send_request,
-    require_connection,
 )
 from chalicelib.domain.outbound import validate_outbound
 from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.domain.rules import ClaimOutcome, ConnectorCode
 from chalicelib.domain.templates import apply_template
 from chalicelib.observability import logger, metrics
-from chalicelib.settings import ConfigurationError, ConnectionSettings, Settings
+from chalicelib.settings import ConfigurationError, Settings
 
 # Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -179,7 +179,7 @@ class SendService:
         return message
 
     def _connection(self, name: str | None) -> ConnectionSettings:
-        return require_connection(self.settings, name)
+        return require_connection(self.settings.connections, name)
 
     # --- sending -------------------------------------------------------------
 

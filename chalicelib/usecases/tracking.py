@@ -21,8 +21,9 @@ from chalicelib.adapters.tables import OptOutStore, StatsStore, latency_bucket
 from chalicelib.adapters.twilio_api import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.adapters.workflow import PollState
 from chalicelib.domain import rules
+from chalicelib.domain.connection import require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
-from chalicelib.domain.models import ValidationError, require_connection
+from chalicelib.domain.models import ValidationError
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import Settings
 
@@ -189,7 +190,7 @@ class TrackingService:
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
-            connection = require_connection(self.settings, record.connection)
+            connection = require_connection(self.settings.connections, record.connection)
             sid = record.twilio_sid or ""  # only records with a SID are polled
             return self.twilio.fetch_message(self.credentials.for_connection(connection), sid)
         except ValidationError as exc:  # its connection was removed since it was sent

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib.domain.pacing import default_rate, parse_rates, reserve
-from chalicelib.settings import ConfigurationError
+from chalicelib.domain.pacing import default_rate, reserve
+from chalicelib.settings import ConfigurationError, parse_rates
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

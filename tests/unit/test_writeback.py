@@ -16,8 +16,8 @@ import requests
 from chalicelib.adapters import writeback
 from chalicelib.adapters.events import CallbackForwarder, ForwardFailed
 from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, WriteBack
 from chalicelib.domain.pacing import Reservation
-from chalicelib.settings import ConnectionSettings, WriteBack
 from tests import MESSAGE_SID
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
