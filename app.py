@@ -284,14 +284,14 @@ def send(event: SQSEvent) -> dict[str, Any]:
 
 @app.lambda_function(name="poll")
 def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.adapters.workflow import PollState
+    from chalicelib.domain.polling import PollState
 
     return wiring.tracking().poll(PollState.from_state(event)).to_state()
 
 
 @app.lambda_function(name="finalize")
 def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.adapters.workflow import PollState
+    from chalicelib.domain.polling import PollState
 
     return wiring.tracking().finalize(PollState.from_state(event))
 

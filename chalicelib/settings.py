@@ -14,6 +14,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack, pick
+from chalicelib.domain.polling import PollPlan
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
 STATUS_PATH = "/twilio/status"
@@ -86,11 +87,13 @@ class Settings:
         """The named connection; without a name, the one marked default, else the one named `default`."""
         return pick(self.connections, name)
 
-    def retry_of(self, connection: ConnectionSettings | None) -> tuple[int, int]:
-        """(retry interval in ms, retry attempts) for the poll loop of this connection's messages."""
+    def poll_plan(self, name: str | None) -> PollPlan:
+        """How the poll loop follows the named connection's messages: its Retry Interval and Attempts, else
+        RETRY_INTERVAL_MS and RETRY_ATTEMPTS."""
+        connection = self.connection(name)
         interval = connection.retry_interval_ms if connection else None
         attempts = connection.retry_attempts if connection else None
-        return (
+        return PollPlan(
             self.retry_interval_ms if interval is None else interval,
             self.retry_attempts if attempts is None else attempts,
         )

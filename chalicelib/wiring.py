@@ -18,11 +18,10 @@ if TYPE_CHECKING:
     from chalicelib.adapters.events import CallbackForwarder, Events
     from chalicelib.adapters.facade_accounts import FacadeAccounts
     from chalicelib.adapters.queue import SendQueue
-    from chalicelib.adapters.secrets import Credentials
-    from chalicelib.adapters.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
-    from chalicelib.adapters.twilio_api import Twilio
     from chalicelib.adapters.workflow import PollWorkflow
     from chalicelib.domain.ledger import MessageLedger
+    from chalicelib.domain.ports import Credentials, OptOutStore, SenderQueues, StatsStore, TemplateStore
+    from chalicelib.domain.twilio import Twilio
     from chalicelib.entrypoints.api import MessagesApi
     from chalicelib.entrypoints.api_keys import ApiKeys
     from chalicelib.entrypoints.connections_api import ConnectionsApi
@@ -270,7 +269,10 @@ def workflow() -> PollWorkflow | None:
 def send_consumer() -> SendConsumer:
     from chalicelib.usecases.consumer import SendConsumer
 
-    return _once("send_consumer", lambda: SendConsumer(send_service(), publisher(), workflow(), send_queue()))
+    def build() -> SendConsumer:
+        return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=settings().poll_plan)
+
+    return _once("send_consumer", build)
 
 
 def tracking() -> TrackingService:

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters.tables import ANY_SENDER
-from chalicelib.adapters.twilio_api import TwilioCredentials
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings
 from chalicelib.domain.ledger import (
@@ -30,6 +29,7 @@ from chalicelib.domain.ledger import (
 )
 from chalicelib.domain.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
 from chalicelib.domain.templates import Template
+from chalicelib.domain.twilio import TwilioCredentials
 
 
 class InMemoryLedger:

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from chalicelib.adapters.dynamo import DynamoTable, StoreError, deserialize, serialize
+from chalicelib.adapters.dynamo import DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, WriteBack
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.ports import StoreError
 from chalicelib.observability import logger
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")

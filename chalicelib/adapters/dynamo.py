@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.domain.ports import StoreError
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-
-
-class StoreError(Exception):
-    """DynamoDB could not answer (throttling, outage, misconfiguration); try again later."""
 
 
 _serializer = TypeSerializer()

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     from chalicelib.adapters import writeback
     from chalicelib.adapters.facade_accounts import FacadeAccount, FacadeAccounts
-    from chalicelib.adapters.tables import SenderQueues, StatsStore
     from chalicelib.domain.ledger import MessageLedger
+    from chalicelib.domain.ports import SenderQueues, StatsStore
 
 SOURCE = "twilio.connector"
 STATUS_CHANGED = "Message Status Changed"

@@ -9,76 +9,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.domain import rules
+from chalicelib.domain.queued import (
+    DEFERRALS_ATTRIBUTE,
+    MESSAGE_ID_ATTRIBUTE,
+    QueueError,
+)
 from chalicelib.observability import logger
 
-MESSAGE_ID_ATTRIBUTE = "connector_message_id"
-DEFERRALS_ATTRIBUTE = "connector_deferrals"
 MAX_DELAY_SECONDS = 900  # SQS's longest DelaySeconds
-
-
-class QueueError(Exception):
-    """SQS did not take the message."""
 
 
 def _attribute(value: str | int) -> dict[str, str]:
     if isinstance(value, int):
         return {"DataType": "Number", "StringValue": str(value)}
     return {"DataType": "String", "StringValue": value}
-
-
-def record_message_id(record: Mapping[str, Any]) -> str | None:
-    """The ledger id an SQS record names (API requests and deferred copies), if any."""
-    found = ((record.get("messageAttributes") or {}).get(MESSAGE_ID_ATTRIBUTE) or {}).get("stringValue")
-    return str(found) if found else None
-
-
-def record_deferrals(record: Mapping[str, Any]) -> int:
-    found = ((record.get("messageAttributes") or {}).get(DEFERRALS_ATTRIBUTE) or {}).get("stringValue")
-    return int(found) if found and str(found).isdecimal() else 0
-
-
-@dataclass(frozen=True)
-class QueuedRequest:
-    """An SQS record read at the edge: its request (the JSON of a POST /messages body, None when the
-    body is not JSON) and the ledger id every copy of it shares."""
-
-    delivery_id: str  # SQS's messageId
-    message_id: str
-    request: Any
-    keyed: bool  # named by an idempotency key or an attribute, not by the messageId a redrive replaces
-    body: str  # as posted: a deferred record is put back exactly so
-    deferrals: int  # how often it was put back before
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> QueuedRequest:
-        delivery_id, body = str(record.get("messageId")), str(record.get("body") or "")
-        try:
-            request: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            request = None  # parse_send_request turns this into a clear error on the record
-        key = request.get("idempotency_key") if isinstance(request, dict) else None
-        key = key if isinstance(key, str) and key else None
-        named = record_message_id(record)
-        message_id = named or rules.message_id(key, delivery_id)
-        return cls(delivery_id, message_id, request, bool(named or key), body, record_deferrals(record))
-
-
-class Enqueue(Protocol):
-    """What accepting needs of the queue: put requests on it, learn which it did not take."""
-
-    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]: ...
-
-
-class Requeue(Protocol):
-    """What the send consumer needs of the queue: put a deferred record back, seen again after a delay."""
-
-    def defer(self, message_id: str, body: str, delay_seconds: float, deferrals: int) -> None: ...
 
 
 class SendQueue:

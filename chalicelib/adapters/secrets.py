@@ -7,13 +7,14 @@ secondary token lets an operator rotate the auth token without downtime.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
-from chalicelib.adapters.twilio_api import TwilioCredentials
 from chalicelib.domain.connection import ConnectionSettings
+from chalicelib.domain.ports import CredentialsUnavailable
+from chalicelib.domain.twilio import TwilioCredentials
 from chalicelib.settings import ConfigurationError
 
 
@@ -21,20 +22,6 @@ def read_json_secret(client: Any, secret_id: str) -> dict[str, Any]:
     """A JSON-object secret read straight through a Secrets Manager client (the issuing code, not the hot path)."""
     value = json.loads(client.get_secret_value(SecretId=secret_id).get("SecretString") or "{}")
     return value if isinstance(value, dict) else {}
-
-
-class CredentialsUnavailable(Exception):
-    """Secrets Manager could not give us the credentials; try again later."""
-
-
-class Credentials(Protocol):
-    """Where a connection's Twilio credentials and signing key come from."""
-
-    def for_connection(self, connection: ConnectionSettings) -> TwilioCredentials: ...
-
-    def signing_key(self, connection: ConnectionSettings) -> str | None: ...
-
-    def write_back_secret(self, connection: ConnectionSettings) -> str | None: ...
 
 
 class SecretsCredentials:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.adapters.dynamo import ConditionFailed, DynamoTable, StoreError, deserialize, serialize
+from chalicelib.adapters.dynamo import ConditionFailed, DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.pacing import Reservation, reserve
+from chalicelib.domain.ports import StoreError
 from chalicelib.domain.templates import Template
 from chalicelib.observability import logger, metrics
 
@@ -26,35 +27,6 @@ CONTENDED_TRIES = 50  # each lost race means another send took its place: all of
 COUNTER_SHARDS = 16
 
 
-class OptOutStore(Protocol):
-    def is_opted_out(self, phone: str, senders: Sequence[str]) -> bool: ...
-
-    def opt_out(self, phone: str, sender: str, now: datetime) -> None: ...
-
-    def opt_in(self, phone: str, sender: str) -> None: ...
-
-
-class TemplateStore(Protocol):
-    def get(self, name: str) -> Template | None: ...
-
-    def put(self, template: Template) -> None: ...
-
-
-class SenderQueues(Protocol):
-    def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
-        """Take a message's place in the sender's queue at Twilio if it fits within its validity."""
-        ...
-
-
-class StatsStore(Protocol):
-    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
-        """Bump the day's counters: a status, an error code, and `extra` ones (`conn#<name>`, `latency#<s>`,
-        `event#<name>`, `writeback#<connection>:<why>`), all in one write."""
-        ...
-
-    def totals(self, days: Sequence[str]) -> dict[str, Any]: ...
-
-
 KINDS = {
     "status": "by_status",
     "code": "by_error_code",
@@ -62,12 +34,6 @@ KINDS = {
     "latency": "delivered_within",
     "writeback": "write_back_refused",  # `<connection>:<why>`, why one of ledger.WRITE_BACK_FAILURES
 }
-# Seconds from accepted to delivered, counted in these buckets (`latency#<upper bound>`): the median comes from them.
-LATENCY_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 86400)
-
-
-def latency_bucket(seconds: float) -> str:
-    return f"latency#{next((b for b in LATENCY_BUCKETS if seconds <= b), 'more')}"
 
 
 def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:

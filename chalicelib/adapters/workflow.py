@@ -7,81 +7,13 @@ message whether messages came a million at once or one every few seconds.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-
-class WorkflowError(Exception):
-    """Step Functions did not take the execution."""
-
-
-@dataclass(frozen=True)
-class PollState:
-    """The poll loop's state as the state machine carries it from step to step (the ASL reads
-    `wait_seconds`, `remaining`, `attempt` and `retry_attempts`; a Catch adds `error`)."""
-
-    window: int
-    wait_seconds: int
-    retry_interval_seconds: int
-    retry_attempts: int
-    attempt: int = 0
-    remaining: int = -1  # not polled yet
-    error: Any = None
-    connection: str | None = None  # the connection whose messages it follows (None: every one, as before)
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> PollState:
-        return cls(
-            window=int(state["window"]),
-            wait_seconds=int(state.get("wait_seconds") or 1),
-            retry_interval_seconds=int(state.get("retry_interval_seconds") or 1),
-            retry_attempts=int(state.get("retry_attempts") or 0),
-            attempt=int(state.get("attempt") or 0),
-            remaining=int(state.get("remaining", -1)),
-            error=state.get("error"),
-            connection=state.get("connection") or None,
-        )
-
-    def follows(self, connection: str | None) -> bool:
-        return self.connection is None or self.connection == (connection or "")
-
-    def to_state(self) -> dict[str, Any]:
-        state = dataclasses.asdict(self)
-        for optional in ("error", "connection"):
-            if state[optional] is None:
-                del state[optional]
-        return state
-
-
-def poll_input(
-    window: int,
-    window_seconds: int,
-    now: datetime,
-    retry_interval_ms: int,
-    retry_attempts: int,
-    connection: str | None = None,
-) -> dict[str, Any]:
-    """The first poll comes one retry interval after the window closes: every message sent in it is in."""
-    interval = max(1, math.ceil(retry_interval_ms / 1000))
-    closes_in = window + window_seconds - now.timestamp()
-    wait = max(1, math.ceil(closes_in) + interval)
-    return PollState(window, wait, interval, retry_attempts, connection=connection).to_state()
-
-
-def execution_name(window: int, connection: str | None = None) -> str:
-    """One execution per window and connection: every batch sent in it names the same one, so only the
-    first starts it. Each connection polls at its own Retry Interval, as Unica's connector does."""
-    if connection is None:
-        return f"poll-window-{window}"
-    return f"poll-window-{window}-{hashlib.sha256(connection.encode()).hexdigest()[:16]}"
+from chalicelib.domain.polling import PollPlan, WorkflowError, execution_name, poll_input
 
 
 class PollWorkflow:
@@ -95,11 +27,13 @@ class PollWorkflow:
         self.window_seconds = window_seconds
 
     def start(
-        self, window: int, now: datetime, connection: str | None = None, retry: tuple[int, int] | None = None
+        self, window: int, now: datetime, connection: str | None = None, plan: PollPlan | None = None
     ) -> str | None:
-        """Follow `connection`'s messages sent in `window`, at its (interval ms, attempts)."""
+        """Follow `connection`'s messages sent in `window`, as its plan says."""
         name = execution_name(window, connection)
-        interval, attempts = retry or (self.retry_interval_ms, self.retry_attempts)
+        interval, attempts = (
+            (plan.interval_ms, plan.attempts) if plan else (self.retry_interval_ms, self.retry_attempts)
+        )
         state = poll_input(window, self.window_seconds, now, interval, attempts, connection)
         try:
             result = self.client.start_execution(

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from chalicelib.adapters.tables import StatsStore, TemplateStore
 from chalicelib.domain.connection import require_connection
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.domain.models import ValidationError, parse_timestamp
+from chalicelib.domain.ports import StatsStore, TemplateStore
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.domain.templates import parse_template
 from chalicelib.entrypoints.operations import describe_errors

@@ -15,9 +15,9 @@ from chalicelib.adapters.connections import (
     describe,
     parse_connection,
 )
-from chalicelib.adapters.dynamo import StoreError
 from chalicelib.domain import rules
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.ports import StoreError
 from chalicelib.entrypoints.responses import ApiResult, error, invalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings

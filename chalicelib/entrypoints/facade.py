@@ -15,12 +15,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters import events
-from chalicelib.adapters.dynamo import StoreError
 from chalicelib.adapters.events import Events
 from chalicelib.adapters.facade_accounts import FacadeAccount, FacadeAccounts, Refusal
-from chalicelib.adapters.secrets import Credentials
-from chalicelib.adapters.twilio_api import Twilio, TwilioError
 from chalicelib.domain.ledger import BadPageToken, MessageLedger, MessageRecord, PageQuery, StatusUpdate
+from chalicelib.domain.ports import Credentials, StoreError
+from chalicelib.domain.twilio import Twilio, TwilioError
 from chalicelib.entrypoints.facade_requests import BadRequest, FacadeRequest, create_params
 from chalicelib.entrypoints.facade_resources import (
     PREFIX,

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from chalicelib.adapters.queue import MESSAGE_ID_ATTRIBUTE, QueuedRequest
+from chalicelib.domain.queued import MESSAGE_ID_ATTRIBUTE, QueuedRequest
 from chalicelib.domain.rules import ConnectorCode
 
 ERRORS_FILE = Path(__file__).resolve().parents[1] / "data" / "twilio_errors.json"

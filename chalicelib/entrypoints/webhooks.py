@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from chalicelib.adapters.dynamo import StoreError
-from chalicelib.adapters.secrets import Credentials, CredentialsUnavailable
+from chalicelib.domain.ports import Credentials, CredentialsUnavailable, StoreError
 from chalicelib.domain.twilio_signature import is_valid
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import INBOUND_PATH, MESSAGE_ID_PARAM, STATUS_PATH, ConfigurationError, Settings

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chalicelib.adapters.dynamo import StoreError
-from chalicelib.adapters.queue import Enqueue
-from chalicelib.adapters.tables import StatsStore
 from chalicelib.domain import rules
 from chalicelib.domain.ledger import MessageLedger, MessageRecord
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.ports import StatsStore, StoreError
+from chalicelib.domain.queued import Enqueue
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.observability import logger
 from chalicelib.usecases.send import SendService, ledger_attrs

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chalicelib.adapters.secrets import Credentials, CredentialsUnavailable
-from chalicelib.adapters.twilio_api import Twilio, TwilioError
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.ports import Credentials, CredentialsUnavailable
+from chalicelib.domain.twilio import Twilio, TwilioError
 from chalicelib.domain.twilio_signature import compute_signature
 from chalicelib.entrypoints.responses import ApiResult, invalid
 from chalicelib.settings import ConfigurationError, Settings

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.adapters import events
 from chalicelib.adapters.events import Events
-from chalicelib.adapters.queue import QueuedRequest, QueueError, Requeue
-from chalicelib.adapters.workflow import PollWorkflow, WorkflowError
+from chalicelib.domain.polling import PollPlan, PollStarter, WorkflowError
+from chalicelib.domain.queued import QueuedRequest, QueueError, Requeue
 from chalicelib.observability import logger, metrics, where
 from chalicelib.usecases.send import Deferred, SendOutcome, SendService
 
@@ -55,13 +55,15 @@ class SendConsumer:
         self,
         service: SendService,
         publisher: Events,
-        workflow: PollWorkflow | None,
+        workflow: PollStarter | None,
         queue: Requeue | None = None,
         executor: ThreadPoolExecutor | None = None,
+        plans: Callable[[str | None], PollPlan] | None = None,
     ) -> None:
         self.service = service
         self.publisher = publisher
         self.workflow = workflow
+        self.plans = plans  # each connection's Retry Interval and Attempts (None: the state machine's defaults)
         self.queue = queue
         # SEND_CONCURRENCY sends in flight: part of the account's budget of requests to Twilio
         # (docs/deploy.md, "Twilio's limits, and how the connector lives within them")
@@ -139,11 +141,10 @@ class SendConsumer:
         workflow = self.workflow
         if workflow is None:
             return
-        settings = self.service.settings
         for window, name in sorted(windows):
-            retry = settings.retry_of(settings.connection(name or None))
+            plan = self.plans(name or None) if self.plans else None
             try:
-                workflow.start(window, self.service.clock(), name or None, retry)
+                workflow.start(window, self.service.clock(), name or None, plan)
             except WorkflowError as exc:
                 # The messages are sent; callbacks still report their status. Count it, don't fail the batch.
                 metrics.add_metric(name="PollStartFailed", unit="Count", value=1)

@@ -14,17 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.adapters.dynamo import StoreError
-from chalicelib.adapters.secrets import Credentials, CredentialsUnavailable
-from chalicelib.adapters.tables import OptOutStore, SenderQueues, StatsStore, TemplateStore
-from chalicelib.adapters.twilio_api import (
-    Twilio,
-    TwilioCredentials,
-    TwilioMessage,
-    TwilioOutcomeUnknown,
-    TwilioRejected,
-    TwilioRetryable,
-)
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
@@ -36,8 +25,25 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.outbound import validate_outbound
 from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
+from chalicelib.domain.ports import (
+    Credentials,
+    CredentialsUnavailable,
+    OptOutStore,
+    SenderQueues,
+    StatsStore,
+    StoreError,
+    TemplateStore,
+)
 from chalicelib.domain.rules import ClaimOutcome, ConnectorCode
 from chalicelib.domain.templates import apply_template
+from chalicelib.domain.twilio import (
+    Twilio,
+    TwilioCredentials,
+    TwilioMessage,
+    TwilioOutcomeUnknown,
+    TwilioRejected,
+    TwilioRetryable,
+)
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import ConfigurationError, Settings
 

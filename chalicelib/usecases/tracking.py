@@ -16,14 +16,13 @@ from typing import Any
 
 from chalicelib.adapters import events
 from chalicelib.adapters.events import Events
-from chalicelib.adapters.secrets import Credentials
-from chalicelib.adapters.tables import OptOutStore, StatsStore, latency_bucket
-from chalicelib.adapters.twilio_api import Twilio, TwilioError, TwilioMessage, TwilioRetryable
-from chalicelib.adapters.workflow import PollState
 from chalicelib.domain import rules
 from chalicelib.domain.connection import require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.polling import PollState
+from chalicelib.domain.ports import Credentials, OptOutStore, StatsStore, latency_bucket
+from chalicelib.domain.twilio import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import Settings
 

@@ -56,7 +56,7 @@ def batch_latency(latency_ms: int = 200) -> dict[str, float]:
         os.environ.update(env)
         wiring.reset()
         import app
-        from chalicelib.adapters.twilio_api import TwilioCredentials
+        from chalicelib.domain.twilio import TwilioCredentials
 
         result = _compare(
             lambda records: app.send({"Records": records}, None), wiring.twilio(), TwilioCredentials(account, token)
@@ -68,7 +68,8 @@ def batch_latency(latency_ms: int = 200) -> dict[str, float]:
 def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
     """The same batch with the stores in memory: the connector's own concurrency, without moto's
     CPU-bound emulation of DynamoDB (which holds the GIL; the real service is network I/O)."""
-    from chalicelib.adapters.twilio_api import TwilioApi, TwilioCredentials
+    from chalicelib.adapters.twilio_api import TwilioApi
+    from chalicelib.domain.twilio import TwilioCredentials
     from chalicelib.settings import load_settings
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.send import SendService

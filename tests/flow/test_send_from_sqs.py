@@ -384,7 +384,7 @@ def test_a_throttling_storm_puts_the_record_back_without_burning_a_receive(
 
 
 def test_throttled_records_back_off_longer_each_time_up_to_sqs_limit() -> None:
-    from chalicelib.adapters.queue import QueuedRequest
+    from chalicelib.domain.queued import QueuedRequest
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.send import Deferred
 

@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.adapters.twilio_api import (
-    TwilioApi,
-    TwilioCredentials,
-    TwilioOutcomeUnknown,
-    TwilioRejected,
-    TwilioRetryable,
-)
+from chalicelib.adapters.twilio_api import TwilioApi
 from chalicelib.domain.models import OutboundMessage, parse_send_request
 from chalicelib.domain.outbound import validate_outbound
+from chalicelib.domain.twilio import TwilioCredentials, TwilioOutcomeUnknown, TwilioRejected, TwilioRetryable
 from local.twilio_sim import Fault, SimConfig, TwilioSimulator
 
 ACCOUNT_SID = "AC" + "3" * 32

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import boto3
 from moto import mock_aws
 
-from chalicelib.adapters.tables import COUNTER_SHARDS, DynamoStats, latency_bucket
+from chalicelib.adapters.tables import COUNTER_SHARDS, DynamoStats
+from chalicelib.domain.ports import latency_bucket
 from tests.aws import create_tables
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from chalicelib.adapters.dynamo import StoreError
 from chalicelib.adapters.facade_accounts import FacadeAccounts, secret_hash
-from chalicelib.adapters.twilio_api import TwilioApi, TwilioCredentials
+from chalicelib.adapters.twilio_api import TwilioApi
 from chalicelib.domain.ledger import PageQuery
+from chalicelib.domain.ports import StoreError
 from chalicelib.domain.rules import ClaimOutcome
+from chalicelib.domain.twilio import TwilioCredentials
 from chalicelib.entrypoints.facade import TwilioFacade
 from chalicelib.settings import load_settings
 from chalicelib.usecases.send import SendService

@@ -7,8 +7,8 @@ import json
 import boto3
 from moto import mock_aws
 
-from chalicelib.adapters.queue import MESSAGE_ID_ATTRIBUTE
 from chalicelib.domain import rules
+from chalicelib.domain.queued import MESSAGE_ID_ATTRIBUTE
 from chalicelib.entrypoints.operations import DeadLetters, describe_errors
 
 

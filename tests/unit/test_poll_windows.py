@@ -7,7 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.workflow import PollWorkflow, execution_name, poll_input
+from chalicelib.adapters.workflow import PollWorkflow
+from chalicelib.domain.polling import execution_name, poll_input
 from chalicelib.settings import Settings
 
 WINDOW = 1_795_000_080  # a multiple of 120

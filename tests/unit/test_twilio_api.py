@@ -6,16 +6,10 @@ import pytest
 import requests
 import responses
 
-from chalicelib.adapters.twilio_api import (
-    TwilioApi,
-    TwilioCredentials,
-    TwilioOutcomeUnknown,
-    TwilioRejected,
-    TwilioRetryable,
-    message_form,
-)
+from chalicelib.adapters.twilio_api import TwilioApi, message_form
 from chalicelib.domain.models import parse_send_request
 from chalicelib.domain.outbound import validate_outbound
+from chalicelib.domain.twilio import TwilioCredentials, TwilioOutcomeUnknown, TwilioRejected, TwilioRetryable
 from tests import TWILIO_DATA
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
