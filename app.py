@@ -12,7 +12,7 @@ from typing import Any
 from chalice import Chalice, Response
 from chalice.app import CloudWatchEvent, Request, SQSEvent
 
-from chalicelib import wiring
+from chalicelib import wiring, wiring_http
 from chalicelib.settings import INBOUND_PATH, STATUS_PATH
 
 
@@ -103,7 +103,7 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
     from chalicelib.entrypoints.responses import from_chalice
 
     if event.path not in UNSIGNED_BY_KEY:
-        refusal = wiring.api_keys().check(event.headers)
+        refusal = wiring_http.api_keys().check(event.headers)
         if refusal is not None:
             return _json(refusal)
     response = get_response(event)
@@ -122,31 +122,31 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
 @_guarded
 def post_message() -> Response:
     key = _request().headers.get("idempotency-key")
-    return _with_body(lambda body: wiring.messages_api().accept(body, key))
+    return _with_body(lambda body: wiring_http.messages_api().accept(body, key))
 
 
 @app.route("/messages/batch", methods=["POST"], content_types=ANY)
 @_guarded
 def post_batch() -> Response:
-    return _with_body(wiring.messages_api().accept_batch)
+    return _with_body(wiring_http.messages_api().accept_batch)
 
 
 @app.route("/messages/{message_id}", methods=["GET"], content_types=ANY)
 @_guarded
 def get_message(message_id: str) -> Response:
-    return _json(wiring.messages_api().get(message_id))
+    return _json(wiring_http.messages_api().get(message_id))
 
 
 @app.route("/templates/{name}", methods=["PUT"], content_types=ANY)
 @_guarded
 def put_template(name: str) -> Response:
-    return _with_body(lambda body: wiring.messages_api().put_template(name, body))
+    return _with_body(lambda body: wiring_http.messages_api().put_template(name, body))
 
 
 @app.route("/templates/{name}", methods=["GET"], content_types=ANY)
 @_guarded
 def get_template(name: str) -> Response:
-    return _json(wiring.messages_api().get_template(name))
+    return _json(wiring_http.messages_api().get_template(name))
 
 
 @app.route("/connection/test", methods=["POST"], content_types=ANY)
@@ -156,40 +156,48 @@ def connection_test() -> Response:
     query: Any = _request().query_params or {}
     name = query.get("connection")
     if name is None and (_request().raw_body or b"").strip():
-        return _with_body(
-            lambda body: wiring.connection_check().run(body.get("connection") if isinstance(body, dict) else None)
-        )
-    return _json(wiring.connection_check().run(name))
+        return _with_body(lambda body: _test_connection(body.get("connection") if isinstance(body, dict) else None))
+    return _json(_test_connection(name))
+
+
+def _test_connection(name: str | None) -> Any:
+    from chalicelib.domain.models import ValidationError
+    from chalicelib.entrypoints.responses import invalid
+
+    try:
+        return wiring_http.connection_check().run(name)
+    except ValidationError as exc:  # no such connection: the 400 that names it
+        return invalid(exc)
 
 
 @app.route("/connections", methods=["GET"], content_types=ANY)
 @_guarded
 def list_connections() -> Response:
-    return _json(wiring.connections_api().list())
+    return _json(wiring_http.connections_api().list())
 
 
 @app.route("/connections/{name}", methods=["PUT"], content_types=ANY)
 @_guarded
 def put_connection(name: str) -> Response:
-    return _with_body(lambda body: wiring.connections_api().put(name, body))
+    return _with_body(lambda body: wiring_http.connections_api().put(name, body))
 
 
 @app.route("/connections/{name}", methods=["GET"], content_types=ANY)
 @_guarded
 def get_connection(name: str) -> Response:
-    return _json(wiring.connections_api().get(name))
+    return _json(wiring_http.connections_api().get(name))
 
 
 @app.route("/connections/{name}", methods=["DELETE"], content_types=ANY)
 @_guarded
 def delete_connection(name: str) -> Response:
-    return _json(wiring.connections_api().delete(name))
+    return _json(wiring_http.connections_api().delete(name))
 
 
 @app.route("/stats", methods=["GET"], content_types=ANY)
 @_guarded
 def stats() -> Response:
-    return _json(wiring.messages_api().stats_for(_request().query_params or {}))
+    return _json(wiring_http.messages_api().stats_for(_request().query_params or {}))
 
 
 @app.route("/dashboard", methods=["GET"], content_types=ANY)
@@ -210,19 +218,19 @@ def dashboard() -> Response:
 @app.route("/dlq", methods=["GET"], content_types=ANY)
 @_guarded
 def dlq_show() -> Response:
-    return _json(wiring.operations_api().dlq_show())
+    return _json(wiring_http.operations_api().dlq_show())
 
 
 @app.route("/dlq/redrive", methods=["POST"], content_types=ANY)
 @_guarded
 def dlq_redrive() -> Response:
-    return _json(wiring.operations_api().dlq_redrive(_request().query_params or {}))
+    return _json(wiring_http.operations_api().dlq_redrive(_request().query_params or {}))
 
 
 @app.route("/api-keys/{name}", methods=["POST"], content_types=ANY)
 @_guarded
 def create_api_key(name: str) -> Response:
-    return _json(wiring.operations_api().create_api_key(name))
+    return _json(wiring_http.operations_api().create_api_key(name))
 
 
 # --- Twilio's webhooks ----------------------------------------------------------
@@ -247,13 +255,13 @@ def _webhook(handle: Any, path: str) -> Response:
 @app.route(STATUS_PATH, methods=["POST"], content_types=FORM)
 @_guarded
 def twilio_status() -> Response:
-    return _webhook(wiring.webhooks().status, STATUS_PATH)
+    return _webhook(wiring_http.webhooks().status, STATUS_PATH)
 
 
 @app.route(INBOUND_PATH, methods=["POST"], content_types=FORM)
 @_guarded
 def twilio_inbound() -> Response:
-    return _webhook(wiring.webhooks().inbound, INBOUND_PATH)
+    return _webhook(wiring_http.webhooks().inbound, INBOUND_PATH)
 
 
 @app.lambda_function(name="webhooks")
@@ -261,14 +269,14 @@ def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The same two webhooks on a Lambda function URL (WEBHOOK_BASE_URL): no API Gateway fee per callback."""
     from chalicelib.entrypoints.webhooks import handle_function_url
 
-    return handle_function_url(wiring.webhooks(), event)
+    return handle_function_url(wiring_http.webhooks(), event)
 
 
 @app.lambda_function(name="facade")
 def facade(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Twilio's Messages API (2010-04-01) on a function URL, for platforms that speak Twilio
     (docs/user-guide.md, "The Twilio-compatible front door")."""
-    return wiring.twilio_facade().handle(event)
+    return wiring_http.twilio_facade().handle(event)
 
 
 # --- queue, poll loop and events -------------------------------------------------

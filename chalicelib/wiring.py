@@ -15,22 +15,21 @@ from chalicelib.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from chalicelib.adapters.connections import ConnectionTable
-    from chalicelib.adapters.events import CallbackForwarder, Events
     from chalicelib.adapters.facade_accounts import FacadeAccounts
     from chalicelib.adapters.queue import SendQueue
     from chalicelib.adapters.workflow import PollWorkflow
+    from chalicelib.domain.events import Events
     from chalicelib.domain.ledger import MessageLedger
     from chalicelib.domain.ports import Credentials, OptOutStore, SenderQueues, StatsStore, TemplateStore
     from chalicelib.domain.twilio import Twilio
+    from chalicelib.domain.writeback import WriteBackFormat
     from chalicelib.entrypoints.api import MessagesApi
     from chalicelib.entrypoints.api_keys import ApiKeys
     from chalicelib.entrypoints.connections_api import ConnectionsApi
     from chalicelib.entrypoints.facade import TwilioFacade
-    from chalicelib.entrypoints.operations import DeadLetters, OperationsApi
-    from chalicelib.entrypoints.webhooks import Webhooks
     from chalicelib.usecases.accept import AcceptMessages
-    from chalicelib.usecases.connection_check import ConnectionCheck
     from chalicelib.usecases.consumer import SendConsumer
+    from chalicelib.usecases.forward import Forwarder
     from chalicelib.usecases.send import SendService
     from chalicelib.usecases.tracking import TrackingService
 
@@ -40,7 +39,7 @@ _lock = threading.RLock()
 _built: dict[str, Any] = {}
 
 
-def _once(name: str, build: Callable[[], T]) -> T:
+def once(name: str, build: Callable[[], T]) -> T:
     with _lock:
         if name not in _built:
             _built[name] = build()
@@ -68,7 +67,7 @@ class Pieces(TypedDict, total=False):
     clock: Callable[[], datetime]
     tracking: TrackingService
     send_consumer: SendConsumer
-    forwarder: CallbackForwarder
+    forwarder: Forwarder
     api_keys: ApiKeys
     messages_api: MessagesApi
     facade_accounts: FacadeAccounts
@@ -94,7 +93,7 @@ def settings() -> Settings:
         live = LiveConnections(loaded.connections, table, loaded.connections_max_age_seconds)
         return dataclasses.replace(loaded, connections=live)
 
-    return _once("settings", build)
+    return once("settings", build)
 
 
 def connections_table() -> ConnectionTable:
@@ -105,165 +104,117 @@ def connections_table() -> ConnectionTable:
         assert name is not None, "CONNECTIONS_TABLE is not set"
         return DynamoConnections(dynamodb(), name)
 
-    return _once("connections_table", build)
-
-
-def connections_api() -> ConnectionsApi:
-    from chalicelib.adapters.connections import LiveConnections
-    from chalicelib.entrypoints.connections_api import ConnectionsApi, SecretsManagerWriter
-
-    def build() -> ConnectionsApi:
-        s = settings()
-        assert isinstance(s.connections, LiveConnections)
-        issuer = None
-        if s.facade_secret_id:
-            from chalicelib.adapters.facade_accounts import account_for_connection
-
-            secret_id = s.facade_secret_id
-
-            def issuer(name: str) -> tuple[str, str | None]:
-                return account_for_connection(_boto_client("secretsmanager"), secret_id, name)
-
-        writer = SecretsManagerWriter(_boto_client("secretsmanager"))
-        return ConnectionsApi(s, s.connections, connections_table(), writer, issuer, clock())
-
-    return _once("connections_api", build)
+    return once("connections_table", build)
 
 
 def _session() -> Any:
     import boto3
 
     # One session for every client: each new session reloads botocore's data files (~50 ms).
-    return _once("session", boto3.session.Session)
+    return once("session", boto3.session.Session)
 
 
-def _boto_client(service: str) -> Any:
-    from botocore.config import Config
+def boto_client(service: str) -> Any:
+    from chalicelib.adapters.aws import client
 
-    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
-    with _lock:  # a boto3 session is not thread-safe while it creates clients
-        return _session().client(service, config=config)
+    return client(_session(), service, _lock)
 
 
-class _OnFirstUse:
-    """A boto3 client built when first called. The send function needs EventBridge and Step Functions only
-    after its batch is sent: building them then lets the first send start ~25 ms sooner on a cold start."""
+def on_first_use(service: str) -> Any:
+    from chalicelib.adapters.aws import OnFirstUse
 
-    def __init__(self, service: str) -> None:
-        self._service = service
-        self._client: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        with _lock:
-            if self._client is None:
-                self._client = _boto_client(self._service)
-        return getattr(self._client, name)
+    return OnFirstUse(lambda: boto_client(service), _lock)
 
 
 def dynamodb() -> Any:
-    return _once("dynamodb", lambda: _boto_client("dynamodb"))
+    return once("dynamodb", lambda: boto_client("dynamodb"))
 
 
 def ledger() -> MessageLedger:
     from chalicelib.adapters.dynamo_ledger import DynamoMessageLedger
 
     s = settings()
-    return _once("ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days))
+    return once("ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days))
 
 
 def opt_outs() -> OptOutStore:
     from chalicelib.adapters.tables import DynamoOptOuts
 
-    return _once("opt_outs", lambda: DynamoOptOuts(dynamodb(), settings().optouts_table))
+    return once("opt_outs", lambda: DynamoOptOuts(dynamodb(), settings().optouts_table))
 
 
 def templates() -> TemplateStore:
     from chalicelib.adapters.tables import DynamoTemplates
 
-    return _once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
+    return once("templates", lambda: DynamoTemplates(dynamodb(), settings().templates_table))
 
 
 def sender_queues() -> SenderQueues:
     from chalicelib.adapters.tables import DynamoSenderQueues
 
-    return _once("sender_queues", lambda: DynamoSenderQueues(dynamodb(), settings().senders_table))
+    return once("sender_queues", lambda: DynamoSenderQueues(dynamodb(), settings().senders_table))
 
 
 def stats() -> StatsStore:
     from chalicelib.adapters.tables import DynamoStats
 
-    return _once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
+    return once("stats", lambda: DynamoStats(dynamodb(), settings().counters_table))
 
 
 def twilio() -> Twilio:
     from chalicelib.adapters.twilio_api import TwilioApi
 
-    s = settings()
-    return _once(
-        "twilio",
-        lambda: TwilioApi(
-            s.twilio_base_url,
-            connect_timeout=s.twilio_connect_timeout,
-            read_timeout=s.twilio_read_timeout,
-            max_attempts=s.twilio_max_attempts,
-        ),
-    )
+    def build() -> Twilio:
+        s = settings()
+        timeouts = (s.twilio_connect_timeout, s.twilio_read_timeout)
+        return TwilioApi(
+            s.twilio_base_url, connect_timeout=timeouts[0], read_timeout=timeouts[1], max_attempts=s.twilio_max_attempts
+        )
+
+    return once("twilio", build)
 
 
 def credentials() -> Credentials:
     from chalicelib.adapters.secrets import SecretsCredentials
 
-    return _once("credentials", lambda: SecretsCredentials(secrets_provider(), settings().secret_max_age_seconds))
+    return once("credentials", lambda: SecretsCredentials(secrets_provider(), settings().secret_max_age_seconds))
 
 
 def clock() -> Callable[[], datetime]:
     from datetime import datetime
 
-    return _once("clock", lambda: lambda: datetime.now(UTC))
+    return once("clock", lambda: lambda: datetime.now(UTC))
 
 
 def send_service() -> SendService:
     from chalicelib.usecases.send import SendService
 
-    return _once(
-        "send_service",
-        lambda: SendService(
-            settings(),
-            ledger(),
-            opt_outs(),
-            templates(),
-            twilio(),
-            credentials(),
-            stats(),
-            clock=clock(),
-            senders=sender_queues(),
-        ),
-    )
+    def build() -> SendService:
+        stores = (ledger(), opt_outs(), templates(), twilio(), credentials(), stats())
+        return SendService(settings(), *stores, clock=clock(), senders=sender_queues())
+
+    return once("send_service", build)
 
 
 def events_client() -> Any:
-    return _once("events_client", lambda: _OnFirstUse("events"))
+    return once("events_client", lambda: on_first_use("events"))
 
 
 def publisher() -> Events:
-    from chalicelib.adapters.events import EventPublisher
+    from chalicelib.adapters.eventbridge import EventPublisher
 
-    return _once("publisher", lambda: EventPublisher(events_client(), settings().event_bus_name))
+    return once("publisher", lambda: EventPublisher(events_client(), settings().event_bus_name))
 
 
 def workflow() -> PollWorkflow | None:
     from chalicelib.adapters.workflow import PollWorkflow
 
     s = settings()
-    if not s.state_machine_arn:
-        return None
     arn = s.state_machine_arn
-    return _once(
-        "workflow",
-        lambda: PollWorkflow(
-            _OnFirstUse("stepfunctions"), arn, s.retry_interval_ms, s.retry_attempts, s.poll_window_seconds
-        ),
-    )
+    if not arn:
+        return None
+    plan = (s.retry_interval_ms, s.retry_attempts, s.poll_window_seconds)
+    return once("workflow", lambda: PollWorkflow(on_first_use("stepfunctions"), arn, *plan))
 
 
 def send_consumer() -> SendConsumer:
@@ -272,7 +223,7 @@ def send_consumer() -> SendConsumer:
     def build() -> SendConsumer:
         return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=settings().poll_plan)
 
-    return _once("send_consumer", build)
+    return once("send_consumer", build)
 
 
 def tracking() -> TrackingService:
@@ -280,140 +231,70 @@ def tracking() -> TrackingService:
 
     from chalicelib.usecases.tracking import TrackingService
 
-    return _once(
-        "tracking",
-        lambda: TrackingService(
-            settings(),
-            ledger(),
-            opt_outs(),
-            twilio(),
-            credentials(),
-            publisher(),
-            stats(),
-            clock(),
-            ThreadPoolExecutor(max_workers=settings().poll_concurrency, thread_name_prefix="poll"),
-        ),
-    )
+    def build() -> TrackingService:
+        pool = ThreadPoolExecutor(max_workers=settings().poll_concurrency, thread_name_prefix="poll")
+        pieces = (ledger(), opt_outs(), twilio(), credentials(), publisher(), stats(), clock(), pool)
+        return TrackingService(settings(), *pieces)
+
+    return once("tracking", build)
 
 
-def webhooks() -> Webhooks:
-    from chalicelib.entrypoints.webhooks import Webhooks
+def write_back_formats() -> dict[str, WriteBackFormat]:
+    from chalicelib.adapters.writeback.registry import formats  # the forward function's: off the send path
 
-    return _once("webhooks", lambda: Webhooks(settings(), credentials(), tracking()))
+    return once("write_back_formats", formats)
 
 
-def forwarder() -> CallbackForwarder:
+def forwarder() -> Forwarder:
     import requests
 
-    from chalicelib.adapters.events import CallbackForwarder
     from chalicelib.domain.connection import DEFAULT_CONNECTION
+    from chalicelib.usecases.forward import Forwarder
 
-    def build() -> Any:
-        connection = settings().connection(DEFAULT_CONNECTION)
+    def build() -> Forwarder:
+        s = settings()
+        connection = s.connection(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
-        secrets = credentials().write_back_secret
-        return CallbackForwarder(
+        return Forwarder(
+            write_back_formats(),
             requests.Session(),
             key or "",
-            allow_local=settings().allow_local_callbacks,
+            connections=s.connections,
+            secrets=credentials().write_back_secret,
             accounts=facade_accounts(),
-            connections=settings().connections,
-            secrets=secrets,
             ledger=ledger(),
-            clock=clock(),
-            pace=sender_queues(),
             stats=stats(),
+            pace=sender_queues(),
+            clock=clock(),
+            allow_local=s.allow_local_callbacks,
         )
 
-    return _once("forwarder", build)
+    return once("forwarder", build)
 
 
 def secrets_provider() -> Any:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-    return _once("secrets_provider", lambda: SecretsProvider(boto3_client=_boto_client("secretsmanager")))
-
-
-def api_keys() -> ApiKeys:
-    from chalicelib.entrypoints.api_keys import ApiKeys
-
-    s = settings()
-    return _once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
-
-
-def messages_api() -> MessagesApi:
-    from chalicelib.entrypoints.api import MessagesApi
-
-    s = settings()
-    return _once(
-        "messages_api",
-        lambda: MessagesApi(s, ledger(), templates(), stats(), accept_messages(), clock()),
-    )
+    return once("secrets_provider", lambda: SecretsProvider(boto3_client=boto_client("secretsmanager")))
 
 
 def accept_messages() -> AcceptMessages:
     from chalicelib.usecases.accept import AcceptMessages
 
-    return _once("accept_messages", lambda: AcceptMessages(send_service(), ledger(), stats(), send_queue(), clock()))
+    validation = send_service().validation  # accepting judges a request as sending will, with no Twilio
+    return once("accept_messages", lambda: AcceptMessages(validation, ledger(), stats(), send_queue(), clock()))
 
 
 def send_queue() -> SendQueue:
     from chalicelib.adapters.queue import SendQueue
 
     s = settings()
-    return _once("send_queue", lambda: SendQueue(_OnFirstUse("sqs"), s.send_queue, s.send_queue_url))
-
-
-def connection_check() -> ConnectionCheck:
-    import requests
-
-    from chalicelib.usecases.connection_check import ConnectionCheck
-
-    return _once(
-        "connection_check",
-        lambda: ConnectionCheck(settings(), credentials(), twilio(), requests.post, http_get=requests.get),
-    )
+    return once("send_queue", lambda: SendQueue(on_first_use("sqs"), s.send_queue, s.send_queue_url))
 
 
 def facade_accounts() -> FacadeAccounts:
     from chalicelib.adapters.facade_accounts import FacadeAccounts
 
     s = settings()
-    return _once(
-        "facade_accounts", lambda: FacadeAccounts(secrets_provider(), s.facade_secret_id, s.secret_max_age_seconds)
-    )
-
-
-def twilio_facade() -> TwilioFacade:
-    from chalicelib.entrypoints.facade import TwilioFacade
-
-    def build() -> TwilioFacade:
-        pieces = (facade_accounts(), accept_messages(), ledger(), twilio(), credentials(), publisher(), clock())
-        return TwilioFacade(settings(), *pieces)
-
-    return _once("twilio_facade", build)
-
-
-def dead_letters() -> DeadLetters | None:
-    from chalicelib.entrypoints.operations import DeadLetters
-
-    s = settings()
-    if not s.send_dlq_url:
-        return None
-    dlq = s.send_dlq_url
-    return _once("dead_letters", lambda: DeadLetters(_OnFirstUse("sqs"), dlq, send_queue().url))
-
-
-def issue_api_key(name: str) -> str:
-    from chalicelib.entrypoints.api_keys import add_api_key
-
-    secret_id = settings().api_keys_secret_id
-    if not secret_id:
-        raise RuntimeError("API_KEYS_SECRET_ID is not set")
-    return add_api_key(_boto_client("secretsmanager"), secret_id, name)
-
-
-def operations_api() -> OperationsApi:
-    from chalicelib.entrypoints.operations import OperationsApi
-
-    return _once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key))
+    build = lambda: FacadeAccounts(secrets_provider(), s.facade_secret_id, s.secret_max_age_seconds)  # noqa: E731
+    return once("facade_accounts", build)

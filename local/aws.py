@@ -289,7 +289,7 @@ class LocalEventBus:
         self.last_error: str | None = None
 
     def publish(self, detail_type: str, details: Any) -> None:
-        from chalicelib.adapters.events import OPTED_OUT, REPLY_RECEIVED, SOURCE, STATUS_CHANGED
+        from chalicelib.domain.events import OPTED_OUT, REPLY_RECEIVED, SOURCE, STATUS_CHANGED
 
         self.inner.publish(detail_type, details)
         if detail_type not in (STATUS_CHANGED, REPLY_RECEIVED, OPTED_OUT):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.adapters.dynamo_ledger import decode_page_token, encode_page_token
 from chalicelib.adapters.tables import ANY_SENDER
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings
@@ -21,8 +22,6 @@ from chalicelib.domain.ledger import (
     PageQuery,
     SentMessage,
     StatusUpdate,
-    decode_page_token,
-    encode_page_token,
     event,
     lower_statuses,
     sent_values,
@@ -284,3 +283,36 @@ class InMemoryStats:
         from chalicelib.adapters.tables import summarize
 
         return summarize((day, self.days[day]) for day in days if day in self.days)
+
+
+class OpenLine:
+    """A platform's line with no one in it: every forward goes at once (stands in for DynamoSenderQueues)."""
+
+    def __init__(self, *places: Any) -> None:
+        self.places = list(places)  # queued answers, else "go now"
+        self.keys: list[str] = []
+
+    def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Any:
+        from chalicelib.domain.pacing import Reservation
+
+        self.keys.append(f"{sender}@{rate:.0f}/s")
+        return self.places.pop(0) if self.places else Reservation(0.0, now)
+
+
+def make_forwarder(session: Any, signing_key: str = "k", **pieces: Any) -> Any:
+    """The forward use case with every format, over in-memory stores; `pieces` replace any of its parts."""
+    from chalicelib.adapters.writeback.registry import formats
+    from chalicelib.usecases.forward import Forwarder
+
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    parts: dict[str, Any] = {
+        "connections": {},
+        "secrets": lambda connection: None,
+        "accounts": None,
+        "ledger": InMemoryLedger(),
+        "stats": InMemoryStats(),
+        "pace": OpenLine(),
+        "clock": lambda: now,
+        **pieces,
+    }
+    return Forwarder(formats(), session, signing_key, **parts)

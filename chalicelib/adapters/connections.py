@@ -24,15 +24,6 @@ from chalicelib.observability import logger
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}\Z")
-FORMATS = ("json", "twilio", "swrve", "tealium", "ci360")
-# what each write-back format needs to reach its platform (options, and whether a secret)
-NEEDS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "json": ((), False),
-    "twilio": ((), False),
-    "swrve": (("app_id",), True),  # the Swrve app's API key is the secret
-    "tealium": (("account", "profile"), False),
-    "ci360": (("tenant",), True),  # CI360's client secret signs the JWT; `url` is the tenant's gateway
-}
 FIELDS = {
     "account_sid", "auth_token", "from_numbers", "messaging_service_sid", "retry_interval_ms", "retry_attempts",
     "sender_rates", "write_back", "default", "facade", "dedup_seconds",
@@ -176,18 +167,19 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
 
 
 def needs_secret(write_back: Mapping[str, Any]) -> bool:
-    """Swrve's API key, CI360's client secret, Tealium v3's API key."""
-    options = write_back.get("options") or {}
-    return NEEDS[write_back["format"]][1] or (write_back["format"] == "tealium" and options.get("api") == "v3")
+    """Swrve's API key, CI360's client secret, Tealium v3's API key: as the format says."""
+    from chalicelib.adapters.writeback.registry import formats
+
+    return formats()[write_back["format"]].needs_secret(write_back.get("options") or {})
 
 
 def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, str | None]:
-    from chalicelib.adapters import writeback  # only PUT /connections reads it: off every function's cold start
+    from chalicelib.adapters.writeback.registry import NAMES, formats  # only PUT /connections: off cold starts
 
     if spec is None:
         return None, None
-    if not isinstance(spec, dict) or spec.get("format") not in FORMATS:
-        raise ValidationError("write_back.format", f"`write_back.format` must be one of: {', '.join(FORMATS)}")
+    if not isinstance(spec, dict) or spec.get("format") not in NAMES:
+        raise ValidationError("write_back.format", f"`write_back.format` must be one of: {', '.join(NAMES)}")
     unknown = sorted(set(spec) - {"format", "url", "options", "secret", "attributes"})
     if unknown:
         raise ValidationError(f"write_back.{unknown[0]}", f"unknown field `write_back.{unknown[0]}`")
@@ -195,12 +187,6 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
     options = spec.get("options") or {}
     if not isinstance(options, dict) or not all(_map_key(k) and isinstance(v, str) for k, v in options.items()):
         raise ValidationError("write_back.options", "`write_back.options` maps names (1-64 characters) to strings")
-    required = NEEDS[fmt][0] + (("username",) if fmt == "tealium" and options.get("api") == "v3" else ())
-    missing = [o for o in required if not options.get(o)]
-    if missing:
-        raise ValidationError(
-            f"write_back.options.{missing[0]}", f"the `{fmt}` write-back needs `options.{missing[0]}`"
-        )
     attributes = spec.get("attributes") or {}
     if (
         not isinstance(attributes, dict)
@@ -212,7 +198,7 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
             "`write_back.attributes` maps at most 20 of the platform's attribute names to metadata keys "
             '(1-64 characters each), e.g. {"email_address_hash": "email_hash"}',
         )
-    _platform_options(fmt, options, attributes, allow_local, writeback)
+    formats()[fmt].validate(options, attributes, allow_local)  # what the platform accepts (its module says why)
     url = spec.get("url")
     if fmt == "ci360" and not url:
         raise ValidationError("write_back.url", "the `ci360` write-back needs `url`, the tenant's external gateway")
@@ -227,36 +213,6 @@ def _write_back(spec: Any, allow_local: bool) -> tuple[dict[str, Any] | None, st
     if attributes:
         written["attributes"] = attributes
     return written, secret
-
-
-def _platform_options(
-    fmt: str, options: Mapping[str, str], attributes: Mapping[str, str], allow_local: bool, writeback: Any
-) -> None:
-    """What each platform accepts of its options (writeback.py says where each rule comes from)."""
-    if fmt == "ci360":
-        identity = options.get("identity")
-        if identity is not None and identity not in writeback.CI360_IDENTITIES:
-            raise ValidationError(
-                "write_back.options.identity",
-                f"`options.identity` must be one of CI360's identities: {', '.join(writeback.CI360_IDENTITIES)}",
-            )
-        names = {f"event_{n}" for n in (*writeback.CI360_EVENTS, *writeback.CI360_OLD_EVENTS)}
-        odd = sorted(k for k in options if k.startswith("event_") and k not in names)
-        if odd:
-            known = ", ".join(f"event_{n}" for n in writeback.CI360_EVENTS)
-            raise ValidationError(f"write_back.options.{odd[0]}", f"`options.{odd[0]}` is not one of: {known}")
-    if fmt == "tealium":
-        if options.get("api", "v1") not in ("v1", "v3"):
-            raise ValidationError(
-                "write_back.options.api", "`options.api` is `v1` (Collect HTTP API) or `v3` (authenticated)"
-            )
-        taken = sorted(set(attributes) & set(writeback.TEALIUM_RESERVED))
-        if taken:
-            raise ValidationError(f"write_back.attributes.{taken[0]}", f"`{taken[0]}` is set by the connector")
-        auth_url = options.get("auth_url")
-        refusal = rules.callback_target_refusal(auth_url, allow_local) if auth_url else None
-        if refusal:
-            raise ValidationError("write_back.options.auth_url", f"`options.auth_url` {refusal}")
 
 
 def _map_key(key: Any) -> bool:

@@ -9,7 +9,9 @@ atomic. botocore's ClientError never leaves this module: it becomes StoreError.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,13 +25,12 @@ from chalicelib.domain.ledger import (
     CONTENT_PREFIX,
     POLL_WINDOW_INDEX,
     RECIPIENT_INDEX,
+    BadPageToken,
     ClaimResult,
     MessageRecord,
     PageQuery,
     SentMessage,
     StatusUpdate,
-    decode_page_token,
-    encode_page_token,
     event,
     lower_statuses,
     sent_values,
@@ -293,3 +294,27 @@ class DynamoMessageLedger(DynamoTable):
         u = Update().set(noted)
         with contextlib.suppress(ConditionFailed):  # a message that expired meanwhile: nothing to note
             self._call("update_item", **u.request({"id": message_id}, f"attribute_exists({u.n('id')})"))
+
+
+def encode_page_token(key: Mapping[str, Any]) -> str:
+    """DynamoDB's LastEvaluatedKey as Twilio's opaque `PA...` PageToken."""
+    return "PA" + base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, account_sid: str) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        raw = token.removeprefix("PA")
+        key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError as exc:
+        raise BadPageToken("`PageToken` is not one this API handed out") from exc
+    fields = ("id", "account_sid", "created_at")
+    if (
+        not isinstance(key, dict)
+        or set(key) != set(fields)
+        or not all(isinstance(key[f], dict) and isinstance(key[f].get("S"), str) for f in fields)
+        or key["account_sid"]["S"] != account_sid
+    ):
+        raise BadPageToken("`PageToken` is not one this API handed out")
+    return key

@@ -15,7 +15,7 @@ DEFAULT_CONNECTION = "default"
 
 @dataclass(frozen=True)
 class WriteBack:
-    """Where and how a connection tells its platform what became of a message (chalicelib/adapters/writeback.py).
+    """Where and how a connection tells its platform what became of a message (adapters/writeback/).
     Its secret (a Swrve API key, a CI360 client secret) is in the connection's secret, never here."""
 
     format: str  # json | twilio | swrve | tealium | ci360

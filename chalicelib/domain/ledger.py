@@ -6,8 +6,6 @@ contract.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -337,27 +335,3 @@ def event(status: str, now: datetime, source: str, error_code: int | None = None
 
 class BadPageToken(ValueError):
     """A PageToken this connector did not hand out (or for another account)."""
-
-
-def encode_page_token(key: Mapping[str, Any]) -> str:
-    """DynamoDB's LastEvaluatedKey as Twilio's opaque `PA...` PageToken."""
-    return "PA" + base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str | None, account_sid: str) -> dict[str, Any] | None:
-    if not token:
-        return None
-    try:
-        raw = token.removeprefix("PA")
-        key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except ValueError as exc:
-        raise BadPageToken("`PageToken` is not one this API handed out") from exc
-    fields = ("id", "account_sid", "created_at")
-    if (
-        not isinstance(key, dict)
-        or set(key) != set(fields)
-        or not all(isinstance(key[f], dict) and isinstance(key[f].get("S"), str) for f in fields)
-        or key["account_sid"]["S"] != account_sid
-    ):
-        raise BadPageToken("`PageToken` is not one this API handed out")
-    return key

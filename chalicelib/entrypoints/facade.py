@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from chalicelib.adapters import events
-from chalicelib.adapters.events import Events
 from chalicelib.adapters.facade_accounts import FacadeAccount, FacadeAccounts, Refusal
+from chalicelib.domain import events
+from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import BadPageToken, MessageLedger, MessageRecord, PageQuery, StatusUpdate
 from chalicelib.domain.ports import Credentials, StoreError
 from chalicelib.domain.twilio import Twilio, TwilioError

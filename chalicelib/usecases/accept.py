@@ -20,7 +20,7 @@ from chalicelib.domain.ports import StatsStore, StoreError
 from chalicelib.domain.queued import Enqueue
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.observability import logger
-from chalicelib.usecases.send import SendService, ledger_attrs
+from chalicelib.usecases.validate import Validation, ledger_attrs
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,13 @@ def request_digest(raw: Any) -> str:
 class AcceptMessages:
     def __init__(
         self,
-        service: SendService,
+        validation: Validation,
         ledger: MessageLedger,
         stats: StatsStore,
         queue: Enqueue,
         clock: Callable[[], datetime],
     ) -> None:
-        self.service = service
+        self.validation = validation
         self.ledger = ledger
         self.stats = stats
         self.queue = queue
@@ -141,7 +141,7 @@ class AcceptMessages:
                 return Refused(400, ConnectorCode.INVALID_REQUEST, text, "idempotency_key")
             raw = {**raw, "idempotency_key": header_key}
         try:
-            message = self.service.prepare(raw, now)
+            message = self.validation.prepare(raw, now)
         except ValidationError as exc:
             return Refused.invalid(exc)
         except StoreError as exc:
@@ -155,7 +155,7 @@ class AcceptMessages:
         attrs = {**ledger_attrs(message), "request_sha256": digest}
         if filing is not None:
             message_id, attrs = filing.message_id, {**attrs, **filing.attrs}
-            refusal = self.service.refusal(message, now) if filing.refuse_now else None
+            refusal = self.validation.refusal(message, now) if filing.refuse_now else None
             if refusal is not None:
                 return Refused(400, refusal[0], refusal[1], "to")
         try:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
-from chalicelib.domain.models import ValidationError
 from chalicelib.domain.ports import Credentials, CredentialsUnavailable
 from chalicelib.domain.twilio import Twilio, TwilioError
 from chalicelib.domain.twilio_signature import compute_signature
-from chalicelib.entrypoints.responses import ApiResult, invalid
+from chalicelib.domain.writeback import WriteBackFormat
 from chalicelib.settings import ConfigurationError, Settings
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every check with what to do about a failed one: 200 when all passed, else 502."""
+
+    status: int
+    body: dict[str, Any]
 
 
 class ConnectionCheck:
@@ -25,18 +33,18 @@ class ConnectionCheck:
         twilio: Twilio,
         http_post: Callable[..., Any],
         http_get: Callable[..., Any] | None = None,
+        formats: Mapping[str, WriteBackFormat] | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
         self.twilio = twilio
         self.http_post = http_post
         self.http_get = http_get
+        self.formats = formats or {}  # the write-back formats, which know how to check their platform's credentials
 
-    def run(self, name: str | None) -> ApiResult:
-        try:
-            connection = require_connection(self.settings.connections, name)
-        except ValidationError as exc:
-            return invalid(exc)
+    def run(self, name: str | None) -> Report:
+        """Raises ValidationError for a connection that does not exist."""
+        connection = require_connection(self.settings.connections, name)
         checks: list[dict[str, Any]] = []
         try:
             creds = self.credentials.for_connection(connection)
@@ -62,7 +70,7 @@ class ConnectionCheck:
         checks.append(self._webhook(creds.auth_token if creds else None))
         checks += self._write_back(connection)
         ok = all(c["ok"] for c in checks)
-        return ApiResult(200 if ok else 502, {"ok": ok, "connection": connection.name, "checks": checks})
+        return Report(200 if ok else 502, {"ok": ok, "connection": connection.name, "checks": checks})
 
     @staticmethod
     def _sender(numbers: Sequence[str], service: str | None) -> dict[str, Any]:
@@ -103,42 +111,41 @@ class ConnectionCheck:
         return {"check": "webhook", "ok": False, "detail": f"{url} answered {status}{hint}"}
 
     def _write_back(self, connection: ConnectionSettings) -> list[dict[str, Any]]:
-        """The platform's credentials, where the platform has a way to check them without an event:
-        CI360's gateway configuration (what SAS's own tools read) and Tealium v3's token exchange."""
-        from chalicelib.adapters import writeback
-
+        """The platform's credentials, where its format knows a way to check them without an event (CI360's
+        gateway configuration, Tealium v3's token exchange)."""
         config = connection.write_back
-        if config is None or not (config.format == "ci360" or writeback.tealium_v3(config)):
+        fmt = self.formats.get(config.format) if config else None
+        if config is None or fmt is None:
             return []
-        name = "CI360" if config.format == "ci360" else "Tealium"
-        kwargs: dict[str, Any]
         try:
-            secret = self.credentials.write_back_secret(connection)
+            secret = self.credentials.write_back_secret(connection) or ""
         except (CredentialsUnavailable, ConfigurationError) as exc:
             return [{"check": "write_back", "ok": False, "detail": f"cannot read the write-back secret: {exc}"}]
+        check = fmt.check(config, secret)
+        if check is None:
+            return []
         if not secret:
             return [{"check": "write_back", "ok": False, "detail": "the connection has no write-back `secret`"}]
-        if config.format == "ci360":
-            url = writeback.ci360_check_url(config)
-            token = writeback.ci360_token(config.options["tenant"], secret)
-            method, kwargs = self.http_get, {"headers": {"Authorization": f"Bearer {token}"}}
-        else:
-            request = writeback.tealium_token_request(config, secret)
-            method, url = self.http_post, request.url
-            kwargs = {"data": request.body, "headers": request.headers}
-        refusal = rules.callback_target_refusal(url, self.settings.allow_local_callbacks)
-        if refusal is not None or method is None:
-            return [{"check": "write_back", "ok": False, "detail": f"{url} {refusal or 'cannot be checked here'}"}]
+        name = PLATFORM_NAMES.get(fmt.name, fmt.name)
+        refusal = rules.callback_target_refusal(check.url, self.settings.allow_local_callbacks)
+        call = self.http_get if check.method == "GET" else self.http_post
+        if refusal is not None or call is None:
+            return [
+                {"check": "write_back", "ok": False, "detail": f"{check.url} {refusal or 'cannot be checked here'}"}
+            ]
         try:
-            status = method(url, timeout=10, allow_redirects=False, **kwargs).status_code
+            kwargs: dict[str, Any] = {"headers": dict(check.headers), "timeout": 10, "allow_redirects": False}
+            if check.body is not None:
+                kwargs["data"] = check.body
+            status = call(check.url, **kwargs).status_code
         except Exception as exc:
-            return [{"check": "write_back", "ok": False, "detail": f"{url} unreachable: {type(exc).__name__}"}]
+            return [{"check": "write_back", "ok": False, "detail": f"{check.url} unreachable: {type(exc).__name__}"}]
         if status == 200:
             return [{"check": "write_back", "ok": True, "detail": f"{name} accepted the connector's credentials"}]
         if status in (400, 401, 403):
-            from chalicelib.adapters.events import CREDENTIALS_HINT
-
-            hint = CREDENTIALS_HINT[config.format]
-            detail = f"{name} refused the credentials ({status}): {hint}"
+            detail = f"{name} refused the credentials ({status}): {fmt.credentials_hint}"
             return [{"check": "write_back", "ok": False, "detail": detail}]
-        return [{"check": "write_back", "ok": False, "detail": f"{url} answered {status}"}]
+        return [{"check": "write_back", "ok": False, "detail": f"{check.url} answered {status}"}]
+
+
+PLATFORM_NAMES = {"ci360": "CI360", "tealium": "Tealium", "swrve": "Swrve"}

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.adapters import events
-from chalicelib.adapters.events import Events
+from chalicelib.domain import events
+from chalicelib.domain.events import Events
 from chalicelib.domain.polling import PollPlan, PollStarter, WorkflowError
 from chalicelib.domain.queued import QueuedRequest, QueueError, Requeue
 from chalicelib.observability import logger, metrics, where

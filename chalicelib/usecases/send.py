@@ -7,7 +7,6 @@ died half-way is reconciled against Twilio's own list before anything is resent.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,15 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.domain import rules
-from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
     ValidationError,
     check_storable,
-    parse_send_request,
 )
-from chalicelib.domain.outbound import validate_outbound
 from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.domain.ports import (
     Credentials,
@@ -35,7 +31,6 @@ from chalicelib.domain.ports import (
     TemplateStore,
 )
 from chalicelib.domain.rules import ClaimOutcome, ConnectorCode
-from chalicelib.domain.templates import apply_template
 from chalicelib.domain.twilio import (
     Twilio,
     TwilioCredentials,
@@ -46,6 +41,7 @@ from chalicelib.domain.twilio import (
 )
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import ConfigurationError, Settings
+from chalicelib.usecases.validate import Validation, ledger_attrs
 
 # Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -105,23 +101,6 @@ def _partial_attrs(raw: Any) -> dict[str, Any]:
     return attrs
 
 
-def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
-    return {
-        "to": msg.to,
-        "from": msg.from_,
-        "messaging_service_sid": msg.messaging_service_sid,
-        "connection": msg.connection,
-        "num_segments": msg.num_segments,
-        "encoding": msg.encoding,
-        "num_media": len(msg.media_urls) or None,  # MM, not SM, in the Twilio-shaped sid (rules.message_sid)
-        "metadata": dict(msg.metadata) or None,
-        "body_sha256": rules.body_digest(msg.body),
-        "status_callback": msg.status_callback,
-        "idempotency_key": msg.idempotency_key,
-        "write_back": msg.write_back if msg.write_back != "none" else None,
-    }
-
-
 class SendService:
     def __init__(
         self,
@@ -147,52 +126,19 @@ class SendService:
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
         self.senders = senders
+        self.validation = Validation(settings, templates, opt_outs)
 
     @property
     def one_send_seconds(self) -> float:
         """The longest one Twilio attempt can take: a send needs this much time left to start."""
         return self.settings.twilio_connect_timeout + self.settings.twilio_read_timeout
 
-    # --- validation ----------------------------------------------------------
-
-    def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
-        """Parse, apply the named template, pick the connection, and validate every rule."""
-        req = parse_send_request(raw)
-        template = None
-        if req.template is not None:
-            template = self.templates.get(req.template)
-            if template is None:
-                raise ValidationError(
-                    "template", f"no template named `{req.template}`", ConnectorCode.TEMPLATE_NOT_FOUND
-                )
-        req = apply_template(req, template)
-        connection = self._connection(req.connection)
-        message = validate_outbound(
-            req,
-            connection.name,
-            connection.from_numbers,
-            connection.messaging_service_sid,
-            now,
-            self.settings.allow_local_callbacks,
-        )
-        if message.write_back is None:
-            # A request's own status_callback is where its caller asked to hear (the connector's JSON); else the
-            # connection's write-back. An explicit `write_back` wins over both.
-            chosen = (
-                "json" if message.status_callback else connection.write_back.format if connection.write_back else None
-            )
-            message = dataclasses.replace(message, write_back=chosen)
-        return message
-
-    def _connection(self, name: str | None) -> ConnectionSettings:
-        return require_connection(self.settings.connections, name)
-
     # --- sending -------------------------------------------------------------
 
     def send(self, message_id: str, raw: Any, finish_by: float | None = None) -> SendOutcome:
         now = self.clock()
         try:
-            msg = self.prepare(raw, now)
+            msg = self.validation.prepare(raw, now)
         except ValidationError as exc:
             return self._reject_invalid(message_id, raw, exc, now)
         except StoreError:
@@ -220,13 +166,13 @@ class SendService:
         # nothing; one that follows an unfinished attempt stays ambiguous until reconciled.
         reconciled = claim.outcome is ClaimOutcome.FRESH
         try:
-            creds = self.credentials.for_connection(self._connection(msg.connection))
+            creds = self.credentials.for_connection(self.validation.connection(msg.connection))
             if not reconciled:
                 found = self._reconcile(creds, claim.record, msg, now)
                 reconciled = True
                 if found is not None:
                     return self._record_sent(message_id, found, now, "adopted", log)
-            early = self.refusal(msg, now)
+            early = self.validation.refusal(msg, now)
             if early is not None:
                 code, text = early
                 record = self.ledger.record_error(message_id, code, text, now, token=token)
@@ -275,15 +221,6 @@ class SendService:
         if place.next_free is None:
             metrics.add_metric(name="SenderQueueFull", unit="Count", value=1)
             raise Deferred("the sender's queue at Twilio is full for this message's validity", place.over_by, "Pacing")
-
-    def refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
-        """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
-        if rules.is_stale(msg.not_after, now):
-            return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"
-        senders = [s for s in (msg.from_, msg.messaging_service_sid) if s]
-        if self.opt_outs.is_opted_out(msg.to, senders):
-            return rules.OPTED_OUT_CODE, "the recipient has opted out (replied STOP) of messages from this sender"
-        return None
 
     def _reconcile(
         self, creds: TwilioCredentials, record: MessageRecord | None, msg: OutboundMessage, now: datetime

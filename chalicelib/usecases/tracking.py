@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chalicelib.adapters import events
-from chalicelib.adapters.events import Events
-from chalicelib.domain import rules
+from chalicelib.domain import events, rules
 from chalicelib.domain.connection import require_connection
+from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.polling import PollState

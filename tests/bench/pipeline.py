@@ -117,7 +117,7 @@ def run(
     with `arrivals_per_second`, one message at a time at that rate (a trickle)."""
     import boto3
 
-    from chalicelib import wiring
+    from chalicelib import wiring, wiring_http
     from local.stack import LocalStack, StackConfig
     from tests.bench.progress import Progress
 
@@ -139,7 +139,7 @@ def run(
         stack.run_send_batch = meter.timed("send", stack.run_send_batch)  # type: ignore[method-assign]
         for name, handler in list(stack.router.routes.items()):
             stack.router.routes[name] = meter.timed("poll" if name.endswith("-poll") else "finalize", handler)
-        hooks = wiring.webhooks()
+        hooks = wiring_http.webhooks()
         hooks.status = meter.timed("api", hooks.status)  # type: ignore[method-assign]
         sqs = boto3.client("sqs")
         started = time.perf_counter()

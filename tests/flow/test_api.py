@@ -15,7 +15,7 @@ import responses
 from chalice.test import Client
 from moto import mock_aws
 
-from chalicelib import wiring
+from chalicelib import wiring, wiring_http
 from tests import must
 from tests.aws import API_KEY, AtomicClient, provision
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
@@ -169,7 +169,7 @@ class TestBatch:
     def test_a_bug_on_one_item_is_that_items_answer_and_its_neighbours_are_sent(
         self, api: Api, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        service = wiring.accept_messages().service
+        service = wiring.accept_messages().validation
         prepare = service.prepare
 
         def breaks_on_b(raw: Any, now: Any) -> Any:
@@ -234,7 +234,7 @@ class TestTemplates:
 
     def test_a_template_name_with_a_newline_is_400(self, api: Api) -> None:
         # API Gateway decodes `%0A` in the path to a newline (Chalice's local gateway does not): the rule itself
-        result = wiring.messages_api().put_template("welcome\n", {"body": "Hi"})
+        result = wiring_http.messages_api().put_template("welcome\n", {"body": "Hi"})
         assert (result.status, result.body["error"]["field"]) == (400, "name")
 
 

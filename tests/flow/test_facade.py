@@ -203,9 +203,9 @@ def test_a_retry_without_a_key_inside_the_content_window_returns_the_first_messa
     # the window's own item shares the messages table; it is no message to the API
     scan = platform.stack.dynamodb.scan(TableName=platform.stack.tables["MessagesTable"])["Items"]
     window_id = next(i["id"]["S"] for i in scan if i["id"]["S"].startswith("content#"))
-    from chalicelib import wiring
+    from chalicelib import wiring_http
 
-    assert wiring.messages_api().get(window_id).status == 404  # as API Gateway hands it over, decoded
+    assert wiring_http.messages_api().get(window_id).status == 404  # as API Gateway hands it over, decoded
 
 
 def test_meta_fields_become_metadata_and_unknown_parameters_are_ignored(platform: Platform) -> None:

@@ -121,12 +121,12 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         logical.update({FACADE_SECRET_ID: "FacadeSecret", "by_account": "by_account"})
         logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient", "by_poll_window": "by_poll_window"})
         calls: set[Call] = set()
-        original = wiring._boto_client
+        original = wiring.boto_client
 
         def recorded(service: str) -> Any:
             return Recorder(original(service), service, calls, logical)
 
-        monkeypatch.setattr(wiring, "_boto_client", recorded)
+        monkeypatch.setattr(wiring, "boto_client", recorded)
         stub = TwilioStub(mock)
         mock.add(
             responses.GET, f"{BASE_URL}/Accounts/{ACCOUNT_SID}.json", json={"sid": ACCOUNT_SID, "status": "active"}

@@ -38,7 +38,7 @@ def accepting(queue: Queue) -> tuple[AcceptMessages, InMemoryLedger]:
     unused = TwilioApi("https://api.twilio.test")  # accepting never calls Twilio
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
     service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
-    return AcceptMessages(service, ledger, stats, queue, lambda: NOW), ledger
+    return AcceptMessages(service.validation, ledger, stats, queue, lambda: NOW), ledger
 
 
 def test_each_request_gets_its_own_outcome_and_the_valid_ones_are_queued_as_posted() -> None:
@@ -72,14 +72,14 @@ def test_a_queue_outage_is_unavailable_and_the_same_key_later_enqueues_it() -> N
 
 def test_a_bug_on_one_request_is_that_requests_failure() -> None:
     use_case, _ = accepting(Queue())
-    prepare = use_case.service.prepare
+    prepare = use_case.validation.prepare
 
     def breaks_on_b(raw: Any, now: datetime) -> Any:
         if raw["body"] == "b":
             raise KeyError("a bug")
         return prepare(raw, now)
 
-    setattr(use_case.service, "prepare", breaks_on_b)  # noqa: B010 - replacing a bound method
+    setattr(use_case.validation, "prepare", breaks_on_b)  # noqa: B010 - replacing a bound method
     outcomes = use_case.accept([{"to": TO, "body": "a"}, {"to": TO, "body": "b"}])
     assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[1], Failed)
 
@@ -99,7 +99,7 @@ def test_a_deploy_time_connection_takes_a_managed_ones_settings_and_its_write_ba
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
     unused = TwilioApi("https://api.twilio.test")
     service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
-    use_case = AcceptMessages(service, ledger, stats, Queue(), lambda: NOW)
+    use_case = AcceptMessages(service.validation, ledger, stats, Queue(), lambda: NOW)
     (outcome,) = use_case.accept([{"to": TO, "body": "hi"}])
     assert isinstance(outcome, Accepted)
     record = ledger.get(outcome.message_id)

@@ -62,7 +62,7 @@ class World:
         )
         from chalicelib.usecases.accept import AcceptMessages
 
-        accept = AcceptMessages(self.service, self.ledger, stats, self.queue, lambda: self.now)
+        accept = AcceptMessages(self.service.validation, self.ledger, stats, self.queue, lambda: self.now)
         accounts = FacadeAccounts(Provider(secret), "f")
         self.published: list[Any] = []
 

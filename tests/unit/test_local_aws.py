@@ -92,7 +92,7 @@ def test_the_local_dynamodb_refuses_an_empty_map_key_as_dynamodb_does() -> None:
 
 def test_the_local_event_bus_retries_as_lambda_does_but_never_after_it_is_closed() -> None:
     """A retry after teardown would run the forward function against reset wiring (and real AWS endpoints)."""
-    from chalicelib.adapters.events import STATUS_CHANGED
+    from chalicelib.domain.events import STATUS_CHANGED
     from local.aws import LocalEventBus
 
     class Bus:

@@ -9,10 +9,13 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from chalicelib.adapters.events import CallbackForwarder, ForwardFailed, sign, status_detail
+from chalicelib.adapters.writeback.json_format import sign
+from chalicelib.domain.events import status_detail
 from chalicelib.domain.ledger import MessageRecord
 from chalicelib.domain.twilio_signature import compute_signature, is_valid
+from chalicelib.domain.writeback import ForwardFailed
 from chalicelib.usecases.tracking import keyword_of
+from tests.fakes import make_forwarder
 
 
 @pytest.mark.parametrize(
@@ -112,7 +115,7 @@ class _Receiver:
 def test_forwarded_events_are_signed_with_the_connectors_key():
     receiver = _Receiver(204)
     try:
-        CallbackForwarder(requests.Session(), "k3y", allow_local=True).forward(
+        make_forwarder(requests.Session(), "k3y", allow_local=True).forward(
             {"id": "m1", "status": "delivered", "status_callback": receiver.url}, now=1700000000
         )
         (got,) = receiver.received
@@ -127,11 +130,11 @@ def test_a_refusing_receiver_makes_the_forward_fail_so_it_is_retried():
     receiver = _Receiver(500)
     try:
         with pytest.raises(ForwardFailed):
-            CallbackForwarder(requests.Session(), "k", allow_local=True).forward(
+            make_forwarder(requests.Session(), "k", allow_local=True).forward(
                 {"id": "m1", "status_callback": receiver.url}
             )
         with pytest.raises(ForwardFailed, match="callback_signing_key"):
-            CallbackForwarder(requests.Session(), "").forward({"id": "m1", "status_callback": receiver.url})
+            make_forwarder(requests.Session(), "").forward({"id": "m1", "status_callback": receiver.url})
     finally:
         receiver.server.shutdown()
 
@@ -158,7 +161,7 @@ def test_deployed_forwards_never_reach_internal_addresses(url, resolves_to):
         def post(self, *args, **kwargs):
             posted.append(args)
 
-    forwarder = CallbackForwarder(Session(), "k", resolver=lambda host: [resolves_to or "93.184.216.34"])
+    forwarder = make_forwarder(Session(), "k", resolver=lambda host: [resolves_to or "93.184.216.34"])
     assert forwarder.forward({"id": "m1", "status": "delivered", "status_callback": url}) == 0
     assert posted == []
 
@@ -171,6 +174,6 @@ def test_a_public_https_callback_is_forwarded():
             posted.append(url)
             return type("R", (), {"status_code": 204})()
 
-    forwarder = CallbackForwarder(Session(), "k", resolver=lambda host: ["93.184.216.34"])
+    forwarder = make_forwarder(Session(), "k", resolver=lambda host: ["93.184.216.34"])
     assert forwarder.forward({"id": "m1", "status_callback": "https://cdp.example/hook"}) == 204
     assert posted == ["https://cdp.example/hook"]

@@ -13,12 +13,14 @@ import jwt
 import pytest
 import requests
 
-from chalicelib.adapters import writeback
-from chalicelib.adapters.events import CallbackForwarder, ForwardFailed
-from chalicelib.domain import rules
+from chalicelib.adapters.writeback import ci360, swrve, tealium, twilio_form
+from chalicelib.domain import events, rules
 from chalicelib.domain.connection import ConnectionSettings, WriteBack
 from chalicelib.domain.pacing import Reservation
+from chalicelib.domain.writeback import ForwardFailed, NotDeliverable
+from chalicelib.usecases.forward import Forwarder
 from tests import MESSAGE_SID
+from tests.fakes import InMemoryLedger, InMemoryStats, OpenLine, make_forwarder
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SWRVE = WriteBack("swrve", None, {"app_id": "123", "region": "eu"})
@@ -27,19 +29,19 @@ SWRVE = WriteBack("swrve", None, {"app_id": "123", "region": "eu"})
 @pytest.mark.parametrize(
     ("detail_type", "detail", "name"),
     [
-        (writeback.STATUS_CHANGED, {"status": "queued"}, "Queued"),
-        (writeback.STATUS_CHANGED, {"status": "delivered"}, "Delivered"),
-        (writeback.STATUS_CHANGED, {"status": "error", "error_code": 21211}, "Failed"),
-        (writeback.STATUS_CHANGED, {"status": "error", "error_code": 21610}, "black_listed_error"),
-        (writeback.OPTED_OUT, {"phone": "+15551234567"}, "black_listed_error"),
-        (writeback.STATUS_CHANGED, {"status": "accepted"}, None),  # Swrve's integration has no such event
-        (writeback.REPLY_RECEIVED, {"body": "hi"}, None),
+        (events.STATUS_CHANGED, {"status": "queued"}, "Queued"),
+        (events.STATUS_CHANGED, {"status": "delivered"}, "Delivered"),
+        (events.STATUS_CHANGED, {"status": "error", "error_code": 21211}, "Failed"),
+        (events.STATUS_CHANGED, {"status": "error", "error_code": 21610}, "black_listed_error"),
+        (events.OPTED_OUT, {"phone": "+15551234567"}, "black_listed_error"),
+        (events.STATUS_CHANGED, {"status": "accepted"}, None),  # Swrve's integration has no such event
+        (events.REPLY_RECEIVED, {"body": "hi"}, None),
     ],
 )
 def test_swrve_events_are_named_as_swrves_twilio_integration_names_them(
     detail_type: str, detail: dict[str, Any], name: str | None
 ) -> None:
-    request = writeback.swrve(detail_type, {**detail, "metadata": {"swrve_user_id": "u1"}}, SWRVE, "k")
+    request = swrve.swrve(detail_type, {**detail, "metadata": {"swrve_user_id": "u1"}}, SWRVE, "k")
     if name is None:
         assert request is None
         return
@@ -49,8 +51,8 @@ def test_swrve_events_are_named_as_swrves_twilio_integration_names_them(
 
 
 def test_without_the_platforms_id_for_the_recipient_nothing_is_sent_and_it_says_which_field() -> None:
-    with pytest.raises(writeback.NotDeliverable, match=r"metadata\.swrve_user_id"):
-        writeback.swrve(writeback.STATUS_CHANGED, {"status": "sent"}, SWRVE, "k")
+    with pytest.raises(NotDeliverable, match=r"metadata\.swrve_user_id"):
+        swrve.swrve(events.STATUS_CHANGED, {"status": "sent"}, SWRVE, "k")
 
 
 # What CI360 shows as a tenant's client secret: 44 characters (SAS's API helper refuses shorter ones).
@@ -65,7 +67,7 @@ def test_the_ci360_token_is_the_one_sass_own_send_event_py_makes() -> None:
     b64_secret = base64.b64encode(bytes(CI360_SECRET, encoding="utf8"))
     sas_token = jwt.encode({"clientID": "tenant-1"}, b64_secret, algorithm="HS256")
     detail = {"id": "m1", "status": "delivered", "metadata": {"datahub_id": "d1", "rtc": "r1"}}
-    request = writeback.ci360(writeback.STATUS_CHANGED, detail, CI360, CI360_SECRET)
+    request = ci360.ci360(events.STATUS_CHANGED, detail, CI360, CI360_SECRET)
     assert request is not None
     assert request.url == "https://extapigwservice-eu-prod.ci360.sas.com/marketingGateway/events"
     assert request.headers["Authorization"] == f"Bearer {sas_token}"  # byte for byte
@@ -80,13 +82,13 @@ def test_ci360_events_name_the_customer_by_the_identity_the_tenant_uses() -> Non
     the API helper offers datahub_id, subject_id, customer_id and login_id."""
     config = WriteBack(CI360.format, CI360.url, {"tenant": "t", "identity": "customer_id"}, {"customer_id": "crm_id"})
     detail = {"id": "m1", "status": "sent", "metadata": {"crm_id": "C-9", "datahub_id": "d1"}}
-    request = writeback.ci360(writeback.STATUS_CHANGED, detail, config, CI360_SECRET)
+    request = ci360.ci360(events.STATUS_CHANGED, detail, config, CI360_SECRET)
     body = json.loads(request.body) if request else {}
     assert body["customer_id"] == "C-9" and "datahub_id" not in body
-    with pytest.raises(writeback.NotDeliverable, match=r"customer_id \(options.identity\) in metadata\.crm_id"):
-        writeback.ci360(writeback.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config, "s")
+    with pytest.raises(NotDeliverable, match=r"customer_id \(options.identity\) in metadata\.crm_id"):
+        ci360.ci360(events.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config, "s")
     plain = WriteBack(CI360.format, CI360.url, {"tenant": "t", "identity": "subject_id"})
-    request = writeback.ci360(writeback.STATUS_CHANGED, {"status": "sent", "metadata": {"subject_id": 7}}, plain, "s")
+    request = ci360.ci360(events.STATUS_CHANGED, {"status": "sent", "metadata": {"subject_id": 7}}, plain, "s")
     assert request is not None and json.loads(request.body)["subject_id"] == "7"
 
 
@@ -97,19 +99,19 @@ def test_ci360_gets_one_named_event_per_outcome_with_the_external_code_and_twili
     named = WriteBack(CI360.format, CI360.url, {"tenant": "t", "event_delivered": "SMS_DELIVERED", "event_sent": ""})
 
     def sent(config: WriteBack, detail_type: str, **detail: Any) -> dict[str, Any] | None:
-        request = writeback.ci360(detail_type, {"id": "m1", "metadata": metadata, **detail}, config, "s")
+        request = ci360.ci360(detail_type, {"id": "m1", "metadata": metadata, **detail}, config, "s")
         return json.loads(request.body) if request else None
 
-    failed = sent(CI360, writeback.STATUS_CHANGED, status="undelivered", error_code=30007)
+    failed = sent(CI360, events.STATUS_CHANGED, status="undelivered", error_code=30007)
     assert failed is not None and failed["eventName"] == "sms_undelivered"  # the default: one per status
     assert (failed["error_code"], failed["externalCode"], failed["response_tracking_code"]) == (30007, "TSK_1", "rtc-1")
-    assert (sent(CI360, writeback.STATUS_CHANGED, status="error") or {})["eventName"] == "sms_failed"
-    assert (sent(named, writeback.STATUS_CHANGED, status="delivered") or {})["eventName"] == "SMS_DELIVERED"
-    assert sent(named, writeback.STATUS_CHANGED, status="sent") is None  # the connection turned it off
-    assert (sent(CI360, writeback.REPLY_RECEIVED, body="Yes") or {})["eventName"] == "sms_reply"
-    assert (sent(CI360, writeback.OPTED_OUT) or {})["eventName"] == "sms_opt_out"
+    assert (sent(CI360, events.STATUS_CHANGED, status="error") or {})["eventName"] == "sms_failed"
+    assert (sent(named, events.STATUS_CHANGED, status="delivered") or {})["eventName"] == "SMS_DELIVERED"
+    assert sent(named, events.STATUS_CHANGED, status="sent") is None  # the connection turned it off
+    assert (sent(CI360, events.REPLY_RECEIVED, body="Yes") or {})["eventName"] == "sms_reply"
+    assert (sent(CI360, events.OPTED_OUT) or {})["eventName"] == "sms_opt_out"
     before = WriteBack(CI360.format, CI360.url, {"tenant": "t", "event_sms_status": "sms_status"})  # as set before
-    assert (sent(before, writeback.STATUS_CHANGED, status="queued") or {})["eventName"] == "sms_status"
+    assert (sent(before, events.STATUS_CHANGED, status="queued") or {})["eventName"] == "sms_status"
 
 
 def test_tealium_carries_the_known_visitor_attributes_the_connection_maps() -> None:
@@ -117,15 +119,15 @@ def test_tealium_carries_the_known_visitor_attributes_the_connection_maps() -> N
     endpoint, "Visitor identifiers"; server-side/visitor-stitching): e.g. email_address_hash or customer_id."""
     config = WriteBack("tealium", None, {"account": "acme", "profile": "main"}, {"customer_id": "crm_id"})
     detail = {"id": "m1", "status": "delivered", "metadata": {"crm_id": "C-9"}}
-    body = json.loads(writeback.tealium(writeback.STATUS_CHANGED, detail, config).body)
+    body = json.loads(tealium.tealium(events.STATUS_CHANGED, detail, config).body)
     assert (body["customer_id"], body["tealium_event"], body["tealium_account"]) == ("C-9", "sms_delivered", "acme")
     assert "tealium_visitor_id" not in body
-    with pytest.raises(writeback.NotDeliverable, match=r"metadata\.crm_id"):
-        writeback.tealium(writeback.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config)
+    with pytest.raises(NotDeliverable, match=r"metadata\.crm_id"):
+        tealium.tealium(events.STATUS_CHANGED, {"id": "m2", "status": "sent", "metadata": {}}, config)
     v3 = WriteBack("tealium", None, {"account": "acme", "profile": "main", "api": "v3", "username": "u@x"})
-    request = writeback.tealium(writeback.STATUS_CHANGED, {**detail, "metadata": {"tealium_visitor_id": "v"}}, v3)
+    request = tealium.tealium(events.STATUS_CHANGED, {**detail, "metadata": {"tealium_visitor_id": "v"}}, v3)
     assert request.url == "https://collect.tealiumiq.com/v3/collect/event"
-    exchange = writeback.tealium_token_request(v3, "the-api-key")
+    exchange = tealium.token_request(v3, "the-api-key")
     assert exchange.url == "https://platform.tealiumapis.com/v3/auth/accounts/acme/profiles/main"
     assert dict(parse_qsl(exchange.body)) == {"username": "u@x", "key": "the-api-key"}
 
@@ -134,13 +136,14 @@ def test_twilios_form_names_every_message_by_a_sid_of_twilios_shape_the_same_in_
     """twilio-oai spec/json/twilio_api_v2010.json: a Message's sid matches ^(SM|MM)[0-9a-fA-F]{32}$."""
     detail = {"id": "msg_0123", "to": "+15551234567", "from": "+15005550006", "account_sid": "AC1"}
     sids = {
-        dict(writeback.status_callback_form({**detail, "status": s}) or [])["MessageSid"] for s in ("sent", "delivered")
+        dict(twilio_form.status_callback_form({**detail, "status": s}) or [])["MessageSid"]
+        for s in ("sent", "delivered")
     }
     (sid,) = sids
     assert re.match(MESSAGE_SID, sid) and sid.startswith("SM")
     front_door = "SM" + "ab" * 16  # a front-door message's own id is already its sid
     assert (
-        dict(writeback.status_callback_form({**detail, "id": front_door, "status": "sent"}) or [])["SmsSid"]
+        dict(twilio_form.status_callback_form({**detail, "id": front_door, "status": "sent"}) or [])["SmsSid"]
         == front_door
     )
     with_media = rules.message_sid("msg_0123", num_media=1)
@@ -149,13 +152,13 @@ def test_twilios_form_names_every_message_by_a_sid_of_twilios_shape_the_same_in_
 
 def test_twilios_form_skips_the_status_the_create_answered_and_forwards_rawdlrdonedate() -> None:
     detail = {"id": "SM1", "to": "+15551234567", "from": "+15005550006", "account_sid": "AC1", "created_as": "queued"}
-    assert writeback.status_callback_form({**detail, "status": "queued"}) is None
-    assert writeback.status_callback_form({**detail, "status": "sending"}) is None
-    form = dict(writeback.status_callback_form({**detail, "status": "error", "error_code": 30007}) or [])
+    assert twilio_form.status_callback_form({**detail, "status": "queued"}) is None
+    assert twilio_form.status_callback_form({**detail, "status": "sending"}) is None
+    form = dict(twilio_form.status_callback_form({**detail, "status": "error", "error_code": 30007}) or [])
     assert (form["MessageStatus"], form["SmsStatus"], form["ErrorCode"]) == ("failed", "failed", "30007")
     assert "RawDlrDoneDate" not in form
     delivered = {**detail, "status": "delivered", "raw_dlr_done_date": "2611261200"}
-    assert dict(writeback.status_callback_form(delivered) or [])["RawDlrDoneDate"] == "2611261200"
+    assert dict(twilio_form.status_callback_form(delivered) or [])["RawDlrDoneDate"] == "2611261200"
 
 
 def test_a_relayed_reply_carries_twilios_whole_incoming_message_form_even_the_empty_fields() -> None:
@@ -164,20 +167,10 @@ def test_a_relayed_reply_carries_twilios_whole_incoming_message_form_even_the_em
     given = {"FromState": "CA", "FromCountry": "US", "NumMedia": "1", "MediaUrl0": "https://m/0"}
     detail = {"twilio_sid": "SM" + "1" * 32, "body": "Yes", "from": "+15551234567", "received_by": "+15005550006",
               "twilio_fields": given}  # fmt: skip
-    form = dict(writeback.incoming_message_form(detail))
-    for name in (*writeback.GEOGRAPHIC, "NumMedia", "NumSegments", "SmsMessageSid", "ApiVersion"):
+    form = dict(twilio_form.incoming_message_form(detail))
+    for name in (*twilio_form.GEOGRAPHIC, "NumMedia", "NumSegments", "SmsMessageSid", "ApiVersion"):
         assert name in form, name
     assert (form["FromState"], form["FromCity"], form["NumMedia"], form["MediaUrl0"]) == ("CA", "", "1", "https://m/0")
-
-
-class Pace:
-    def __init__(self, *places: Reservation) -> None:
-        self.places = list(places)
-        self.keys: list[str] = []
-
-    def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
-        self.keys.append(f"{sender}@{rate:.0f}/s")
-        return self.places.pop(0)
 
 
 class Session:
@@ -195,18 +188,13 @@ def test_tealium_events_wait_their_turn_at_100_per_second_and_are_retried_when_t
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("chalicelib.adapters.events.time.sleep", slept.append)
+    monkeypatch.setattr("chalicelib.usecases.forward.time.sleep", slept.append)
     config = WriteBack("tealium", "https://collect.tealiumiq.com/event", {"account": "acme", "profile": "main"})
     connection = ConnectionSettings("t", "s", write_back=config)
-    pace = Pace(Reservation(0.25, NOW), Reservation(0, None, 3.0))
+    pace = OpenLine(Reservation(0.25, NOW), Reservation(0, None, 3.0))
     session = Session()
-    forwarder = CallbackForwarder(
-        session,  # type: ignore[arg-type]
-        "k",
-        connections={"t": connection},
-        clock=lambda: NOW,
-        pace=pace,
-        resolver=lambda host: ["93.184.216.34"],
+    forwarder = make_forwarder(
+        session, "k", connections={"t": connection}, pace=pace, resolver=lambda host: ["93.184.216.34"]
     )
     detail = {"id": "m1", "status": "sent", "connection": "t", "write_back": "tealium", "metadata": {"visitor_id": "v"}}
     assert forwarder.forward(detail) == 200 and slept == [0.25]
@@ -232,18 +220,15 @@ class Platform:
         return response
 
 
-def _forwarder(session: Any, write_back: WriteBack, secret: str) -> tuple[CallbackForwarder, Any, Any]:
-    from tests.fakes import InMemoryLedger, InMemoryStats
-
+def _forwarder(session: Any, write_back: WriteBack, secret: str) -> tuple[Forwarder, Any, Any]:
     ledger, stats = InMemoryLedger(), InMemoryStats()
     ledger.create_pending("m1", {"to": "+15551234567"}, NOW)
-    forwarder = CallbackForwarder(
+    forwarder = make_forwarder(
         session,
         "k",
         connections={"c": ConnectionSettings("c", "s", write_back=write_back)},
         secrets=lambda connection: secret,
         ledger=ledger,
-        clock=lambda: NOW,
         stats=stats,
         resolver=lambda host: ["93.184.216.34"],
     )
@@ -268,22 +253,22 @@ def test_tealium_v3_exchanges_its_key_once_and_sends_each_event_with_the_bearer_
     v3 = WriteBack("tealium", None, {"account": "acme", "profile": "main", "api": "v3", "username": "u@x"})
     auth = "https://platform.tealiumapis.com/v3/auth/accounts/acme/profiles/main"
     platform = Platform({auth: [(200, {"token": "tok-1", "host": "us-east-1-platform.tealiumapis.com"})],
-                         writeback.TEALIUM_V3_URL: [(200, None)]})  # fmt: skip
+                         tealium.V3_URL: [(200, None)]})  # fmt: skip
     forwarder, _, _ = _forwarder(platform, v3, "api-key")
     detail = {"id": "m1", "status": "sent", "connection": "c", "write_back": "tealium", "metadata": {"visitor_id": "v"}}
     assert forwarder.forward(detail) == 200 and forwarder.forward(detail) == 200
-    assert [url for url, _ in platform.calls] == [auth, writeback.TEALIUM_V3_URL, writeback.TEALIUM_V3_URL]
+    assert [url for url, _ in platform.calls] == [auth, tealium.V3_URL, tealium.V3_URL]
     assert all(kw["headers"]["Authorization"] == "Bearer tok-1" for url, kw in platform.calls[1:])
     # a token revoked before its time: one new exchange and one more try, then it is the credentials
-    platform.answers[writeback.TEALIUM_V3_URL] = [(401, None)]
+    platform.answers[tealium.V3_URL] = [(401, None)]
     forwarder.forward(detail)
-    assert [url for url, _ in platform.calls[3:]] == [writeback.TEALIUM_V3_URL, auth, writeback.TEALIUM_V3_URL]
+    assert [url for url, _ in platform.calls[3:]] == [tealium.V3_URL, auth, tealium.V3_URL]
 
 
 def test_the_json_write_back_is_as_it_was_whatever_the_events_now_carry() -> None:
     """The connector's own JSON is its receivers' contract: the fields added to events for the platforms
     (the Twilio-shaped sid, RawDlrDoneDate, Twilio's inbound fields, an opt-out's message) stay out of it."""
-    from chalicelib.adapters.events import status_detail
+    from chalicelib.domain.events import status_detail
     from chalicelib.domain.ledger import MessageRecord
 
     item = {"id": "m1", "status": "delivered", "to": "+15551234567", "from": "+15005550006", "twilio_sid": "SM1",
@@ -299,5 +284,5 @@ def test_the_json_write_back_is_as_it_was_whatever_the_events_now_carry() -> Non
                          "messaging_service_sid", "source", "at", "metadata"}  # fmt: skip
     opt_out = {"phone": "+15551234567", "senders": ["+15005550006"], "at": "t", "in_reply_to": "m1",
                "write_back": "json", "status_callback": "https://hooks.example.com/x", "metadata": {}}  # fmt: skip
-    forwarder.forward(opt_out, now=0, detail_type=writeback.OPTED_OUT)
+    forwarder.forward(opt_out, now=0, detail_type=events.OPTED_OUT)
     assert set(json.loads(platform.calls[1][1]["data"])) == {"phone", "senders", "at", "metadata"}

@@ -1,0 +1,83 @@
+"""What makes a request a message, and what refuses one without calling Twilio: accepting (the API, the
+front door) and sending (the queue's consumer) both take this one object, so a request is judged the same
+at either door, and accepting needs no Twilio adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, require_connection
+from chalicelib.domain.models import OutboundMessage, ValidationError, parse_send_request
+from chalicelib.domain.outbound import validate_outbound
+from chalicelib.domain.ports import OptOutStore, TemplateStore
+from chalicelib.domain.rules import ConnectorCode
+from chalicelib.domain.templates import apply_template
+from chalicelib.settings import Settings
+
+
+def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
+    return {
+        "to": msg.to,
+        "from": msg.from_,
+        "messaging_service_sid": msg.messaging_service_sid,
+        "connection": msg.connection,
+        "num_segments": msg.num_segments,
+        "encoding": msg.encoding,
+        "num_media": len(msg.media_urls) or None,  # MM, not SM, in the Twilio-shaped sid (rules.message_sid)
+        "metadata": dict(msg.metadata) or None,
+        "body_sha256": rules.body_digest(msg.body),
+        "status_callback": msg.status_callback,
+        "idempotency_key": msg.idempotency_key,
+        "write_back": msg.write_back if msg.write_back != "none" else None,
+    }
+
+
+class Validation:
+    def __init__(self, settings: Settings, templates: TemplateStore, opt_outs: OptOutStore) -> None:
+        self.settings = settings
+        self.templates = templates
+        self.opt_outs = opt_outs
+
+    def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
+        """Parse, apply the named template, pick the connection, and validate every rule."""
+        req = parse_send_request(raw)
+        template = None
+        if req.template is not None:
+            template = self.templates.get(req.template)
+            if template is None:
+                raise ValidationError(
+                    "template", f"no template named `{req.template}`", ConnectorCode.TEMPLATE_NOT_FOUND
+                )
+        req = apply_template(req, template)
+        connection = self.connection(req.connection)
+        message = validate_outbound(
+            req,
+            connection.name,
+            connection.from_numbers,
+            connection.messaging_service_sid,
+            now,
+            self.settings.allow_local_callbacks,
+        )
+        if message.write_back is None:
+            # A request's own status_callback is where its caller asked to hear (the connector's JSON); else the
+            # connection's write-back. An explicit `write_back` wins over both.
+            chosen = (
+                "json" if message.status_callback else connection.write_back.format if connection.write_back else None
+            )
+            message = dataclasses.replace(message, write_back=chosen)
+        return message
+
+    def connection(self, name: str | None) -> ConnectionSettings:
+        return require_connection(self.settings.connections, name)
+
+    def refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
+        """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
+        if rules.is_stale(msg.not_after, now):
+            return ConnectorCode.STALE_REQUEST, "the request's `not_after` time passed before it could be sent"
+        senders = [s for s in (msg.from_, msg.messaging_service_sid) if s]
+        if self.opt_outs.is_opted_out(msg.to, senders):
+            return rules.OPTED_OUT_CODE, "the recipient has opted out (replied STOP) of messages from this sender"
+        return None
