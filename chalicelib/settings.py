@@ -29,7 +29,7 @@ class ConfigurationError(Exception):
 @dataclass(frozen=True)
 class Settings:
     twilio_base_url: str = DEFAULT_TWILIO_BASE_URL
-    connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+    connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)  # deploy-time ones only
     retry_interval_ms: int = 10000
     retry_attempts: int = 10
     # One poll execution follows every message sent in a window of this many seconds: Step Functions
@@ -87,10 +87,9 @@ class Settings:
         """The named connection; without a name, the one marked default, else the one named `default`."""
         return pick(self.connections, name)
 
-    def poll_plan(self, name: str | None) -> PollPlan:
-        """How the poll loop follows the named connection's messages: its Retry Interval and Attempts, else
+    def poll_plan(self, connection: ConnectionSettings | None) -> PollPlan:
+        """How the poll loop follows a connection's messages: its Retry Interval and Attempts, else
         RETRY_INTERVAL_MS and RETRY_ATTEMPTS."""
-        connection = self.connection(name)
         interval = connection.retry_interval_ms if connection else None
         attempts = connection.retry_attempts if connection else None
         return PollPlan(
@@ -186,41 +185,43 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Every variable, with the default each field declares above (written once, there)."""
     env = os.environ if env is None else env
+    D = Settings()
     return Settings(
-        twilio_base_url=(env.get("TWILIO_BASE_URL") or DEFAULT_TWILIO_BASE_URL).rstrip("/"),
+        twilio_base_url=(env.get("TWILIO_BASE_URL") or D.twilio_base_url).rstrip("/"),
         connections=_connections(env),
-        retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", 10000, minimum=0),
-        retry_attempts=_int(env, "RETRY_ATTEMPTS", 10, minimum=0),
-        poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", 120, minimum=1),
+        retry_interval_ms=_int(env, "RETRY_INTERVAL_MS", D.retry_interval_ms, minimum=0),
+        retry_attempts=_int(env, "RETRY_ATTEMPTS", D.retry_attempts, minimum=0),
+        poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", D.poll_window_seconds, minimum=1),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         webhook_base_url=(env.get("WEBHOOK_BASE_URL") or "").rstrip("/") or None,
-        messages_table=env.get("MESSAGES_TABLE", "twilio-connector-messages"),
-        optouts_table=env.get("OPTOUTS_TABLE", "twilio-connector-optouts"),
-        templates_table=env.get("TEMPLATES_TABLE", "twilio-connector-templates"),
-        counters_table=env.get("COUNTERS_TABLE", "twilio-connector-counters"),
-        senders_table=env.get("SENDERS_TABLE", "twilio-connector-senders"),
+        messages_table=env.get("MESSAGES_TABLE") or D.messages_table,
+        optouts_table=env.get("OPTOUTS_TABLE") or D.optouts_table,
+        templates_table=env.get("TEMPLATES_TABLE") or D.templates_table,
+        counters_table=env.get("COUNTERS_TABLE") or D.counters_table,
+        senders_table=env.get("SENDERS_TABLE") or D.senders_table,
         sender_rates=parse_rates(env.get("SENDER_RATES")),
         api_keys_secret_id=env.get("API_KEYS_SECRET_ID") or None,
-        send_queue=env.get("SEND_QUEUE_NAME", "twilio-connector-send"),
+        send_queue=env.get("SEND_QUEUE_NAME") or D.send_queue,
         send_queue_url=env.get("SEND_QUEUE_URL") or None,
         send_dlq_url=env.get("SEND_DLQ_URL") or None,
         state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
-        event_bus_name=env.get("EVENT_BUS_NAME") or "default",
-        claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 120, minimum=1),
-        record_ttl_days=_int(env, "RECORD_TTL_DAYS", 90, minimum=1),
-        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", 300),
+        event_bus_name=env.get("EVENT_BUS_NAME") or D.event_bus_name,
+        claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", D.claim_lease_seconds, minimum=1),
+        record_ttl_days=_int(env, "RECORD_TTL_DAYS", D.record_ttl_days, minimum=1),
+        secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", D.secret_max_age_seconds),
         allow_local_callbacks=(env.get("ALLOW_LOCAL_CALLBACKS") or "").lower() == "true",
         connection_secret_prefix=env.get("CONNECTION_SECRET_PREFIX") or None,
-        twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", 3.05),
-        twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", 10.0),
-        twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", 4, minimum=1),
-        send_concurrency=_int(env, "SEND_CONCURRENCY", 10, minimum=1),
-        poll_concurrency=_int(env, "POLL_CONCURRENCY", 5, minimum=1),
+        twilio_connect_timeout=_float(env, "TWILIO_CONNECT_TIMEOUT", D.twilio_connect_timeout),
+        twilio_read_timeout=_float(env, "TWILIO_READ_TIMEOUT", D.twilio_read_timeout),
+        twilio_max_attempts=_int(env, "TWILIO_MAX_ATTEMPTS", D.twilio_max_attempts, minimum=1),
+        send_concurrency=_int(env, "SEND_CONCURRENCY", D.send_concurrency, minimum=1),
+        poll_concurrency=_int(env, "POLL_CONCURRENCY", D.poll_concurrency, minimum=1),
         facade_secret_id=env.get("FACADE_SECRET_ID") or None,
-        facade_dedup_seconds=_int(env, "FACADE_DEDUP_SECONDS", 300),
+        facade_dedup_seconds=_int(env, "FACADE_DEDUP_SECONDS", D.facade_dedup_seconds),
         connections_table=env.get("CONNECTIONS_TABLE") or None,
-        connections_max_age_seconds=_int(env, "CONNECTIONS_MAX_AGE_SECONDS", 30),
+        connections_max_age_seconds=_int(env, "CONNECTIONS_MAX_AGE_SECONDS", D.connections_max_age_seconds),
     )
 
 

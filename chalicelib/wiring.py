@@ -7,10 +7,11 @@ and the local stack call `reset()` or `override(...)` to swap pieces.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
+from chalicelib.domain.connection import ConnectionSettings, pick
 from chalicelib.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -83,17 +84,20 @@ def override(**pieces: Unpack[Pieces]) -> None:
 
 
 def settings() -> Settings:
-    def build() -> Settings:
-        import dataclasses
+    return once("settings", load_settings)
 
-        from chalicelib.adapters.connections import LiveConnections
 
-        loaded = load_settings()
-        table = connections_table if loaded.connections_table else None
-        live = LiveConnections(loaded.connections, table, loaded.connections_max_age_seconds)
-        return dataclasses.replace(loaded, connections=live)
+def connections() -> Mapping[str, ConnectionSettings]:
+    """Deploy-time connections, then the ones made with the connections API (read at most every
+    CONNECTIONS_MAX_AGE_SECONDS): injected where a connection is looked up, never kept in the settings."""
+    from chalicelib.adapters.connections import LiveConnections
 
-    return once("settings", build)
+    def build() -> LiveConnections:
+        s = settings()
+        table = connections_table if s.connections_table else None
+        return LiveConnections(s.connections, table, s.connections_max_age_seconds)
+
+    return once("connections", build)
 
 
 def connections_table() -> ConnectionTable:
@@ -191,7 +195,7 @@ def send_service() -> SendService:
 
     def build() -> SendService:
         stores = (ledger(), opt_outs(), templates(), twilio(), credentials(), stats())
-        return SendService(settings(), *stores, clock=clock(), senders=sender_queues())
+        return SendService(settings(), *stores, clock=clock(), senders=sender_queues(), connections=connections())
 
     return once("send_service", build)
 
@@ -221,7 +225,9 @@ def send_consumer() -> SendConsumer:
     from chalicelib.usecases.consumer import SendConsumer
 
     def build() -> SendConsumer:
-        return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=settings().poll_plan)
+        live, s = connections(), settings()
+        plans = lambda name: s.poll_plan(pick(live, name))  # noqa: E731 - a connection's Retry Interval, Attempts
+        return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=plans)
 
     return once("send_consumer", build)
 
@@ -234,7 +240,7 @@ def tracking() -> TrackingService:
     def build() -> TrackingService:
         pool = ThreadPoolExecutor(max_workers=settings().poll_concurrency, thread_name_prefix="poll")
         pieces = (ledger(), opt_outs(), twilio(), credentials(), publisher(), stats(), clock(), pool)
-        return TrackingService(settings(), *pieces)
+        return TrackingService(settings(), *pieces, connections=connections())
 
     return once("tracking", build)
 
@@ -253,13 +259,13 @@ def forwarder() -> Forwarder:
 
     def build() -> Forwarder:
         s = settings()
-        connection = s.connection(DEFAULT_CONNECTION)
+        connection = connections().get(DEFAULT_CONNECTION)
         key = credentials().signing_key(connection) if connection else None
         return Forwarder(
             write_back_formats(),
             requests.Session(),
             key or "",
-            connections=s.connections,
+            connections=connections(),
             secrets=credentials().write_back_secret,
             accounts=facade_accounts(),
             ledger=ledger(),

@@ -10,6 +10,7 @@ from chalicelib import wiring  # boto_client through the module: the IAM test re
 from chalicelib.wiring import (
     accept_messages,
     clock,
+    connections,
     connections_table,
     credentials,
     facade_accounts,
@@ -42,8 +43,8 @@ def connections_api() -> ConnectionsApi:
     from chalicelib.entrypoints.connections_api import ConnectionsApi, SecretsManagerWriter
 
     def build() -> ConnectionsApi:
-        s = settings()
-        assert isinstance(s.connections, LiveConnections)
+        s, live = settings(), connections()
+        assert isinstance(live, LiveConnections)  # the API writes managed connections and refreshes the store
         issuer = None
         if s.facade_secret_id:
             from chalicelib.adapters.facade_accounts import account_for_connection
@@ -54,7 +55,7 @@ def connections_api() -> ConnectionsApi:
                 return account_for_connection(wiring.boto_client("secretsmanager"), secret_id, name)
 
         writer = SecretsManagerWriter(wiring.boto_client("secretsmanager"))
-        return ConnectionsApi(s, s.connections, connections_table(), writer, issuer, clock())
+        return ConnectionsApi(s, live, connections_table(), writer, issuer, clock())
 
     return once("connections_api", build)
 
@@ -62,7 +63,7 @@ def connections_api() -> ConnectionsApi:
 def webhooks() -> Webhooks:
     from chalicelib.entrypoints.webhooks import Webhooks
 
-    return once("webhooks", lambda: Webhooks(settings(), credentials(), tracking()))
+    return once("webhooks", lambda: Webhooks(settings(), credentials(), tracking(), connections()))
 
 
 def api_keys() -> ApiKeys:
@@ -78,7 +79,7 @@ def messages_api() -> MessagesApi:
     s = settings()
     return once(
         "messages_api",
-        lambda: MessagesApi(s, ledger(), templates(), stats(), accept_messages(), clock()),
+        lambda: MessagesApi(s, ledger(), templates(), stats(), accept_messages(), clock(), connections()),
     )
 
 
@@ -89,7 +90,7 @@ def connection_check() -> ConnectionCheck:
 
     def build() -> ConnectionCheck:
         formats = write_back_formats()
-        return ConnectionCheck(settings(), credentials(), twilio(), requests.post, requests.get, formats)
+        return ConnectionCheck(settings(), credentials(), twilio(), requests.post, requests.get, formats, connections())
 
     return once("connection_check", build)
 
@@ -107,7 +108,7 @@ def twilio_facade() -> TwilioFacade:
             publisher(),
             clock(),
         )
-        return TwilioFacade(settings(), *pieces)
+        return TwilioFacade(settings(), *pieces, connections())
 
     return once("twilio_facade", build)
 

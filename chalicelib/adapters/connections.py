@@ -3,8 +3,9 @@ endpoint): deploy-time ones from the environment (TWILIO_SECRET_ID, TWILIO_CONNE
 ones made with `PUT /connections/{name}`, an item in the connections table whose secrets (the auth
 token, a write-back secret) live in Secrets Manager, never in DynamoDB and never in an answer.
 
-Every function sees both through `LiveConnections`, the mapping `Settings.connections` holds: the
-managed ones are read (one small scan) at most every CONNECTIONS_MAX_AGE seconds per container.
+Every function sees both through `LiveConnections`, which the composition root builds once
+(wiring.connections()) and injects where a connection is looked up: the managed ones are read (one small
+scan) at most every CONNECTIONS_MAX_AGE seconds per container.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from chalicelib.domain.connection import require_connection
+from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.domain.models import ValidationError, parse_timestamp
 from chalicelib.domain.ports import StatsStore, TemplateStore
@@ -49,8 +49,11 @@ class MessagesApi:
         stats: StatsStore,
         accepting: AcceptMessages,
         clock: Callable[[], datetime],
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.settings = settings
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
         self.ledger = ledger
         self.templates = templates
         self.stats = stats
@@ -89,7 +92,7 @@ class MessagesApi:
     def put_template(self, name: str, body: Any) -> ApiResult:
         try:
             template = parse_template(name, body)
-            require_connection(self.settings.connections, template.connection)
+            require_connection(self.connections, template.connection)
         except ValidationError as exc:
             return invalid(exc)
         self.templates.put(template)

@@ -16,6 +16,7 @@ from typing import Any
 
 from chalicelib.adapters.facade_accounts import FacadeAccount, FacadeAccounts, Refusal
 from chalicelib.domain import events
+from chalicelib.domain.connection import ConnectionSettings, pick
 from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import BadPageToken, MessageLedger, MessageRecord, PageQuery, StatusUpdate
 from chalicelib.domain.ports import Credentials, StoreError
@@ -71,8 +72,11 @@ class TwilioFacade:
         credentials: Credentials,
         publisher: Events,
         clock: Callable[[], datetime],
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.settings = settings
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
         self.accounts = accounts
         self.accept = accept
         self.ledger = ledger
@@ -158,7 +162,7 @@ class TwilioFacade:
         """The account's own window, else its connection's, else FACADE_DEDUP_SECONDS."""
         if account.dedup_seconds is not None:
             return account.dedup_seconds
-        connection = self.settings.connection(account.connection)
+        connection = pick(self.connections, account.connection)
         if connection is not None and connection.dedup_seconds is not None:
             return connection.dedup_seconds
         return self.settings.facade_dedup_seconds
@@ -221,7 +225,7 @@ class TwilioFacade:
         return record
 
     def _at_twilio(self, record: MessageRecord, form: list[tuple[str, str]]) -> None:
-        connection = self.settings.connection(record.connection)
+        connection = pick(self.connections, record.connection)
         if connection is None or record.twilio_sid is None:
             raise Refusal(400, 30409, "This message cannot be changed: its connection is gone")
         try:
@@ -257,7 +261,7 @@ class TwilioFacade:
         return Answer(200, page("messages", items, request.path, filters, size, number, token))
 
     def _numbers(self, account: FacadeAccount, request: FacadeRequest) -> Answer:
-        connection = self.settings.connection(account.connection)
+        connection = pick(self.connections, account.connection)
         numbers = connection.from_numbers if connection else ()
         items = [phone_number_resource(account.account_sid, n) for n in numbers]
         return Answer(200, page("incoming_phone_numbers", items, request.path, {}, 50, 0, None))

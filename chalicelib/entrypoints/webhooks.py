@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from chalicelib.domain.connection import ConnectionSettings
 from chalicelib.domain.ports import Credentials, CredentialsUnavailable, StoreError
 from chalicelib.domain.twilio_signature import is_valid
 from chalicelib.observability import logger, metrics
@@ -57,14 +58,22 @@ class WebhookRequest:
 
 
 class Webhooks:
-    def __init__(self, settings: Settings, credentials: Credentials, tracking: TrackingService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        tracking: TrackingService,
+        connections: Mapping[str, ConnectionSettings] | None = None,
+    ) -> None:
         self.settings = settings
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
         self.credentials = credentials
         self.tracking = tracking
 
     def _tokens(self) -> list[str | None]:
         tokens: list[str | None] = []
-        for connection in self.settings.connections.values():
+        for connection in self.connections.values():
             creds = self.credentials.for_connection(connection)
             tokens += [creds.auth_token, creds.secondary_auth_token]
         return tokens

@@ -34,8 +34,11 @@ class ConnectionCheck:
         http_post: Callable[..., Any],
         http_get: Callable[..., Any] | None = None,
         formats: Mapping[str, WriteBackFormat] | None = None,
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.settings = settings
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
         self.credentials = credentials
         self.twilio = twilio
         self.http_post = http_post
@@ -44,7 +47,7 @@ class ConnectionCheck:
 
     def run(self, name: str | None) -> Report:
         """Raises ValidationError for a connection that does not exist."""
-        connection = require_connection(self.settings.connections, name)
+        connection = require_connection(self.connections, name)
         checks: list[dict[str, Any]] = []
         try:
             creds = self.credentials.for_connection(connection)

@@ -8,12 +8,13 @@ died half-way is reconciled against Twilio's own list before anything is resent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.domain import rules
+from chalicelib.domain.connection import ConnectionSettings, pick
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
@@ -114,6 +115,7 @@ class SendService:
         clock: Callable[[], datetime] = _utcnow,
         new_token: Callable[[], str] = _new_token,
         senders: SenderQueues | None = None,
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -126,7 +128,7 @@ class SendService:
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
         self.senders = senders
-        self.validation = Validation(settings, templates, opt_outs)
+        self.validation = Validation(settings, templates, opt_outs, connections)
 
     @property
     def one_send_seconds(self) -> float:
@@ -211,7 +213,7 @@ class SendService:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
         would wait there longer than its validity and fail with 30001."""
         sender = msg.messaging_service_sid or msg.from_
-        connection = self.settings.connection(msg.connection)
+        connection = pick(self.validation.connections, msg.connection)
         rates = {**self.settings.sender_rates, **(connection.sender_rates if connection else {})}  # its own win
         rate = sender_rate(sender, rates) if sender else None
         if sender is None or rate is None or self.senders is None:

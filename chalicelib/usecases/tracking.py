@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.domain import events, rules
-from chalicelib.domain.connection import require_connection
+from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.domain.models import ValidationError
@@ -111,8 +111,11 @@ class TrackingService:
         stats: StatsStore,
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor,
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.settings = settings
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
         self.ledger = ledger
         self.opt_outs = opt_outs
         self.twilio = twilio
@@ -188,7 +191,7 @@ class TrackingService:
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:
-            connection = require_connection(self.settings.connections, record.connection)
+            connection = require_connection(self.connections, record.connection)
             sid = record.twilio_sid or ""  # only records with a SID are polled
             return self.twilio.fetch_message(self.credentials.for_connection(connection), sid)
         except ValidationError as exc:  # its connection was removed since it was sent

@@ -5,6 +5,7 @@ at either door, and accepting needs no Twilio adapter."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -36,10 +37,18 @@ def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
 
 
 class Validation:
-    def __init__(self, settings: Settings, templates: TemplateStore, opt_outs: OptOutStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates: TemplateStore,
+        opt_outs: OptOutStore,
+        connections: Mapping[str, ConnectionSettings] | None = None,
+    ) -> None:
         self.settings = settings
         self.templates = templates
         self.opt_outs = opt_outs
+        # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
+        self.connections = settings.connections if connections is None else connections
 
     def prepare(self, raw: Any, now: datetime) -> OutboundMessage:
         """Parse, apply the named template, pick the connection, and validate every rule."""
@@ -71,7 +80,7 @@ class Validation:
         return message
 
     def connection(self, name: str | None) -> ConnectionSettings:
-        return require_connection(self.settings.connections, name)
+        return require_connection(self.connections, name)
 
     def refusal(self, msg: OutboundMessage, now: datetime) -> tuple[int, str] | None:
         """Reasons to refuse without calling Twilio: a stale request, an opted-out recipient."""
