@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
-from chalicelib.domain.connection import ConnectionSettings, pick
 from chalicelib.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.facade_accounts import FacadeAccounts
     from chalicelib.adapters.queue import SendQueue
     from chalicelib.adapters.workflow import PollWorkflow
+    from chalicelib.domain.connection import ConnectionSettings
     from chalicelib.domain.events import Events
     from chalicelib.domain.ledger import MessageLedger
     from chalicelib.domain.ports import Credentials, OptOutStore, SenderQueues, StatsStore, TemplateStore
@@ -225,6 +225,8 @@ def send_consumer() -> SendConsumer:
     from chalicelib.usecases.consumer import SendConsumer
 
     def build() -> SendConsumer:
+        from chalicelib.domain.connection import pick
+
         live, s = connections(), settings()
         plans = lambda name: s.poll_plan(pick(live, name))  # noqa: E731 - a connection's Retry Interval, Attempts
         return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=plans)

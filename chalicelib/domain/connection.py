@@ -7,9 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chalicelib.domain.models import ValidationError
-from chalicelib.domain.rules import ConnectorCode
-
 DEFAULT_CONNECTION = "default"
 
 
@@ -56,6 +53,10 @@ def require_connection(connections: Mapping[str, ConnectionSettings], name: str 
     """The named Twilio connection (the default one when no name is given), or the 400 that names it."""
     connection = pick(connections, name)
     if connection is None:
+        # here, not at the top: settings.py imports this module and every handler imports settings
+        from chalicelib.domain.models import ValidationError
+        from chalicelib.domain.rules import ConnectorCode
+
         known = ", ".join(sorted(connections)) or "none configured"
         raise ValidationError(
             "connection", f"unknown connection `{name}` (known: {known})", ConnectorCode.UNKNOWN_CONNECTION

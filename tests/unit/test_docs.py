@@ -54,3 +54,13 @@ def test_every_pointer_from_the_code_names_a_heading_that_exists() -> None:
             if heading.lower() not in names:
                 missing.append(f"{path.relative_to(ROOT)}: {where}, {heading!r}")
     assert missing == []
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """A path in backquotes (`chalicelib/…`, `tests/…`, `infra/…`, `local/…`) is a file or folder of the repository."""
+    named = {
+        (doc.relative_to(ROOT).as_posix(), path)
+        for doc in DOCS
+        for path in re.findall(r"`((?:chalicelib|tests|infra|local)/[\w./-]+)`", doc.read_text())
+    }
+    assert sorted(f"{doc}: {path}" for doc, path in named if not (ROOT / path.rstrip("/")).exists()) == []
