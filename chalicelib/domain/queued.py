@@ -1,4 +1,5 @@
-"""chalicelib.domain.queued"""
+"""A record of the send queue as the consumer reads it: the request, the ledger id it names (a message
+attribute, which a DLQ redrive keeps) and how often it was deferred; the Protocols for putting one on it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""chalicelib.domain.twilio"""
+"""Twilio as the use cases know it: the credentials, a Message as Twilio answers it, the three ways a call
+fails (rejected, retryable, outcome unknown), and the Protocol the REST adapter (adapters/twilio_api.py) fills."""
 
 from __future__ import annotations
 
