@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 
-from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack, pick
+from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack
 from chalicelib.domain.polling import PollPlan
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
@@ -82,10 +82,6 @@ class Settings:
         if prefix is None or (own is not None and secret == own.secret_id) or prefix in secret:
             return None
         return f"secret {secret} is not named {prefix}<name>, the only further secrets the functions may read"
-
-    def connection(self, name: str | None) -> ConnectionSettings | None:
-        """The named connection; without a name, the one marked default, else the one named `default`."""
-        return pick(self.connections, name)
 
     def poll_plan(self, connection: ConnectionSettings | None) -> PollPlan:
         """How the poll loop follows a connection's messages: its Retry Interval and Attempts, else

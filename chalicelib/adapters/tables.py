@@ -32,7 +32,7 @@ KINDS = {
     "code": "by_error_code",
     "conn": "by_connection",
     "latency": "delivered_within",
-    "writeback": "write_back_refused",  # `<connection>:<why>`, why one of ledger.WRITE_BACK_FAILURES
+    "writeback": "write_back_refused",  # `<connection>:<why>`, why one of domain/writeback.py's kinds
 }
 
 

@@ -20,6 +20,7 @@ INBOUND_FIELDS = (
     "FromCity", "FromState", "FromZip", "FromCountry", "ToCity", "ToState", "ToZip", "ToCountry",
     "NumMedia", "NumSegments",
 )  # fmt: skip
+INBOUND_MEDIA = ("MediaUrl", "MediaContentType")  # numbered: MediaUrl0, MediaContentType0, …
 
 
 class Events(Protocol):

@@ -20,8 +20,6 @@ ACCOUNT_INDEX = "by_account"  # sparse: only messages that came through the Twil
 CONTENT_PREFIX = "content#"  # items that hold a content window (FACADE_DEDUP_SECONDS), not messages
 POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
-# Why a write-back was not delivered, as the record's `write_back_status` and the status page count it.
-WRITE_BACK_FAILURES = ("credentials_refused", "refused", "not_deliverable")
 
 PUBLIC_ATTRS = (
     "id",
@@ -279,7 +277,7 @@ class MessageLedger(Protocol):
 
     def note_write_back_failure(self, message_id: str, reason: str, now: datetime, status: str = "refused") -> None:
         """The platform refused what became of this message (a 4xx, refused credentials, no identity for the
-        recipient): kept on the record with `status`, one of WRITE_BACK_FAILURES, and not retried."""
+        recipient): kept on the record with `status`, one of domain/writeback.py's kinds, and not retried."""
         ...
 
 

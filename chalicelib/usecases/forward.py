@@ -159,12 +159,9 @@ class Forwarder:
             logger.warning("write-back target refused", extra={"format": name, "reason": refusal})
             return 0
         try:
-            response = self.session.post(
-                request.url, data=request.body, headers=request.headers, timeout=self.timeout, allow_redirects=False
-            )
+            return int(self._send_request(request).status_code)
         except requests.RequestException as exc:
             raise ForwardFailed(f"{name} write-back unreachable: {type(exc).__name__}") from exc
-        return int(response.status_code)
 
     def _exchange(self, name: str, request: Request) -> tuple[int, Any]:
         """A format's own call before its event (Tealium's token exchange), through the same checks."""
@@ -172,12 +169,16 @@ class Forwarder:
         if refusal is not None:
             raise ForwardFailed(f"{name}'s exchange URL {refusal}")
         try:
-            response = self.session.post(
-                request.url, data=request.body, headers=request.headers, timeout=self.timeout, allow_redirects=False
-            )
+            response = self._send_request(request)
             return int(response.status_code), response.json() if response.status_code == 200 else None
         except (requests.RequestException, ValueError) as exc:
             raise ForwardFailed(f"{name}'s exchange failed: {type(exc).__name__}") from exc
+
+    def _send_request(self, request: Request) -> requests.Response:
+        """No redirect is followed: a 3xx to a private address would skip the address check."""
+        return self.session.post(
+            request.url, data=request.body, headers=request.headers, timeout=self.timeout, allow_redirects=False
+        )
 
     def _refusal(self, url: str) -> str | None:
         """Checked again where the request goes: a public name may resolve to a private address."""

@@ -81,7 +81,7 @@ class InboundMessage:
         kept = {
             name: value
             for name, value in form.items()
-            if name in events.INBOUND_FIELDS or name.startswith(("MediaUrl", "MediaContentType"))
+            if name in events.INBOUND_FIELDS or name.startswith(events.INBOUND_MEDIA)
         }
         return cls(
             twilio_sid=form.get("MessageSid") or form.get("SmsSid") or "",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.adapters.twilio_api import TwilioApi
+from chalicelib.domain.connection import pick
 from chalicelib.domain.polling import PollPlan
 from chalicelib.domain.twilio import TwilioCredentials
 from chalicelib.settings import load_settings
@@ -92,7 +93,7 @@ def test_a_deploy_time_connection_takes_a_managed_ones_settings_and_its_write_ba
     spec = {"secret_id": "twilio-connector-prod/twilio/eu", "from_numbers": ["+15005550006"], "retry_attempts": 2,
             "retry_interval_ms": 4000, "write_back": write_back, "default": True}  # fmt: skip
     settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_CONNECTIONS": json_.dumps({"eu": spec})})
-    connection = settings.connection(None)  # marked default
+    connection = pick(settings.connections, None)  # marked default
     assert connection is not None and connection.name == "eu" and settings.poll_plan(connection) == PollPlan(4000, 2)
     assert connection.write_back is not None and connection.write_back.attributes == {"customer_id": "crm_id"}
     ledger, stats = InMemoryLedger(), InMemoryStats()

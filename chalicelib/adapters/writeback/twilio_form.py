@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from chalicelib.adapters.writeback.base import Format, twilio_status
 from chalicelib.domain import rules
-from chalicelib.domain.events import REPLY_RECEIVED, STATUS_CHANGED
+from chalicelib.domain.events import INBOUND_MEDIA, REPLY_RECEIVED, STATUS_CHANGED
 from chalicelib.domain.twilio_signature import compute_signature
 from chalicelib.domain.writeback import Context, Request
 
@@ -103,7 +103,7 @@ def incoming_message_form(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("From", str(detail.get("from") or "")),
         ("ApiVersion", "2010-04-01"),
     ]
-    params += [(name, value) for name, value in given.items() if name.startswith(("MediaUrl", "MediaContentType"))]
+    params += [(name, value) for name, value in given.items() if name.startswith(INBOUND_MEDIA)]
     if detail.get("messaging_service_sid"):
         params.append(("MessagingServiceSid", str(detail["messaging_service_sid"])))
     return params
