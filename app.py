@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalice import Chalice, Response
-from chalice.app import CloudWatchEvent, Request, SQSEvent
+from chalice.app import DynamoDBEvent, Request, SQSEvent
 
 from chalicelib import wiring, wiring_http
 from chalicelib.settings import INBOUND_PATH, STATUS_PATH
@@ -40,6 +40,16 @@ SEND_QUEUE = os.environ.get("SEND_QUEUE_NAME", "twilio-connector-send")
 # (docs/performance.md, "Performance and cost").
 SEND_BATCH_SIZE = int(os.environ.get("SEND_BATCH_SIZE", "50"))
 SEND_BATCH_WINDOW = 0 if SEND_BATCH_SIZE <= 10 else int(os.environ.get("SEND_BATCH_WINDOW_SECONDS", "2"))
+# The messages table's stream: the template puts the table's StreamArn in its place (infra/resources.json).
+MESSAGES_STREAM = os.environ.get(
+    "MESSAGES_STREAM_ARN",
+    "arn:aws:dynamodb:us-east-1:000000000000:table/twilio-connector-messages/stream/set-by-template",
+)
+FORWARD_QUEUE = os.environ.get("FORWARD_QUEUE_NAME", "twilio-connector-forward")
+# Up to 1,000 changes a batch, gathered for up to OUTBOX_BATCH_WINDOW_SECONDS: the counters are one write a
+# batch, so a trickle's cost falls as the window grows; write-backs and events wait at most that long.
+OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "1000"))
+OUTBOX_BATCH_WINDOW = int(os.environ.get("OUTBOX_BATCH_WINDOW_SECONDS", "5"))
 # Twilio posts `application/x-www-form-urlencoded; charset=utf-8`; Chalice answers 415 unless listed.
 FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
 # JSON routes parse the raw body themselves, so a wrong type or bad JSON gets our error body, not Chalice's.
@@ -304,13 +314,32 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return wiring.tracking().finalize(PollState.from_state(event))
 
 
-@app.on_cw_event(
-    {
-        "source": ["twilio.connector"],
-        "detail-type": ["Message Status Changed", "Reply Received", "Recipient Opted Out"],
-        "detail": {"write_back": [{"exists": True}]},  # set when a request or its connection asks for one
-    },
-    name="forward",
+@app.on_dynamodb_record(
+    stream_arn=MESSAGES_STREAM,
+    batch_size=OUTBOX_BATCH_SIZE,
+    starting_position="TRIM_HORIZON",
+    maximum_batching_window_in_seconds=OUTBOX_BATCH_WINDOW,
+    name="outbox",
 )
-def forward(event: CloudWatchEvent) -> None:
-    wiring.forwarder().forward(event.detail, detail_type=event.detail_type)
+def outbox(event: DynamoDBEvent) -> dict[str, Any]:
+    """Every change of the ledger becomes what follows from it (chalicelib/usecases/outbox.py)."""
+    from chalicelib.adapters.streams import stream_records
+
+    failed = wiring.outbox().handle(stream_records(event.to_dict()))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
+@app.on_sqs_message(queue=FORWARD_QUEUE, batch_size=10, name="forward")
+def forward(event: SQSEvent) -> dict[str, Any]:
+    """Write-backs their platform did not take when the outbox tried: each message's, in order."""
+    from chalicelib.adapters.queue import parked_entries
+    from chalicelib.domain.writeback import ForwardFailed
+    from chalicelib.usecases.outbox import forward_parked
+
+    failed = []
+    for record in event:
+        try:
+            forward_parked(wiring.forwarder(), wiring.forward_queue(), parked_entries(record.body))
+        except ForwardFailed:
+            failed.append({"itemIdentifier": record.to_dict()["messageId"]})
+    return {"batchItemFailures": failed}

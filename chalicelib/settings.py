@@ -49,6 +49,11 @@ class Settings:
     send_dlq_url: str | None = None  # the send queue's dead-letter queue (GET /dlq, POST /dlq/redrive)
     state_machine_arn: str | None = None
     event_bus_name: str = "default"
+    # STATUS_EVENTS: which events the bus gets, each $1 per million: none, final (a message's last status,
+    # replies and opt-outs) or all (every status change). Write-backs do not need the bus.
+    status_events: str = "none"
+    forward_queue_url: str | None = None  # where a write-back its platform did not take waits (the forward queue)
+    forward_delay_seconds: int = 30  # how long it waits before the forward function tries it again
     claim_lease_seconds: int = 120
     record_ttl_days: int = 90
     secret_max_age_seconds: int = 300
@@ -204,6 +209,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_dlq_url=env.get("SEND_DLQ_URL") or None,
         state_machine_arn=env.get("POLL_STATE_MACHINE_ARN") or None,
         event_bus_name=env.get("EVENT_BUS_NAME") or D.event_bus_name,
+        status_events=_choice(env, "STATUS_EVENTS", D.status_events, ("none", "final", "all")),
+        forward_queue_url=env.get("FORWARD_QUEUE_URL") or None,
+        forward_delay_seconds=_int(env, "FORWARD_DELAY_SECONDS", D.forward_delay_seconds),
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", D.claim_lease_seconds, minimum=1),
         record_ttl_days=_int(env, "RECORD_TTL_DAYS", D.record_ttl_days, minimum=1),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", D.secret_max_age_seconds),
@@ -219,6 +227,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connections_table=env.get("CONNECTIONS_TABLE") or None,
         connections_max_age_seconds=_int(env, "CONNECTIONS_MAX_AGE_SECONDS", D.connections_max_age_seconds),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}; it is `{value}`")
+    return value
 
 
 def parse_rates(raw: str | None) -> dict[str, float]:

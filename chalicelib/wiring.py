@@ -16,7 +16,7 @@ from chalicelib.settings import Settings, load_settings
 if TYPE_CHECKING:
     from chalicelib.adapters.connections import ConnectionTable
     from chalicelib.adapters.facade_accounts import FacadeAccounts
-    from chalicelib.adapters.queue import SendQueue
+    from chalicelib.adapters.queue import ForwardQueue, SendQueue
     from chalicelib.adapters.workflow import PollWorkflow
     from chalicelib.domain.connection import ConnectionSettings
     from chalicelib.domain.events import Events
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.usecases.accept import AcceptMessages
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.forward import Forwarder
+    from chalicelib.usecases.outbox import OutboxConsumer
     from chalicelib.usecases.send import SendService
     from chalicelib.usecases.tracking import TrackingService
 
@@ -76,6 +77,8 @@ class Pieces(TypedDict, total=False):
     connections_table: ConnectionTable
     connections_api: ConnectionsApi
     publisher: Events
+    forward_queue: ForwardQueue
+    outbox: OutboxConsumer
 
 
 def override(**pieces: Unpack[Pieces]) -> None:
@@ -194,7 +197,7 @@ def send_service() -> SendService:
     from chalicelib.usecases.send import SendService
 
     def build() -> SendService:
-        stores = (ledger(), opt_outs(), templates(), twilio(), credentials(), stats())
+        stores = (ledger(), opt_outs(), templates(), twilio(), credentials())
         return SendService(settings(), *stores, clock=clock(), senders=sender_queues(), connections=connections())
 
     return once("send_service", build)
@@ -229,7 +232,7 @@ def send_consumer() -> SendConsumer:
 
         live, s = connections(), settings()
         plans = lambda name: s.poll_plan(pick(live, name))  # noqa: E731 - a connection's Retry Interval, Attempts
-        return SendConsumer(send_service(), publisher(), workflow(), send_queue(), plans=plans)
+        return SendConsumer(send_service(), workflow(), send_queue(), plans=plans)
 
     return once("send_consumer", build)
 
@@ -241,7 +244,7 @@ def tracking() -> TrackingService:
 
     def build() -> TrackingService:
         pool = ThreadPoolExecutor(max_workers=settings().poll_concurrency, thread_name_prefix="poll")
-        pieces = (ledger(), opt_outs(), twilio(), credentials(), publisher(), stats(), clock(), pool)
+        pieces = (ledger(), opt_outs(), twilio(), credentials(), clock(), pool)
         return TrackingService(settings(), *pieces, connections=connections())
 
     return once("tracking", build)
@@ -271,13 +274,37 @@ def forwarder() -> Forwarder:
             secrets=credentials().write_back_secret,
             accounts=facade_accounts(),
             ledger=ledger(),
-            stats=stats(),
             pace=sender_queues(),
             clock=clock(),
             allow_local=s.allow_local_callbacks,
         )
 
     return once("forwarder", build)
+
+
+def forward_queue() -> ForwardQueue:
+    from chalicelib.adapters.queue import ForwardQueue
+
+    s = settings()
+    assert s.forward_queue_url is not None, "FORWARD_QUEUE_URL is not set"
+    url, delay = s.forward_queue_url, s.forward_delay_seconds
+    return once("forward_queue", lambda: ForwardQueue(on_first_use("sqs"), url, delay))
+
+
+def outbox() -> OutboxConsumer:
+    """The stream consumer: counters, subscribed events, opt-outs and write-backs from the ledger's changes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chalicelib.usecases.outbox import OutboxConsumer
+
+    def build() -> OutboxConsumer:
+        s = settings()
+        pool = ThreadPoolExecutor(max_workers=s.poll_concurrency, thread_name_prefix="outbox")
+        events = publisher() if s.status_events != "none" else None
+        parts = (forwarder(), forward_queue(), opt_outs(), events, s.status_events, clock(), pool)
+        return OutboxConsumer(stats(), *parts)
+
+    return once("outbox", build)
 
 
 def secrets_provider() -> Any:
@@ -290,7 +317,7 @@ def accept_messages() -> AcceptMessages:
     from chalicelib.usecases.accept import AcceptMessages
 
     validation = send_service().validation  # accepting judges a request as sending will, with no Twilio
-    return once("accept_messages", lambda: AcceptMessages(validation, ledger(), stats(), send_queue(), clock()))
+    return once("accept_messages", lambda: AcceptMessages(validation, ledger(), send_queue(), clock()))
 
 
 def send_queue() -> SendQueue:

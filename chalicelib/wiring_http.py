@@ -17,7 +17,6 @@ from chalicelib.wiring import (
     ledger,
     on_first_use,
     once,
-    publisher,
     secrets_provider,
     send_queue,
     settings,
@@ -105,7 +104,6 @@ def twilio_facade() -> TwilioFacade:
             ledger(),
             twilio(),
             credentials(),
-            publisher(),
             clock(),
         )
         return TwilioFacade(settings(), *pieces, connections())

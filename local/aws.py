@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,8 @@ from unittest import mock
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "resources.json"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
+# moto serves DynamoDB Streams by its classic name; botocore now asks an account-based one moto does not know.
+STREAMS_ENDPOINT = f"https://streams.dynamodb.{REGION}.amazonaws.com"
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -65,7 +66,9 @@ def create_tables(client: Any, stage: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for logical, props in resources("AWS::DynamoDB::Table").items():
         names[logical] = physical_name(stage, logical)
-        extra = {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]} if "GlobalSecondaryIndexes" in props else {}
+        extra = {k: props[k] for k in ("GlobalSecondaryIndexes", "StreamSpecification") if k in props}
+        if "StreamSpecification" in extra:
+            extra["StreamSpecification"] = {"StreamEnabled": True, **extra["StreamSpecification"]}
         client.create_table(
             TableName=names[logical],
             AttributeDefinitions=props["AttributeDefinitions"],
@@ -86,8 +89,19 @@ def create_state_machine(client: Any, stage: str) -> str:
 
 
 def create_queues(client: Any, stage: str) -> dict[str, str]:
-    """The send queue and its DLQ, with the template's redrive policy and visibility timeout."""
+    """The send and forward queues and their DLQs, with the template's redrive policies and visibility timeouts."""
     queues = resources("AWS::SQS::Queue")
+    forward_dlq = client.create_queue(QueueName=physical_name(stage, "ForwardDeadLetterQueue"))["QueueUrl"]
+    forward_arn = client.get_queue_attributes(QueueUrl=forward_dlq, AttributeNames=["QueueArn"])["Attributes"]
+    forward = queues["ForwardQueue"]
+    forward_redrive = {
+        "deadLetterTargetArn": forward_arn["QueueArn"],
+        "maxReceiveCount": forward["RedrivePolicy"]["maxReceiveCount"],
+    }
+    forward_url = client.create_queue(
+        QueueName=physical_name(stage, "ForwardQueue"),
+        Attributes={"VisibilityTimeout": "2", "RedrivePolicy": json.dumps(forward_redrive)},  # retried soon, locally
+    )["QueueUrl"]
     dlq_url = client.create_queue(QueueName=physical_name(stage, "SendDeadLetterQueue"))["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     send = queues["SendQueue"]
@@ -96,7 +110,12 @@ def create_queues(client: Any, stage: str) -> dict[str, str]:
         QueueName=physical_name(stage, "SendQueue"),
         Attributes={"VisibilityTimeout": str(send["VisibilityTimeout"]), "RedrivePolicy": json.dumps(redrive)},
     )["QueueUrl"]
-    return {"SendQueue": send_url, "SendDeadLetterQueue": dlq_url}
+    return {
+        "SendQueue": send_url,
+        "SendDeadLetterQueue": dlq_url,
+        "ForwardQueue": forward_url,
+        "ForwardDeadLetterQueue": forward_dlq,
+    }
 
 
 class AtomicClient:
@@ -271,51 +290,92 @@ def function_url_event(method: str, path: str, headers: dict[str, str], body: by
     }
 
 
-class LocalEventBus:
-    """EventBridge with the template's rule: every event goes to the bus (moto), and a status change that
-    carries a `status_callback` invokes the forward function asynchronously, with Lambda's two retries."""
+class LocalStreamTrigger:
+    """Lambda's DynamoDB stream trigger as the template configures the outbox's (infra/resources.json): batches
+    in the stream's order; a reported record and everything after it come back; a function error bisects the
+    batch; a record still failing after `max_retries` goes to the on-failure destination (`given_up`)."""
 
-    def __init__(self, inner: Any, forward: Handler, workers: int = 4, retry_delay: float = 0.5) -> None:
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._closed = threading.Event()
-        self.inner = inner
-        self.forward = forward
-        self.retry_delay = retry_delay
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eventbridge")
-        self.delivered = 0
-        self.failed: list[dict[str, Any]] = []  # what the forward DLQ would hold
+    def __init__(
+        self, streams: Any, stream_arn: str, handler: Handler, batch_size: int = 100, max_retries: int = 5
+    ) -> None:
+        self.streams = streams
+        self.stream_arn = stream_arn
+        self.handler = handler
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.retry_delay = 0.1
+        self.pending: list[dict[str, Any]] = []
+        self.iterators: dict[str, str] = {}
+        self.invocations = 0
+        self.given_up: list[dict[str, Any]] = []
         self.last_error: str | None = None
 
-    def publish(self, detail_type: str, details: Any) -> None:
-        from chalicelib.domain.events import OPTED_OUT, REPLY_RECEIVED, SOURCE, STATUS_CHANGED
-
-        self.inner.publish(detail_type, details)
-        if detail_type not in (STATUS_CHANGED, REPLY_RECEIVED, OPTED_OUT):
-            return
-        for detail in details:
-            if detail.get("write_back"):  # the template's rule
-                event: dict[str, Any] = {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type}
-                event["source"] = SOURCE
-                event["account"] = ACCOUNT_ID
-                event.update({"region": REGION, "resources": [], "time": detail.get("at"), "detail": dict(detail)})
-                self.executor.submit(self._invoke, event)
-
-    def _invoke(self, event: dict[str, Any]) -> None:
-        for attempt in range(3):
-            if self._closed.is_set():
-                return  # the stack is stopping: a retry now would run against torn-down wiring
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             try:
-                self.forward(event, _Context("twilio-connector-forward"))
-                self.delivered += 1
-                return
-            except Exception as exc:  # Lambda retries an async invoke twice
+                if not self.pending:
+                    self._read()
+                if not self.pending:
+                    stopping.wait(0.05)
+                    continue
+                done = self.deliver(self.pending[: self.batch_size], stopping)
+                del self.pending[:done]
+            except Exception as exc:
                 self.last_error = repr(exc)
-                self._closed.wait(self.retry_delay * (attempt + 1))
-        self.failed.append(event)
+                stopping.wait(0.1)
 
-    def close(self) -> None:
-        """No retry after this; invocations under way finish before the wiring they use is reset."""
-        self._closed.set()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+    def _read(self) -> None:
+        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self.iterators:
+                self.iterators[shard_id] = self.streams.get_shard_iterator(
+                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+            answer = self.streams.get_records(ShardIterator=self.iterators[shard_id], Limit=1000)
+            self.iterators[shard_id] = answer.get("NextShardIterator") or self.iterators[shard_id]
+            self.pending += [lambda_stream_record(r, self.stream_arn) for r in answer.get("Records", [])]
+
+    def deliver(self, batch: list[dict[str, Any]], stopping: threading.Event) -> int:
+        """How many records from the front of `batch` are done (handled, or given up on)."""
+        for _attempt in range(self.max_retries + 1):
+            if stopping.is_set():
+                return 0
+            self.invocations += 1
+            try:
+                result = self.handler({"Records": batch}, _Context("twilio-connector-outbox"))
+            except Exception as exc:  # a function error: Lambda bisects the batch (BisectBatchOnFunctionError)
+                self.last_error = repr(exc)
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    done = self.deliver(batch[:half], stopping)
+                    return done if done < half else half + self.deliver(batch[half:], stopping)
+                stopping.wait(self.retry_delay)
+                continue
+            failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+            sequences = [r["dynamodb"]["SequenceNumber"] for r in batch]
+            first = min((sequences.index(f) for f in failed if f in sequences), default=None)
+            if first is None:
+                return len(batch)
+            if first > 0:
+                return first  # done up to it: the rest comes back as the next batch
+            stopping.wait(self.retry_delay)
+        self.given_up.append(batch[0])
+        return 1
+
+
+def lambda_stream_record(record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:
+    """A DynamoDB Streams record (boto3's shape) as Lambda hands it to a function: the time in epoch seconds."""
+    change = dict(record["dynamodb"])
+    when = change.get("ApproximateCreationDateTime")
+    if when is not None and hasattr(when, "timestamp"):
+        change["ApproximateCreationDateTime"] = when.timestamp()
+    return {
+        "eventID": record.get("eventID"),
+        "eventName": record.get("eventName"),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": REGION,
+        "dynamodb": change,
+        "eventSourceARN": stream_arn,
+    }

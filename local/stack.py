@@ -59,6 +59,7 @@ class StackConfig:
     facade_account_sid: str = "AC" + "0" * 31 + "1"
     facade_token: str = "local-facade-token"  # noqa: S105 - local only, printed by make run
     facade_dedup_seconds: int = 300
+    outbox_batch_size: int = 100  # stream records per outbox invocation (deployed: OUTBOX_BATCH_SIZE)
 
 
 class LocalStack:
@@ -134,6 +135,8 @@ class LocalStack:
                 "TEMPLATES_TABLE": self.tables["TemplatesTable"],
                 "CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
                 "SEND_DLQ_URL": self.queues["SendDeadLetterQueue"],
+                "FORWARD_QUEUE_URL": self.queues["ForwardQueue"],
+                "FORWARD_DELAY_SECONDS": "1",
                 "COUNTERS_TABLE": self.tables["CountersTable"],
                 "SENDERS_TABLE": self.tables["SendersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",
@@ -160,9 +163,7 @@ class LocalStack:
         import app
 
         self.app = app
-        self.event_bus = local_aws.LocalEventBus(None, app.forward)
         self.rewire()
-        self._exits.append(self.event_bus.close)
         self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll)
         self.router.register(f"twilio-connector-{cfg.stage}-finalize", app.finalize)
         patch = self.router.installed()
@@ -173,6 +174,13 @@ class LocalStack:
             poller = threading.Thread(target=self._poll_queue, name="sqs-poller", daemon=True)
             poller.start()
             self._threads.append(poller)
+        streams = boto3.client("dynamodbstreams", endpoint_url=local_aws.STREAMS_ENDPOINT)  # moto's, by name
+        arn = self.dynamodb.describe_table(TableName=self.tables["MessagesTable"])["Table"]["LatestStreamArn"]
+        self.outbox = local_aws.LocalStreamTrigger(streams, arn, app.outbox, batch_size=cfg.outbox_batch_size)
+        for target, name in ((self.outbox.run, "stream-poller"), (self._poll_forward_queue, "forward-poller")):
+            thread = threading.Thread(target=target, args=(self._stopping,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def rewire(self) -> None:
@@ -180,9 +188,6 @@ class LocalStack:
         from chalicelib import wiring
 
         wiring.override(dynamodb=AtomicClient(self.dynamodb))
-        self.event_bus.inner = None
-        self.event_bus.inner = wiring.publisher()  # EventBridge (moto), then the rule's targets
-        wiring.override(publisher=self.event_bus)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -327,10 +332,13 @@ class LocalStack:
 
     def run_send_batch(self, received: list[dict[str, Any]]) -> list[str]:
         """Invoke the send Lambda as Lambda's SQS poller does; delete what it did not hand back."""
-        event = {"Records": [_lambda_record(m, self.queues["SendQueue"]) for m in received]}
         self.send_invocations += 1
+        return self._run_sqs_batch("SendQueue", self.app.send, "send", received)
+
+    def _run_sqs_batch(self, queue: str, handler: Any, function: str, received: list[dict[str, Any]]) -> list[str]:
+        event = {"Records": [_lambda_record(m, self.queues[queue]) for m in received]}
         try:
-            result = self.app.send(event, _context(f"twilio-connector-{self.config.stage}-send"))
+            result = handler(event, _context(f"twilio-connector-{self.config.stage}-{function}"))
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         except Exception:
             failed = {m["MessageId"] for m in received}  # the whole batch comes back
@@ -338,10 +346,24 @@ class LocalStack:
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
             self.sqs.delete_message_batch(
-                QueueUrl=self.queues["SendQueue"],
+                QueueUrl=self.queues[queue],
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
         return sorted(failed)
+
+    def _poll_forward_queue(self, stopping: threading.Event) -> None:
+        """Lambda's SQS poller for the forward function: the write-backs the outbox parked."""
+        while not stopping.is_set():
+            try:
+                received = self.sqs.receive_message(
+                    QueueUrl=self.queues["ForwardQueue"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+                ).get("Messages", [])
+            except Exception:
+                received = []
+            if received:
+                self._run_sqs_batch("ForwardQueue", self.app.forward, "forward", received)
+            else:
+                stopping.wait(0.25)
 
 
 def _lambda_record(message: dict[str, Any], queue_url: str) -> dict[str, Any]:

@@ -270,14 +270,17 @@ class StaticCredentials:
 class InMemoryStats:
     def __init__(self) -> None:
         self.days: dict[str, dict[str, int]] = {}
+        self.batches: dict[str, dict[str, dict[str, int]]] = {}
 
-    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
-        from chalicelib.adapters.tables import stats_day
-
-        day = self.days.setdefault(stats_day(now), {})
-        counters = [*([f"status#{status}"] if status else []), *([f"code#{error_code}"] if error_code else []), *extra]
-        for counter in counters:
-            day[counter] = day.get(counter, 0) + 1
+    def count_batch(self, batch: str, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """As DynamoStats does: a batch counted again replaces what it counted before."""
+        before = self.batches.get(batch, {})
+        for day in {*counts, *before}:
+            target = self.days.setdefault(day, {})
+            for counter in {*counts.get(day, {}), *before.get(day, {})}:
+                delta = counts.get(day, {}).get(counter, 0) - before.get(day, {}).get(counter, 0)
+                target[counter] = target.get(counter, 0) + delta
+        self.batches[batch] = {day: dict(c) for day, c in counts.items()}
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]:
         from chalicelib.adapters.tables import summarize
@@ -310,7 +313,6 @@ def make_forwarder(session: Any, signing_key: str = "k", **pieces: Any) -> Any:
         "secrets": lambda connection: None,
         "accounts": None,
         "ledger": InMemoryLedger(),
-        "stats": InMemoryStats(),
         "pace": OpenLine(),
         "clock": lambda: now,
         **pieces,

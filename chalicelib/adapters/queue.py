@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.domain.ports import StoreError
 from chalicelib.domain.queued import (
     DEFERRALS_ATTRIBUTE,
     MESSAGE_ID_ATTRIBUTE,
@@ -72,3 +73,25 @@ class SendQueue:
             )
         except (ClientError, BotoCoreError) as exc:
             raise QueueError(f"could not put message {message_id} back on the queue: {exc}") from exc
+
+
+class ForwardQueue:
+    """Where a write-back its platform did not take waits (the forward function reads it): one SQS message per
+    ledger message, its events in order, first seen after `delay_seconds` (FORWARD_DELAY_SECONDS)."""
+
+    def __init__(self, client: Any, queue_url: str, delay_seconds: int = 30) -> None:
+        self.client = client
+        self.url = queue_url
+        self.delay_seconds = min(MAX_DELAY_SECONDS, delay_seconds)
+
+    def park(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        body = json.dumps({"events": [{"detail_type": kind, "detail": detail} for kind, detail in entries]})
+        try:
+            self.client.send_message(QueueUrl=self.url, MessageBody=body, DelaySeconds=self.delay_seconds)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError(f"the forward queue did not take a write-back: {exc}") from exc
+
+
+def parked_entries(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """A forward queue message's events, as ForwardQueue.park wrote them."""
+    return [(str(e["detail_type"]), dict(e["detail"])) for e in json.loads(body)["events"]]

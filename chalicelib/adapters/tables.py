@@ -5,7 +5,9 @@ Like the ledger (store.py), botocore's errors never leave this module: they beco
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.pacing import Reservation, reserve
 from chalicelib.domain.ports import StoreError
 from chalicelib.domain.templates import Template
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import metrics
 
 ANY_SENDER = "*"
 CONTENDED_TRIES = 50  # each lost race means another send took its place: all of a batch's sends get through
@@ -25,6 +27,8 @@ CONTENDED_TRIES = 50  # each lost race means another send took its place: all of
 # three times: one item per day would throttle above ~330 messages/s. Each day is spread over this many
 # items (keys `<day>#<shard>`), read back together by `totals`: ~5,000 messages/s before a shard is hot.
 COUNTER_SHARDS = 16
+BATCH_PREFIX = "batch#"  # an outbox batch's marker: what it counted (DynamoStats.count_batch)
+MARKER_SECONDS = 3 * 86_400  # outlives the stream's 24 h of retries
 
 
 KINDS = {
@@ -51,6 +55,20 @@ def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
                 bucket = per_day.setdefault(day, {"by_status": {}, "events": {}})[target]
                 bucket[key] = bucket.get(key, 0) + int(value)
     return {**totals, "days": dict(sorted(per_day.items()))}
+
+
+def _difference(
+    wanted: Mapping[str, Mapping[str, int]], before: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Per day, what to add to the counters so they hold `wanted` instead of `before`."""
+    days: dict[str, dict[str, int]] = {}
+    for day in {*wanted, *before}:
+        now, was = wanted.get(day, {}), before.get(day, {})
+        delta = {c: now.get(c, 0) - was.get(c, 0) for c in {*now, *was}}
+        delta = {c: n for c, n in sorted(delta.items()) if n}
+        if delta:
+            days[day] = delta
+    return days
 
 
 def stats_day(moment: datetime) -> str:
@@ -95,27 +113,52 @@ def counter_keys(day: str) -> list[str]:
 
 
 class DynamoStats(DynamoTable):
-    """Counters per UTC day, bumped as messages change: `GET /stats` never scans the messages."""
+    """Counters per UTC day, bumped once per outbox batch: `GET /stats` never scans the messages."""
 
-    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
-        shard = random.randrange(COUNTER_SHARDS)  # noqa: S311 - spreads writes, nothing secret
-        counters = [*([f"status#{status}"] if status else []), *([f"code#{error_code}"] if error_code else []), *extra]
-        if not counters:
-            return
-        names = {f"#n{i}": counter for i, counter in enumerate(counters)}
-        expression = "ADD " + ", ".join(f"{name} :one" for name in names)
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key={"day": {"S": f"{stats_day(now)}#{shard:02d}"}},
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":one": {"N": "1"}},
+    def count_batch(self, batch: str, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """The marker `batch#<first sequence number>` holds what the batch counted; the day's counters and the
+        marker change in one transaction, conditioned on the marker as read, so two runs of a batch never both
+        add (usecases/outbox.py says why a retry always starts at a record that names its batch)."""
+        marker = {"day": {"S": f"{BATCH_PREFIX}{batch}"}}
+        wanted = {day: dict(c) for day, c in counts.items() if c}
+        for _ in range(CONTENDED_TRIES):
+            found = self._call("get_item", Key=marker, ConsistentRead=True).get("Item")
+            before: dict[str, dict[str, int]] = json.loads(found["counted"]["S"]) if found else {}
+            if before == wanted:
+                return  # counted already, exactly so (a replayed batch)
+            condition = (
+                {"ConditionExpression": "counted = :before", "ExpressionAttributeValues": {":before": found["counted"]}}
+                if found
+                else {"ConditionExpression": "attribute_not_exists(#d)", "ExpressionAttributeNames": {"#d": "day"}}
             )
-        except (ClientError, BotoCoreError) as exc:
-            # Best effort: a counter must never fail or repeat a send. The records stay the truth.
-            metrics.add_metric(name="StatsNotCounted", unit="Count", value=1)
-            logger.warning("stats counter not updated", extra={"error": str(exc)})
+            expires = int(time.time()) + MARKER_SECONDS
+            item = {**marker, "counted": {"S": json.dumps(wanted, sort_keys=True)}, "expires_at": {"N": str(expires)}}
+            writes: list[Any] = [{"Put": {"TableName": self.table, "Item": item, **condition}}]
+            writes += [self._add(day, delta) for day, delta in _difference(wanted, before).items()]
+            try:
+                self.client.transact_write_items(TransactItems=writes)
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise StoreError(f"DynamoDB transact_write_items on {self.table} failed: {exc}") from exc
+                metrics.add_metric(name="CountersContended", unit="Count", value=1)
+            except BotoCoreError as exc:
+                raise StoreError(f"DynamoDB transact_write_items on {self.table} failed: {exc}") from exc
+        raise StoreError(f"batch {batch}'s counters are too contended to write; retried")
+
+    def _add(self, day: str, delta: Mapping[str, int]) -> dict[str, Any]:
+        shard = random.randrange(COUNTER_SHARDS)  # noqa: S311 - spreads writes, nothing secret
+        names = {f"#n{i}": counter for i, counter in enumerate(delta)}
+        values = {f":v{i}": {"N": str(n)} for i, n in enumerate(delta.values())}
+        expression = "ADD " + ", ".join(f"#n{i} :v{i}" for i in range(len(delta)))
+        update = {
+            "TableName": self.table,
+            "Key": {"day": {"S": f"{day}#{shard:02d}"}},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        return {"Update": update}
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]:
         items = self._batch_get([{"day": {"S": key}} for d in days for key in counter_keys(d)])

@@ -1,6 +1,6 @@
 """What a change to a message means to the world outside: the events the connector publishes (their names,
-what each carries) and the format its platform hears them in. Publishing is an adapter's (EventBridge);
-telling the platform is the forward use case's."""
+what each carries) and the format its platform hears them in. Which change yields which event is
+domain/outbox.py's; publishing is an adapter's (EventBridge); telling the platform is the forward use case's."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ INBOUND_MEDIA = ("MediaUrl", "MediaContentType")  # numbered: MediaUrl0, MediaCo
 
 
 class Events(Protocol):
-    """Where status events go (EventBridge when deployed)."""
+    """Where status events go (EventBridge when deployed), from the outbox only."""
 
-    def publish(self, detail_type: str, details: Sequence[Mapping[str, Any]]) -> None: ...
+    def publish(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> int | None:
+        """Publish (detail type, detail) entries in order: the index of the first one refused, or None."""
+        ...
 
 
 def status_detail(record: MessageRecord) -> dict[str, Any]:

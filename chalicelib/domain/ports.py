@@ -3,7 +3,7 @@ queues, daily counters), credentials, and the errors an adapter may raise instea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,9 +34,11 @@ class SenderQueues(Protocol):
 
 
 class StatsStore(Protocol):
-    def count(self, status: str | None, error_code: int | None, now: datetime, extra: Sequence[str] = ()) -> None:
-        """Bump the day's counters: a status, an error code, and `extra` ones (`conn#<name>`, `latency#<s>`,
-        `event#<name>`, `writeback#<connection>:<why>`), all in one write."""
+    def count_batch(self, batch: str, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Set what one outbox batch (named by its first stream record) counted, per day and counter
+        (`status#<s>`, `code#<n>`, `conn#<name>`, `latency#<s>`, `event#<name>`, `writeback#<connection>:<why>`):
+        the day's counters change by the difference from what this batch counted before, so a retried batch
+        never counts twice. Raises StoreError when it cannot."""
         ...
 
     def totals(self, days: Sequence[str]) -> dict[str, Any]: ...

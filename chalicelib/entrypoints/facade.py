@@ -15,9 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters.facade_accounts import FacadeAccount, FacadeAccounts, Refusal
-from chalicelib.domain import events
 from chalicelib.domain.connection import ConnectionSettings, pick
-from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import BadPageToken, MessageLedger, MessageRecord, PageQuery, StatusUpdate
 from chalicelib.domain.ports import Credentials, StoreError
 from chalicelib.domain.twilio import Twilio, TwilioError
@@ -70,7 +68,6 @@ class TwilioFacade:
         ledger: MessageLedger,
         twilio: Twilio,
         credentials: Credentials,
-        publisher: Events,
         clock: Callable[[], datetime],
         connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
@@ -82,7 +79,6 @@ class TwilioFacade:
         self.ledger = ledger
         self.twilio = twilio
         self.credentials = credentials
-        self.publisher = publisher
         self.clock = clock
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,15 +201,12 @@ class TwilioFacade:
         if record.status == "pending":
             canceled = self.ledger.cancel_pending(record.id, now)
             if canceled is not None:
-                self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(canceled)])
                 return canceled
             record = self.ledger.get(record.id) or record  # a send claimed it meanwhile
         if record.twilio_sid and twilio_status(record) == "scheduled":
             self._at_twilio(record, [("Status", "canceled")])
             update = StatusUpdate("canceled", "api", twilio_sid=record.twilio_sid)
             changed = self.ledger.apply_status(record.id, update, now)
-            if changed is not None:
-                self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(changed)])
             return changed or self.ledger.get(record.id) or record
         raise Refusal(400, 30409, "This message cannot be canceled")
 

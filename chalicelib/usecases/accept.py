@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib.domain import rules
 from chalicelib.domain.ledger import MessageLedger, MessageRecord
 from chalicelib.domain.models import ValidationError
-from chalicelib.domain.ports import StatsStore, StoreError
+from chalicelib.domain.ports import StoreError
 from chalicelib.domain.queued import Enqueue
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.observability import logger
@@ -92,13 +92,11 @@ class AcceptMessages:
         self,
         validation: Validation,
         ledger: MessageLedger,
-        stats: StatsStore,
         queue: Enqueue,
         clock: Callable[[], datetime],
     ) -> None:
         self.validation = validation
         self.ledger = ledger
-        self.stats = stats
         self.queue = queue
         self.clock = clock
 
@@ -161,7 +159,6 @@ class AcceptMessages:
         try:
             created = self.ledger.create_pending(message_id, attrs, now)
             if created is not None:
-                self.stats.count("pending", None, now)
                 return message_id, raw, created
             existing = self.ledger.get(message_id)
         except StoreError as exc:

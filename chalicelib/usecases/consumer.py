@@ -8,8 +8,8 @@ throttling, a full sender queue, time short) is put back as a new message instea
 it burns no receive. (Powertools' AsyncBatchProcessor did the partial-batch part with
 asyncio; the lines here cost ~30 ms less cold start than its imports.)
 
-After the batch, its status events go to EventBridge in one call and one poll
-execution starts for the messages Twilio took (docs/architecture.md, "Architecture").
+After the batch, one poll execution starts for the messages Twilio took (docs/architecture.md,
+"Architecture"); their status events follow from the ledger's stream (usecases/outbox.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.domain import events
-from chalicelib.domain.events import Events
 from chalicelib.domain.polling import PollPlan, PollStarter, WorkflowError
 from chalicelib.domain.queued import QueuedRequest, QueueError, Requeue
 from chalicelib.observability import logger, metrics, where
@@ -54,14 +52,12 @@ class SendConsumer:
     def __init__(
         self,
         service: SendService,
-        publisher: Events,
         workflow: PollStarter | None,
         queue: Requeue | None = None,
         executor: ThreadPoolExecutor | None = None,
         plans: Callable[[str | None], PollPlan] | None = None,
     ) -> None:
         self.service = service
-        self.publisher = publisher
         self.workflow = workflow
         self.plans = plans  # each connection's Retry Interval and Attempts (None: the state machine's defaults)
         self.queue = queue
@@ -130,9 +126,6 @@ class SendConsumer:
         return True
 
     def _after_batch(self, outcomes: list[SendOutcome]) -> None:
-        changed = [o.record for o in outcomes if o.record is not None]
-        if changed:
-            self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(r) for r in changed])
         windows = {
             (int(o.record.item["poll_window"]), o.record.connection or "")
             for o in outcomes

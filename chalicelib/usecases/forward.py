@@ -1,5 +1,6 @@
 """Telling each event's platform what became of its message, in the platform's own format (one per module,
-adapters/writeback/; the registry names them). Runs in the forward function, behind EventBridge's retries.
+adapters/writeback/; the registry names them). Runs in the outbox function as each change arrives; a write-back
+the platform does not take now waits in the forward queue, which the forward function reads (usecases/outbox.py).
 
 Nothing a platform refuses is retried or quiet: a refusal is counted (metrics, the status page) and noted on
 the message. Before any request leaves, its target is checked where it goes (a public name may resolve to a
@@ -21,7 +22,7 @@ from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings
 from chalicelib.domain.events import STATUS_CHANGED, write_back_of
 from chalicelib.domain.ledger import MessageLedger
-from chalicelib.domain.ports import SenderQueues, StatsStore
+from chalicelib.domain.ports import SenderQueues
 from chalicelib.domain.writeback import (
     CREDENTIALS_REFUSED,
     NOT_DELIVERABLE,
@@ -62,7 +63,6 @@ class Forwarder:
         secrets: Callable[[ConnectionSettings], str | None],
         accounts: FrontDoorAccounts | None,
         ledger: MessageLedger,
-        stats: StatsStore,
         pace: SenderQueues,
         clock: Callable[[], datetime],
         allow_local: bool = False,
@@ -76,7 +76,6 @@ class Forwarder:
         self.secrets = secrets  # a connection's write-back secret (Swrve API key, CI360 client secret)
         self.accounts = accounts
         self.ledger = ledger  # where a refusal is noted on the message
-        self.stats = stats  # the status page counts refusals per connection and why
         self.pace = pace  # across every forward invocation, a rate-limited platform's line
         self.clock = clock
         self.allow_local = allow_local
@@ -223,8 +222,7 @@ class Forwarder:
         logger.warning(
             "write-back not delivered", extra={"message_id": detail.get("id"), "format": name, "reason": reason}
         )
-        now = self.clock()
-        self.stats.count(None, None, now, [f"writeback#{detail.get('connection') or '-'}:{why}"])
+        now = self.clock()  # the note is what the status page counts (domain/outbox.py), per connection and why
         message_id = detail.get("in_reply_to") or detail.get("id")
         if message_id:
             self.ledger.note_write_back_failure(str(message_id), reason, now, why)

@@ -27,7 +27,6 @@ from chalicelib.domain.ports import (
     CredentialsUnavailable,
     OptOutStore,
     SenderQueues,
-    StatsStore,
     StoreError,
     TemplateStore,
 )
@@ -111,7 +110,6 @@ class SendService:
         templates: TemplateStore,
         twilio: Twilio,
         credentials: Credentials,
-        stats: StatsStore,
         clock: Callable[[], datetime] = _utcnow,
         new_token: Callable[[], str] = _new_token,
         senders: SenderQueues | None = None,
@@ -123,7 +121,6 @@ class SendService:
         self.templates = templates
         self.twilio = twilio
         self.credentials = credentials
-        self.stats = stats
         self.clock = clock
         self.new_token = new_token
         self.lease = timedelta(seconds=settings.claim_lease_seconds)
@@ -259,9 +256,7 @@ class SendService:
             ),
             now,
         )
-        if recorded is not None:
-            self.stats.count(recorded.status, None, now, [f"conn#{recorded.connection or 'default'}"])
-        else:
+        if recorded is None:
             # Another worker recorded a SID first: only possible if a claim outlived its lease.
             metrics.add_metric(name="DuplicateSendDetected", unit="Count", value=1)
             logger.error("a second SID for one message", extra={**log, "twilio_sid": sent.sid})
@@ -272,8 +267,6 @@ class SendService:
     def _errored(
         self, message_id: str, code: int, text: str, log: dict[str, Any], record: MessageRecord | None
     ) -> SendOutcome:
-        if record is not None:
-            self.stats.count("error", int(code), self.clock(), [f"conn#{record.connection or 'default'}"])
         metrics.add_metric(name="MessagesErrored", unit="Count", value=1)
         logger.info("message refused", extra={**log, "error_code": int(code), "error": text})
         return SendOutcome(message_id, "error", "error", int(code), record)

@@ -8,7 +8,7 @@ forward (docs/user-guide.md, "What became of each message"), so late and duplica
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,11 +16,10 @@ from typing import Any
 
 from chalicelib.domain import events, rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
-from chalicelib.domain.events import Events
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.polling import PollState
-from chalicelib.domain.ports import Credentials, OptOutStore, StatsStore, latency_bucket
+from chalicelib.domain.ports import Credentials, OptOutStore
 from chalicelib.domain.twilio import Twilio, TwilioError, TwilioMessage, TwilioRetryable
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import Settings
@@ -107,8 +106,6 @@ class TrackingService:
         opt_outs: OptOutStore,
         twilio: Twilio,
         credentials: Credentials,
-        publisher: Events,
-        stats: StatsStore,
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor,
         connections: Mapping[str, ConnectionSettings] | None = None,
@@ -120,44 +117,21 @@ class TrackingService:
         self.opt_outs = opt_outs
         self.twilio = twilio
         self.credentials = credentials
-        self.publisher = publisher
-        self.stats = stats
         self.clock = clock
         self.executor = executor
 
     # --- shared: one status report ------------------------------------------
 
     def apply(self, message_id: str, update: StatusUpdate) -> MessageRecord | None:
-        """Apply a report if it moves the message forward; publish it and honour opt-out codes."""
+        """Apply a report if it moves the message forward. What follows from it (its event, the counters, the
+        opt-out an error code means) follows from the ledger's change (domain/outbox.py), not from here."""
         updated = self.ledger.apply_status(message_id, update, self.clock())
-        if updated is None:
-            return None
-        metrics.add_metric(name=f"StatusFrom{update.source.capitalize()}", unit="Count", value=1)
-        if update.status in rules.COUNTED_STATUSES:
-            now = self.clock()
-            created = rules.from_iso(updated.item.get("created_at"))
-            took = [latency_bucket((now - created).total_seconds())] if update.status == "delivered" and created else []
-            self.stats.count(update.status, update.error_code, now, took)
-        self.publisher.publish(events.STATUS_CHANGED, [events.status_detail(updated)])
-        if update.error_code in rules.OPT_OUT_CODES and updated.to:
-            self.record_opt_out(updated.to, [updated.item.get("from"), updated.messaging_service_sid])
+        if updated is not None:
+            metrics.add_metric(name=f"StatusFrom{update.source.capitalize()}", unit="Count", value=1)
         return updated
 
-    def _reply_context(self, reply: Mapping[str, Any]) -> dict[str, Any]:
-        replied_to = reply.get("in_reply_to")
-        return _context_of(self.ledger.get(str(replied_to)) if replied_to else None)
-
-    def record_opt_out(
-        self, phone: str, senders: Sequence[str | None], context: Mapping[str, Any] | None = None
-    ) -> None:
-        """`context`: what a STOP reply's platform needs to hear of it (its message's write-back, identity)."""
-        now = self.clock()
-        named = [s for s in senders if s]
-        for sender in named:
-            self.opt_outs.opt_out(phone, sender, now)
-        self.stats.count(None, None, now, ["event#opt_out"])
-        detail = {**(context or {}), "phone": phone, "senders": named, "at": rules.iso(now)}
-        self.publisher.publish(events.OPTED_OUT, [detail])
+    def _reply_context(self, replied_to: str | None) -> dict[str, Any]:
+        return _context_of(self.ledger.get(replied_to) if replied_to else None)
 
     # --- the poll loop (Step Functions) -------------------------------------
 
@@ -245,7 +219,7 @@ class TrackingService:
         keyword = keyword_of(body, message.opt_out_type)
         now = self.clock()
         senders = [our_number, service]
-        reply = {
+        reply: dict[str, Any] = {
             "id": f"in_{sid}",
             "direction": "inbound",
             "status": "received",
@@ -259,23 +233,24 @@ class TrackingService:
             "created_at": rules.iso(now),
             "updated_at": rules.iso(now),
         }
+        context = self._reply_context(reply["in_reply_to"])
+        if context:
+            reply["context"] = context  # what the reply's event tells its platform (domain/outbox.py)
+        if message.twilio_fields:
+            reply["twilio_fields"] = dict(message.twilio_fields)
         earlier = self.ledger.record_reply({k: v for k, v in reply.items() if v is not None}, now)
         if earlier is not None and earlier.item.get("handled"):
             logger.info("inbound message seen before; not acted on again", extra={"twilio_sid": sid})
             return "duplicate"
-        context = self._reply_context(reply)
+        named = [s for s in senders if s]
         if keyword == OPT_OUT:
-            self.record_opt_out(phone, senders, context)
+            for sender in named:
+                self.opt_outs.opt_out(phone, sender, now)
         elif keyword == OPT_IN:
-            for sender in filter(None, senders):
+            for sender in named:
                 self.opt_outs.opt_in(phone, sender)
-            self.publisher.publish(events.OPTED_IN, [{"phone": phone, "senders": [s for s in senders if s]}])
-        elif keyword is None:
-            self.stats.count(None, None, now, ["event#reply"])
-            shown = ("id", "from", "body", "in_reply_to", "received_by", "twilio_sid", "messaging_service_sid")
-            detail = {**context, **{k: reply[k] for k in shown}, "twilio_fields": dict(message.twilio_fields)}
-            self.publisher.publish(events.REPLY_RECEIVED, [detail])
-        self.ledger.mark_reply_handled(str(reply["id"]))  # after acting: a failure before it is retried whole
+        # After acting: a failure before it is retried whole. The mark is what the reply's event follows from.
+        self.ledger.mark_reply_handled(str(reply["id"]))
         logger.info("inbound message", extra={"from": rules.mask_phone(phone), "keyword": keyword})
         return keyword or "reply"
 

@@ -74,11 +74,7 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.send import SendService
     from local.twilio_sim import SimConfig, TwilioSimulator
-    from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
-
-    class NoEvents:
-        def publish(self, detail_type: str, details: Any) -> None:
-            pass
+    from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryTemplates, StaticCredentials
 
     account, token = "AC" + "7" * 32, "bench"
     with TwilioSimulator(SimConfig(account, token, latency_ms=latency_ms)) as sim:
@@ -92,9 +88,8 @@ def batch_latency_in_memory(latency_ms: int = 200) -> dict[str, float]:
             InMemoryTemplates(),
             api,
             StaticCredentials(creds),
-            InMemoryStats(),
         )
-        consumer = SendConsumer(service, NoEvents(), None)
+        consumer = SendConsumer(service, None)
 
         return _compare(lambda records: consumer.handle({"Records": records}), api, creds)
 

@@ -240,10 +240,9 @@ class TestTemplates:
 
 class TestStats:
     def test_counts_by_status_and_error_code_come_from_counters(self, api: Api) -> None:
-        stats = wiring.stats()
-        for name, code in [("pending", None), ("delivered", None), ("delivered", None), ("undelivered", 30007)]:
-            stats.count(name, code, NOW)
-        stats.count("delivered", None, NOW - timedelta(days=3))
+        day, earlier = NOW.strftime("%Y-%m-%d"), (NOW - timedelta(days=3)).strftime("%Y-%m-%d")
+        counts = {"status#pending": 1, "status#delivered": 2, "status#undelivered": 1, "code#30007": 1}
+        wiring.stats().count_batch("1", {day: counts, earlier: {"status#delivered": 1}})
         status, answer = api.call("get", "/stats?from=2026-11-22&to=2026-11-22")
         assert status == 200
         assert answer["by_status"] == {"pending": 1, "delivered": 2, "undelivered": 1}

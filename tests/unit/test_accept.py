@@ -35,11 +35,11 @@ class Queue:
 
 def accepting(queue: Queue) -> tuple[AcceptMessages, InMemoryLedger]:
     settings = load_settings({"TWILIO_SECRET_ID": "s", "TWILIO_DEFAULT_FROM": "+15005550006"})
-    ledger, stats = InMemoryLedger(), InMemoryStats()
+    ledger = InMemoryLedger()
     unused = TwilioApi("https://api.twilio.test")  # accepting never calls Twilio
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
-    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
-    return AcceptMessages(service.validation, ledger, stats, queue, lambda: NOW), ledger
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds)
+    return AcceptMessages(service.validation, ledger, queue, lambda: NOW), ledger
 
 
 def test_each_request_gets_its_own_outcome_and_the_valid_ones_are_queued_as_posted() -> None:
@@ -96,11 +96,11 @@ def test_a_deploy_time_connection_takes_a_managed_ones_settings_and_its_write_ba
     connection = pick(settings.connections, None)  # marked default
     assert connection is not None and connection.name == "eu" and settings.poll_plan(connection) == PollPlan(4000, 2)
     assert connection.write_back is not None and connection.write_back.attributes == {"customer_id": "crm_id"}
-    ledger, stats = InMemoryLedger(), InMemoryStats()
+    ledger = InMemoryLedger()
     creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
     unused = TwilioApi("https://api.twilio.test")
-    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds, stats)
-    use_case = AcceptMessages(service.validation, ledger, stats, Queue(), lambda: NOW)
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), unused, creds)
+    use_case = AcceptMessages(service.validation, ledger, Queue(), lambda: NOW)
     (outcome,) = use_case.accept([{"to": TO, "body": "hi"}])
     assert isinstance(outcome, Accepted)
     record = ledger.get(outcome.message_id)

@@ -90,33 +90,57 @@ def test_the_local_dynamodb_refuses_an_empty_map_key_as_dynamodb_does() -> None:
         strict.put_item(TableName="t", Item={"k": {"S": "a"}, "rates": {"M": {"x": {"N": "1"}}}})
 
 
-def test_the_local_event_bus_retries_as_lambda_does_but_never_after_it_is_closed() -> None:
-    """A retry after teardown would run the forward function against reset wiring (and real AWS endpoints)."""
-    from chalicelib.domain.events import STATUS_CHANGED
-    from local.aws import LocalEventBus
+def test_the_local_stream_trigger_retries_as_lambda_does() -> None:
+    """docs.aws.amazon.com/lambda/latest/dg/with-ddb.html ("Error handling", "Reporting batch item failures"):
+    a reported record comes back with all after it; a function error halves the batch; a record that keeps
+    failing goes to the on-failure destination after MaximumRetryAttempts."""
+    import threading
 
-    class Bus:
-        def publish(self, detail_type: str, details: Any) -> None:
-            pass
+    from local.aws import STREAMS_ENDPOINT, LocalStreamTrigger
 
-    calls: list[float] = []
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        arn = ddb.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )["TableDescription"]["LatestStreamArn"]
+        for n in range(6):
+            ddb.put_item(TableName="t", Item={"id": {"S": f"r{n}"}})
+        seen: list[list[str]] = []
+        script = {"r2": "report", "r4": "raise"}  # r2 reported once; r4 raises every time
 
-    def failing(event: Any, context: Any) -> None:
-        calls.append(time.monotonic())
-        raise RuntimeError("the platform is down")
+        def handler(event: Any, context: Any) -> Any:
+            ids = [r["dynamodb"]["Keys"]["id"]["S"] for r in event["Records"]]
+            seen.append(ids)
+            if "r4" in ids and script["r4"] == "raise":
+                raise RuntimeError("poison")
+            if ids[0] != "r2" and "r2" in ids and script["r2"] == "report":
+                script["r2"] = "done"
+                sequence = event["Records"][ids.index("r2")]["dynamodb"]["SequenceNumber"]
+                return {"batchItemFailures": [{"itemIdentifier": sequence}]}
+            return {"batchItemFailures": []}
 
-    bus = LocalEventBus(Bus(), failing, retry_delay=0.2)
-    bus.publish(STATUS_CHANGED, [{"id": "m1", "write_back": "json"}])
-    deadline = time.monotonic() + 5
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    bus.close()  # during the first retry's wait
-    time.sleep(0.8)
-    assert len(calls) == 1 and bus.failed == []
-    kept = LocalEventBus(Bus(), failing, retry_delay=0.01)
-    kept.publish(STATUS_CHANGED, [{"id": "m2", "write_back": "json"}])
-    deadline = time.monotonic() + 5
-    while not kept.failed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    kept.close()
-    assert len(calls) == 4 and [e["detail"]["id"] for e in kept.failed] == ["m2"]  # three tries, then the DLQ
+        streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=STREAMS_ENDPOINT)
+        trigger = LocalStreamTrigger(streams, arn, handler, batch_size=6, max_retries=2)
+        trigger.retry_delay = 0.0
+        stopping = threading.Event()
+        thread = threading.Thread(target=trigger.run, args=(stopping,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not (trigger.given_up and not trigger.pending) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopping.set()
+        thread.join(timeout=5)
+    assert seen == [
+        ["r0", "r1", "r2", "r3", "r4", "r5"],  # r4 raises: the batch is halved
+        ["r0", "r1", "r2"],  # r2 reported: r0 and r1 are done
+        ["r2", "r3", "r4", "r5"],  # from r2 on, as a new batch: r4 raises again
+        ["r2", "r3"],
+        ["r4", "r5"],
+        ["r4"], ["r4"], ["r4"],  # three tries (MaximumRetryAttempts 2)...
+        ["r5"],
+    ]  # fmt: skip
+    assert [r["dynamodb"]["Keys"]["id"]["S"] for r in trigger.given_up] == ["r4"]  # ...then the on-failure destination

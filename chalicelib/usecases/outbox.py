@@ -1,0 +1,168 @@
+"""The outbox consumer: each batch of the messages table's stream becomes what follows from it (domain/outbox.py
+derives it) — the day's counters, the events the deployment subscribes to, opt-outs an error code implies, and
+each platform's write-back. Runs in the outbox function (a DynamoDB stream trigger with ReportBatchItemFailures).
+
+Retries and exactness (docs/architecture.md, "The ledger is the outbox"):
+- Counters are summed per batch and written once, first, with a marker under the batch's first sequence number
+  that holds what this batch counted; the write adds only the difference from what the marker held before. A
+  batch retried whole (a timeout, a crash) or a bisected first half starts at the same record: it replaces its
+  counts instead of adding them again. A retry from a failed record starts at a record this invocation no longer
+  counts: before it reports the failure, it cuts its marker back to the records before it.
+- A failure (an event the bus keeps refusing, an opt-out not stored) reports that record: the stream hands it and
+  everything after it back, in order. Records before it are done and never redelivered.
+- A write-back a platform does not take now (5xx, 429, unreachable, at its rate) waits in the forward queue with
+  the rest of its message's events in this batch, in order; it never holds up the stream or other messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.domain import outbox
+from chalicelib.domain.events import STATUS_CHANGED, Events
+from chalicelib.domain.outbox import Change
+from chalicelib.domain.ports import OptOutStore, StatsStore, StoreError
+from chalicelib.domain.writeback import ForwardFailed
+from chalicelib.observability import logger, metrics
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One change of the messages table, as its stream reports it (items already plain Python)."""
+
+    sequence: str
+    old: Mapping[str, Any] | None
+    new: Mapping[str, Any] | None
+    at: datetime  # when the ledger changed
+
+
+class WriteBack(Protocol):
+    def forward(self, detail: Mapping[str, Any], now: float | None = None, detail_type: str = STATUS_CHANGED) -> int:
+        """The platform's answer; raises ForwardFailed when it should be tried again later."""
+        ...
+
+
+class ForwardQueue(Protocol):
+    def park(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Keep one message's events (in order) for the forward function; raises StoreError if it cannot."""
+        ...
+
+
+class OutboxConsumer:
+    def __init__(
+        self,
+        counts: StatsStore,
+        write_back: WriteBack,
+        parked: ForwardQueue,
+        opt_outs: OptOutStore,
+        publisher: Events | None,
+        subscription: str,
+        clock: Callable[[], datetime],
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.counts = counts
+        self.write_back = write_back
+        self.parked = parked
+        self.opt_outs = opt_outs
+        self.publisher = publisher
+        self.subscription = subscription
+        self.clock = clock
+        self.executor = executor
+
+    def handle(self, records: Sequence[StreamRecord]) -> list[str]:
+        """The batch's first record not done (as a one-item list), or [] when all are."""
+        if not records:
+            return []
+        changes: list[Change | None] = []
+        cut = len(records)
+        for index, record in enumerate(records):
+            try:
+                changes.append(outbox.derive(record.old, record.new, record.at))
+            except Exception as exc:  # a record this code cannot read: it and what follows come back
+                logger.error("stream record not understood", extra={"sequence": record.sequence, "error": str(exc)})
+                cut = index
+                break
+        batch = records[0].sequence
+        self.counts.count_batch(batch, outbox.summed(changes[:cut]))  # first: a retry replaces, never adds
+        cut = min(cut, self._publish(changes[:cut]), self._opt_outs(changes[:cut]))
+        cut = min(cut, self._write_backs(changes[:cut]))
+        if cut == len(records):
+            return []
+        self.counts.count_batch(batch, outbox.summed(changes[:cut]))
+        metrics.add_metric(name="OutboxRecordsRetried", unit="Count", value=len(records) - cut)
+        return [records[cut].sequence]
+
+    def _publish(self, changes: Sequence[Change | None]) -> int:
+        """Index of the first change whose event the bus refused (after its retries), else len(changes)."""
+        entries: list[tuple[str, Mapping[str, Any]]] = []
+        owners: list[int] = []
+        for index, change in enumerate(changes):
+            for kind, detail in change.events if change else ():
+                if outbox.subscribed(self.subscription, kind, detail):
+                    entries.append((kind, detail))
+                    owners.append(index)
+        if not entries or self.publisher is None:
+            return len(changes)
+        refused = self.publisher.publish(entries)
+        return len(changes) if refused is None else owners[refused]
+
+    def _opt_outs(self, changes: Sequence[Change | None]) -> int:
+        now = self.clock()
+        for index, change in enumerate(changes):
+            if change is None or change.opt_out is None:
+                continue
+            try:
+                for sender in change.opt_out.senders:
+                    self.opt_outs.opt_out(change.opt_out.phone, sender, now)
+            except StoreError as exc:
+                logger.warning("opt-out not stored; retried from here", extra={"error": str(exc)})
+                return index
+        return len(changes)
+
+    def _write_backs(self, changes: Sequence[Change | None]) -> int:
+        """Each message's write-backs in order; messages side by side. Index of the first change whose
+        write-back could not even be parked, else len(changes)."""
+        per_message: dict[str, list[tuple[int, str, Mapping[str, Any]]]] = {}
+        for index, change in enumerate(changes):
+            for kind, detail in change.write_backs if change else ():
+                per_message.setdefault(change.message_id if change else "", []).append((index, kind, detail))
+        if not per_message:
+            return len(changes)
+        lines = list(per_message.values())
+        run = self.executor.map if self.executor is not None and len(lines) > 1 else map
+        return min([len(changes), *(i for i in run(self._tell, lines) if i is not None)])
+
+    def _tell(self, line: Sequence[tuple[int, str, Mapping[str, Any]]]) -> int | None:
+        for position, (_, kind, detail) in enumerate(line):
+            try:
+                self.write_back.forward(detail, detail_type=kind)
+            except ForwardFailed as exc:
+                rest = [(k, d) for _, k, d in line[position:]]
+                try:
+                    self.parked.park(rest)
+                except StoreError as err:
+                    logger.error("write-back not parked; retried from here", extra={"error": str(err)})
+                    return line[position][0]
+                metrics.add_metric(name="WriteBacksParked", unit="Count", value=len(rest))
+                logger.info("write-back waits in the forward queue", extra={"reason": str(exc)})
+                return None
+        return None
+
+
+def forward_parked(
+    write_back: WriteBack, parked: ForwardQueue, entries: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """The forward function: a parked message's events, in order. The first still refused keeps the rest
+    behind it: parked again if others went through (so none is sent twice), else raised for SQS to retry."""
+    for position, (kind, detail) in enumerate(entries):
+        try:
+            write_back.forward(detail, detail_type=kind)
+        except ForwardFailed:
+            if position == 0:
+                raise
+            parked.park(entries[position:])
+            return
