@@ -45,7 +45,7 @@ MESSAGES_STREAM = os.environ.get(
     "MESSAGES_STREAM_ARN",
     "arn:aws:dynamodb:us-east-1:000000000000:table/twilio-connector-messages/stream/set-by-template",
 )
-FORWARD_QUEUE = os.environ.get("FORWARD_QUEUE_NAME", "twilio-connector-forward")
+FORWARD_QUEUE = os.environ.get("FORWARD_QUEUE_NAME", "twilio-connector-forward.fifo")
 # Up to 1,000 changes a batch, gathered for up to OUTBOX_BATCH_WINDOW_SECONDS: the counters are one write a
 # batch, so a trickle's cost falls as the window grows; write-backs and events wait at most that long.
 OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "1000"))
@@ -331,15 +331,11 @@ def outbox(event: DynamoDBEvent) -> dict[str, Any]:
 
 @app.on_sqs_message(queue=FORWARD_QUEUE, batch_size=10, name="forward")
 def forward(event: SQSEvent) -> dict[str, Any]:
-    """Write-backs their platform did not take when the outbox tried: each message's, in order."""
-    from chalicelib.adapters.queue import parked_entries
-    from chalicelib.domain.writeback import ForwardFailed
+    """Write-backs their platform did not take when the outbox tried, in order: the first refused comes back
+    with all after it (a FIFO queue's rule: docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html)."""
+    from chalicelib.adapters.queue import parked_entry
     from chalicelib.usecases.outbox import forward_parked
 
-    failed = []
-    for record in event:
-        try:
-            forward_parked(wiring.forwarder(), wiring.forward_queue(), parked_entries(record.body))
-        except ForwardFailed:
-            failed.append({"itemIdentifier": record.to_dict()["messageId"]})
-    return {"batchItemFailures": failed}
+    records = [record.to_dict() for record in event]
+    told = forward_parked(wiring.forwarder(), [parked_entry(r["body"]) for r in records])
+    return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records[told:]]}

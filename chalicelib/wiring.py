@@ -287,8 +287,8 @@ def forward_queue() -> ForwardQueue:
 
     s = settings()
     assert s.forward_queue_url is not None, "FORWARD_QUEUE_URL is not set"
-    url, delay = s.forward_queue_url, s.forward_delay_seconds
-    return once("forward_queue", lambda: ForwardQueue(on_first_use("sqs"), url, delay))
+    url = s.forward_queue_url
+    return once("forward_queue", lambda: ForwardQueue(on_first_use("sqs"), url))
 
 
 def outbox() -> OutboxConsumer:

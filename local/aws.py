@@ -91,7 +91,9 @@ def create_state_machine(client: Any, stage: str) -> str:
 def create_queues(client: Any, stage: str) -> dict[str, str]:
     """The send and forward queues and their DLQs, with the template's redrive policies and visibility timeouts."""
     queues = resources("AWS::SQS::Queue")
-    forward_dlq = client.create_queue(QueueName=physical_name(stage, "ForwardDeadLetterQueue"))["QueueUrl"]
+    fifo = {"FifoQueue": "true"}
+    dlq_name = physical_name(stage, "ForwardDeadLetterQueue") + ".fifo"
+    forward_dlq = client.create_queue(QueueName=dlq_name, Attributes=fifo)["QueueUrl"]
     forward_arn = client.get_queue_attributes(QueueUrl=forward_dlq, AttributeNames=["QueueArn"])["Attributes"]
     forward = queues["ForwardQueue"]
     forward_redrive = {
@@ -99,8 +101,14 @@ def create_queues(client: Any, stage: str) -> dict[str, str]:
         "maxReceiveCount": forward["RedrivePolicy"]["maxReceiveCount"],
     }
     forward_url = client.create_queue(
-        QueueName=physical_name(stage, "ForwardQueue"),
-        Attributes={"VisibilityTimeout": "2", "RedrivePolicy": json.dumps(forward_redrive)},  # retried soon, locally
+        QueueName=physical_name(stage, "ForwardQueue") + ".fifo",
+        # tried again within seconds locally (deployed: the template's delay and visibility timeout)
+        Attributes={
+            **fifo,
+            "VisibilityTimeout": "2",
+            "DelaySeconds": "1",
+            "RedrivePolicy": json.dumps(forward_redrive),
+        },
     )["QueueUrl"]
     dlq_url = client.create_queue(QueueName=physical_name(stage, "SendDeadLetterQueue"))["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -16,15 +16,21 @@ FUNCTION_ROLES = {
     "Poll": "PollRole",
     "Finalize": "FinalizeRole",
     "Forward": "ForwardRole",
+    "Outbox": "OutboxRole",
     "Webhooks": "WebhooksRole",
     "APIHandler": "ApiHandlerRole",
     "Facade": "FacadeRole",
 }
-# What AWS itself does with a function's role, not the function's code: Lambda's SQS poller reads and
-# deletes the send queue's records; an asynchronous invocation's on-failure destination posts to its queue.
+# What AWS itself does with a function's role, not the function's code: Lambda's SQS pollers read and delete
+# the send and forward queues' records; its stream poller reads the messages table's stream (named by the table
+# here) and posts a batch it gives up on to the on-failure destination.
+_SQS_POLLER = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
+_STREAM_POLLER = ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams")
 ON_THE_FUNCTIONS_BEHALF = {
-    "Send": {(f"sqs:{a}", "SendQueue") for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
-    "Forward": {("sqs:SendMessage", "ForwardDeadLetterQueue")},
+    "Send": {(f"sqs:{a}", "SendQueue") for a in _SQS_POLLER},
+    "Forward": {(f"sqs:{a}", "ForwardQueue") for a in _SQS_POLLER},
+    "Outbox": {(f"dynamodb:{a}", "MessagesTable") for a in _STREAM_POLLER}
+    | {("sqs:SendMessage", "OutboxDeadLetterQueue")},
 }
 SECRET_PREFIX_MARKER = ":secret:twilio-connector-${Stage}/twilio/"
 

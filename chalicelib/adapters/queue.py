@@ -7,6 +7,7 @@ Both name the ledger record in a message attribute, so every copy of a request i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -76,22 +77,32 @@ class SendQueue:
 
 
 class ForwardQueue:
-    """Where a write-back its platform did not take waits (the forward function reads it): one SQS message per
-    ledger message, its events in order, first seen after `delay_seconds` (FORWARD_DELAY_SECONDS)."""
+    """Where a write-back its platform did not take waits: a FIFO queue, one message per event, grouped by the
+    ledger message, so the forward function tells a message's platform its changes in the stream's order
+    (a group waits while its first event is refused) and other messages' are not held up."""
 
-    def __init__(self, client: Any, queue_url: str, delay_seconds: int = 30) -> None:
+    def __init__(self, client: Any, queue_url: str) -> None:
         self.client = client
         self.url = queue_url
-        self.delay_seconds = min(MAX_DELAY_SECONDS, delay_seconds)
 
-    def park(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        body = json.dumps({"events": [{"detail_type": kind, "detail": detail} for kind, detail in entries]})
-        try:
-            self.client.send_message(QueueUrl=self.url, MessageBody=body, DelaySeconds=self.delay_seconds)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"the forward queue did not take a write-back: {exc}") from exc
+    def park(self, group: str, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        for start in range(0, len(entries), 10):  # in order: a batch keeps a group's order
+            batch = []
+            for i, (kind, detail) in enumerate(entries[start : start + 10]):
+                body = json.dumps({"detail_type": kind, "detail": detail}, sort_keys=True)
+                dedup = hashlib.sha256(f"{group}|{body}".encode()).hexdigest()  # a replayed batch parks once
+                batch.append(
+                    {"Id": str(i), "MessageBody": body, "MessageGroupId": group, "MessageDeduplicationId": dedup}
+                )
+            try:
+                failed = self.client.send_message_batch(QueueUrl=self.url, Entries=batch).get("Failed") or []
+            except (ClientError, BotoCoreError) as exc:
+                raise StoreError(f"the forward queue did not take a write-back: {exc}") from exc
+            if failed:
+                raise StoreError(f"the forward queue refused {len(failed)} write-backs: {failed[0].get('Message')}")
 
 
-def parked_entries(body: str) -> list[tuple[str, dict[str, Any]]]:
-    """A forward queue message's events, as ForwardQueue.park wrote them."""
-    return [(str(e["detail_type"]), dict(e["detail"])) for e in json.loads(body)["events"]]
+def parked_entry(body: str) -> tuple[str, dict[str, Any]]:
+    """A forward queue message's event, as ForwardQueue.park wrote it."""
+    entry = json.loads(body)
+    return str(entry["detail_type"]), dict(entry["detail"])

@@ -54,7 +54,12 @@ def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
             if target in ("by_status", "events"):
                 bucket = per_day.setdefault(day, {"by_status": {}, "events": {}})[target]
                 bucket[key] = bucket.get(key, 0) + int(value)
-    return {**totals, "days": dict(sorted(per_day.items()))}
+    # A retried outbox batch can take back what it counted: a counter may hold 0, which is not shown.
+    totals = {kind: {k: n for k, n in counts.items() if n} for kind, counts in totals.items()}
+    days = {
+        day: {kind: {k: n for k, n in c.items() if n} for kind, c in kinds.items()} for day, kinds in per_day.items()
+    }
+    return {**totals, "days": dict(sorted((d, k) for d, k in days.items() if any(k.values())))}
 
 
 def _difference(

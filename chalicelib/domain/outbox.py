@@ -47,8 +47,9 @@ def day_of(moment: datetime) -> str:
 
 def derive(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, at: datetime) -> Change | None:
     """What changed between two images of one ledger item; None when nothing follows from it."""
-    if new is None or str(new.get("id", "")).startswith(CONTENT_PREFIX):
-        return None  # expired or deleted; a content window is not a message
+    if new is None or str(new.get("id", "")).startswith(CONTENT_PREFIX) or new.get("status") is None:
+        return None  # expired or deleted; a content window is not a message; nor is an item with no status yet
+        # (moto reports an UpdateItem that creates an item as two INSERTs, the first of the key alone)
     if new.get("direction") == "inbound":
         return _reply(old or {}, new, at)
     return _message(old or {}, new, at)

@@ -10,8 +10,9 @@ Retries and exactness (docs/architecture.md, "The ledger is the outbox"):
   counts: before it reports the failure, it cuts its marker back to the records before it.
 - A failure (an event the bus keeps refusing, an opt-out not stored) reports that record: the stream hands it and
   everything after it back, in order. Records before it are done and never redelivered.
-- A write-back a platform does not take now (5xx, 429, unreachable, at its rate) waits in the forward queue with
-  the rest of its message's events in this batch, in order; it never holds up the stream or other messages.
+- A write-back a platform does not take now (5xx, 429, unreachable, at its rate) waits in the forward queue (FIFO,
+  grouped by message) with the rest of its message's events in this batch, in order; it never holds up the
+  stream or other messages.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class WriteBack(Protocol):
 
 
 class ForwardQueue(Protocol):
-    def park(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Keep one message's events (in order) for the forward function; raises StoreError if it cannot."""
+    def park(self, group: str, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Keep one message's events, in order, for the forward function; raises StoreError if it cannot."""
         ...
 
 
@@ -132,18 +133,18 @@ class OutboxConsumer:
                 per_message.setdefault(change.message_id if change else "", []).append((index, kind, detail))
         if not per_message:
             return len(changes)
-        lines = list(per_message.values())
-        run = self.executor.map if self.executor is not None and len(lines) > 1 else map
-        return min([len(changes), *(i for i in run(self._tell, lines) if i is not None)])
+        run = self.executor.map if self.executor is not None and len(per_message) > 1 else map
+        told = run(self._tell, list(per_message), list(per_message.values()))
+        return min([len(changes), *(i for i in told if i is not None)])
 
-    def _tell(self, line: Sequence[tuple[int, str, Mapping[str, Any]]]) -> int | None:
+    def _tell(self, message_id: str, line: Sequence[tuple[int, str, Mapping[str, Any]]]) -> int | None:
         for position, (_, kind, detail) in enumerate(line):
             try:
                 self.write_back.forward(detail, detail_type=kind)
             except ForwardFailed as exc:
                 rest = [(k, d) for _, k, d in line[position:]]
                 try:
-                    self.parked.park(rest)
+                    self.parked.park(message_id, rest)
                 except StoreError as err:
                     logger.error("write-back not parked; retried from here", extra={"error": str(err)})
                     return line[position][0]
@@ -153,16 +154,13 @@ class OutboxConsumer:
         return None
 
 
-def forward_parked(
-    write_back: WriteBack, parked: ForwardQueue, entries: Sequence[tuple[str, Mapping[str, Any]]]
-) -> None:
-    """The forward function: a parked message's events, in order. The first still refused keeps the rest
-    behind it: parked again if others went through (so none is sent twice), else raised for SQS to retry."""
+def forward_parked(write_back: WriteBack, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+    """The forward function: parked events in their queue's order. How many were told before the first still
+    refused; that one and the rest of its group come back, so each is told once and in order."""
     for position, (kind, detail) in enumerate(entries):
         try:
             write_back.forward(detail, detail_type=kind)
-        except ForwardFailed:
-            if position == 0:
-                raise
-            parked.park(entries[position:])
-            return
+        except ForwardFailed as exc:
+            logger.info("parked write-back refused again", extra={"reason": str(exc)})
+            return position
+    return len(entries)

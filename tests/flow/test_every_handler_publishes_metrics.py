@@ -1,6 +1,6 @@
 """Every entry point publishes what it counted: Powertools' metrics reach CloudWatch only when flushed
 (one EMF line on stdout), and before, only the send consumer flushed: webhook, poll, finalize, forward
-and API metrics were dropped with their invocation."""
+and API metrics were dropped with their invocation. The outbox function is one more."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ class Counting:
                 raise RuntimeError("the handler failed")
             if method == "poll":
                 return args[0]  # the poll state, unchanged
-            return {"batchItemFailures": []} if method == "handle" else {}
+            if method == "handle":
+                return [] if self.name == "ProbeOutbox" else {"batchItemFailures": []}
+            return {}
 
         return run
 
@@ -58,10 +60,17 @@ def run_finalize() -> None:
 def run_forward() -> None:
     import app
 
-    event = {"version": "0", "id": "e", "detail-type": "Message Status Changed", "source": "twilio.connector",
-             "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1", "resources": [],
-             "detail": {"status_callback": "https://cdp.example/hook"}}  # fmt: skip
-    app.forward(event, LambdaContext())
+    parked = {
+        "events": [{"detail_type": "Message Status Changed", "detail": {"status_callback": "https://cdp.example/h"}}]
+    }
+    app.forward(sqs_event(Delivery(parked)), LambdaContext())
+
+
+def run_outbox() -> None:
+    import app
+
+    change = {"SequenceNumber": "1", "ApproximateCreationDateTime": 1796300000, "NewImage": {"id": {"S": "m1"}}}
+    app.outbox({"Records": [{"eventName": "INSERT", "dynamodb": change}]}, LambdaContext())
 
 
 def run_send() -> None:
@@ -81,6 +90,7 @@ HANDLERS = {
     "poll": ("tracking", run_poll),
     "finalize": ("tracking", run_finalize),
     "forward": ("forwarder", run_forward),
+    "outbox": ("outbox", run_outbox),
     "send": ("send_consumer", run_send),
 }
 

@@ -24,6 +24,7 @@ from moto import mock_aws
 from twilio.request_validator import RequestValidator
 
 from chalicelib import wiring
+from chalicelib.domain.ledger import StatusUpdate
 from local import aws as local_aws
 from tests import must
 from tests.aws import (
@@ -68,6 +69,15 @@ class Recorder:
         action = "".join(part.capitalize() for part in operation.split("_"))
         action = {"SendMessageBatch": "SendMessage"}.get(action, action)  # IAM knows the batch by its single
         prefix = {"stepfunctions": "states"}.get(self._service, self._service)
+        if operation == "transact_write_items":  # IAM checks each item's own action (no TransactWriteItems action)
+            kinds = {
+                "Put": "PutItem",
+                "Update": "UpdateItem",
+                "Delete": "DeleteItem",
+                "ConditionCheck": "ConditionCheckItem",
+            }
+            items = [(kind, write[kind]["TableName"]) for write in kwargs["TransactItems"] for kind in write]
+            return {(f"dynamodb:{kinds[kind]}", self._logical(table)) for kind, table in items}
         if "RequestItems" in kwargs:
             targets = list(kwargs["RequestItems"])
         elif kwargs.get("IndexName"):
@@ -227,14 +237,18 @@ def forward_work(world: dict[str, Any]) -> None:
         SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "callback_signing_key": "k"}),
     )
     world["mock"].add(responses.POST, "https://cdp.example/status", status=200)
-    event: dict[str, Any] = {"version": "0", "id": "e", "detail-type": "Message Status Changed",
-             "source": "twilio.connector", "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1",
-             "resources": [],
-             "detail": {"id": "m", "status": "delivered", "status_callback": "https://cdp.example/status"}}  # fmt: skip
-    app.forward(event, LambdaContext())
+    detail: dict[str, Any] = {"id": "m", "status": "delivered", "status_callback": "https://cdp.example/status"}
+
+    def forward(*details: dict[str, Any]) -> Any:
+        events = [{"detail_type": "Message Status Changed", "detail": d} for d in details]
+        return app.forward(sqs_event(Delivery({"events": events})), LambdaContext())
+
+    forward(detail)
     # a message from the Twilio-compatible front door: posted as Twilio posts, signed with its account's token
-    event["detail"] = {**event["detail"], "callback_format": "twilio", "account_sid": FACADE_ACCOUNT, "to": TO}
-    app.forward(event, LambdaContext())
+    forward({**detail, "callback_format": "twilio", "account_sid": FACADE_ACCOUNT, "to": TO})
+    # a platform that takes the first of a message's parked events and not the second: the rest is parked again
+    world["mock"].add(responses.POST, "https://cdp.example/later", status=503)
+    assert forward(detail, {**detail, "status_callback": "https://cdp.example/later"})["batchItemFailures"] == []
     # a connection's own write-back (Swrve, with its API key from the connection's secret), refused with a 400:
     # noted on the message, not retried
     forward_calls = set(world["calls"])
@@ -244,14 +258,60 @@ def forward_work(world: dict[str, Any]) -> None:
     world["mock"].add(responses.POST, "https://swrve.example/1/event", status=400)
     detail = {"id": message_id, "status": "delivered", "connection": "eu", "write_back": "swrve",
               "metadata": {"swrve_user_id": "u-1"}}  # fmt: skip
-    app.forward({**event, "detail": detail}, LambdaContext())
+    forward(detail)
     # Tealium's 100 requests/s: each forward takes its place in line (the senders table)
     world["mock"].add(responses.POST, "https://tealium.example/event", status=200)
-    detail = {**detail, "connection": "us", "write_back": "tealium", "metadata": {"tealium_visitor_id": "v"}}
-    app.forward({**event, "detail": detail}, LambdaContext())
+    forward({**detail, "connection": "us", "write_back": "tealium", "metadata": {"tealium_visitor_id": "v"}})
     table = world["names_by_logical"]["MessagesTable"]
     noted = boto3.client("dynamodb").get_item(TableName=table, Key={"id": {"S": message_id}})["Item"]
     assert noted["write_back_error"]["S"] == "swrve write-back answered 400"
+
+
+def outbox_work(world: dict[str, Any]) -> None:
+    """The stream's records of real ledger writes: a send, a callback with an opt-out code, a write-back
+    its platform refuses (noted on the message), one that is down (parked), and events on the bus."""
+    import app
+
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=SECRET_ID,
+        SecretString=json.dumps({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "callback_signing_key": "k"}),
+    )
+    refused, _ = sent_message(world, "+15551230041", connection="eu")  # Swrve answers 400: noted on the message
+    world["mock"].add(responses.POST, "https://swrve.example/1/event", status=400)
+    blocked, sid = sent_message(world, "+15551230042")
+    opted_out = StatusUpdate("undelivered", "callback", sid, error_code=30004)
+    wiring.ledger().apply_status(blocked, opted_out, world["stub"].clock)
+    down = {"to": "+15551230043", "from": FROM, "body": "hi", "status_callback": "https://cdp.example/down"}
+    world["mock"].add(responses.POST, "https://cdp.example/down", status=503)
+    assert app.send(sqs_event(Delivery(down)), LambdaContext())["batchItemFailures"] == []
+    # Tealium's line (the senders table), and a front-door message told in Twilio's form (its account's token)
+    world["mock"].add(responses.POST, "https://tealium.example/event", status=200)
+    request = {
+        "to": "+15551230044",
+        "from": FROM,
+        "body": "hi",
+        "connection": "us",
+        "metadata": {"tealium_visitor_id": "v"},
+    }
+    assert app.send(sqs_event(Delivery(request)), LambdaContext())["batchItemFailures"] == []
+    world["mock"].add(responses.POST, "https://cdp.example/twilio", status=200)
+    front_door = {"to": TO, "callback_format": "twilio", "account_sid": FACADE_ACCOUNT}
+    now = world["stub"].clock
+    wiring.ledger().create_pending("m-front", {**front_door, "status_callback": "https://cdp.example/twilio"}, now)
+    wiring.ledger().cancel_pending("m-front", now)
+    streams = boto3.client("dynamodbstreams", endpoint_url=local_aws.STREAMS_ENDPOINT)
+    table = world["names_by_logical"]["MessagesTable"]
+    arn = boto3.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STATUS_EVENTS", "all")  # the bus is called only for a deployment that subscribes
+        fresh_wiring(world)
+        event = {"Records": [local_aws.lambda_stream_record(r, arn) for r in records]}
+        assert app.outbox(event, LambdaContext())["batchItemFailures"] == []
+    noted = boto3.client("dynamodb").get_item(TableName=table, Key={"id": {"S": refused}})["Item"]
+    assert noted["write_back_status"]["S"] == "not_deliverable"  # no Swrve user id: noted, not retried
 
 
 def webhooks_work(world: dict[str, Any]) -> None:
@@ -377,6 +437,7 @@ WORK: dict[str, Callable[[dict[str, Any]], None]] = {
     "Poll": poll_work,
     "Finalize": finalize_work,
     "Forward": forward_work,
+    "Outbox": outbox_work,
     "Webhooks": webhooks_work,
     "APIHandler": api_work,
     "Facade": facade_work,

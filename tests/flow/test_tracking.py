@@ -247,7 +247,13 @@ class TestStop:
         assert stack.sim.requests["create"] == creates  # the second was refused without a call
 
 
-def test_every_status_change_is_published_to_eventbridge(stack: Harness) -> None:
+@pytest.fixture
+def all_events() -> Iterator[Harness]:
+    yield from make_stack(extra_env={"STATUS_EVENTS": "all"})
+
+
+def test_every_status_change_is_published_to_eventbridge(all_events: Harness) -> None:
+    stack = all_events
     events_client, sqs = boto3.client("events"), boto3.client("sqs")
     queue = sqs.create_queue(QueueName="captured-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

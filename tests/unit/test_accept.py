@@ -15,7 +15,7 @@ from chalicelib.settings import load_settings
 from chalicelib.usecases.accept import Accepted, AcceptMessages, AlreadyAccepted, Failed, Refused, Unavailable
 from chalicelib.usecases.send import SendService
 from tests import must
-from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
+from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryTemplates, StaticCredentials
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TO = "+15551234567"

@@ -79,7 +79,7 @@ def test_two_runs_of_one_batch_at_once_add_once() -> None:
 
     with mock_aws():
         client, _, table = _stats()
-        stats = DynamoStats(AtomicClient(client), table)
+        stats = DynamoStats(AtomicClient(client), table)  # type: ignore[arg-type]
         barrier = threading.Barrier(4)
 
         def run() -> None:

@@ -20,7 +20,7 @@ from chalicelib.domain.twilio import TwilioCredentials
 from chalicelib.entrypoints.facade import TwilioFacade
 from chalicelib.settings import load_settings
 from chalicelib.usecases.send import SendService
-from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryStats, InMemoryTemplates, StaticCredentials
+from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryTemplates, StaticCredentials
 from tests.unit.test_accept import Queue
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
