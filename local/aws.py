@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -304,12 +305,19 @@ class LocalStreamTrigger:
     batch; a record still failing after `max_retries` goes to the on-failure destination (`given_up`)."""
 
     def __init__(
-        self, streams: Any, stream_arn: str, handler: Handler, batch_size: int = 100, max_retries: int = 5
+        self,
+        streams: Any,
+        stream_arn: str,
+        handler: Handler,
+        batch_size: int = 100,
+        max_retries: int = 5,
+        batch_window: float = 0.0,
     ) -> None:
         self.streams = streams
         self.stream_arn = stream_arn
         self.handler = handler
         self.batch_size = batch_size
+        self.batch_window = batch_window  # MaximumBatchingWindowInSeconds: gather for this long, unless full
         self.max_retries = max_retries
         self.retry_delay = 0.1
         self.pending: list[dict[str, Any]] = []
@@ -326,6 +334,10 @@ class LocalStreamTrigger:
                 if not self.pending:
                     stopping.wait(0.05)
                     continue
+                gathering_ends = time.monotonic() + self.batch_window
+                while len(self.pending) < self.batch_size and time.monotonic() < gathering_ends:
+                    stopping.wait(min(0.05, self.batch_window))
+                    self._read()
                 done = self.deliver(self.pending[: self.batch_size], stopping)
                 del self.pending[:done]
             except Exception as exc:

@@ -60,6 +60,7 @@ class StackConfig:
     facade_token: str = "local-facade-token"  # noqa: S105 - local only, printed by make run
     facade_dedup_seconds: int = 300
     outbox_batch_size: int = 100  # stream records per outbox invocation (deployed: OUTBOX_BATCH_SIZE)
+    outbox_batch_window: float = 0.0  # seconds to gather them (deployed: OUTBOX_BATCH_WINDOW_SECONDS)
 
 
 class LocalStack:
@@ -175,7 +176,9 @@ class LocalStack:
             self._threads.append(poller)
         streams = boto3.client("dynamodbstreams", endpoint_url=local_aws.STREAMS_ENDPOINT)  # moto's, by name
         arn = self.dynamodb.describe_table(TableName=self.tables["MessagesTable"])["Table"]["LatestStreamArn"]
-        self.outbox = local_aws.LocalStreamTrigger(streams, arn, app.outbox, batch_size=cfg.outbox_batch_size)
+        self.outbox = local_aws.LocalStreamTrigger(
+            streams, arn, app.outbox, batch_size=cfg.outbox_batch_size, batch_window=cfg.outbox_batch_window
+        )
         for target, name in ((self.outbox.run, "stream-poller"), (self._poll_forward_queue, "forward-poller")):
             thread = threading.Thread(target=target, args=(self._stopping,), name=name, daemon=True)
             thread.start()

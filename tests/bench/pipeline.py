@@ -3,6 +3,9 @@ and the AWS bill those messages would run up, from the calls actually counted.
 
 Prices: published us-east-1 list prices (x86 Lambda, Step Functions Standard, DynamoDB
 on-demand, SQS standard, EventBridge custom events, Secrets Manager, API Gateway REST).
+The outbox function's reads of the table's stream cost nothing: "Read requests made by AWS Lambda-based
+consumers of DynamoDB Streams are free" (docs.aws.amazon.com/amazondynamodb/latest/developerguide/
+CostOptimization_StreamsUsage.html); a transactional write costs two write units per item up to 1 KB.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ PRICES = {
     "secrets_call": 0.05 / 1e4,
     "apigw_request": 3.50 / 1e6,
 }
-MEMORY_GB = {"send": 0.25, "poll": 0.25, "finalize": 0.125, "api": 0.125}
+MEMORY_GB = {"send": 0.25, "poll": 0.25, "finalize": 0.125, "api": 0.125, "outbox": 0.25}
 # Assumed waits per invocation on top of measured CPU: DynamoDB/EventBridge round trips of
 # ~10 ms, and for a send batch a round of 200 ms Twilio creates per SEND_CONCURRENCY records.
-NETWORK_WAIT = {"send": 0.1, "poll": 0.3, "finalize": 0.05, "api": 0.05}
+NETWORK_WAIT = {"send": 0.1, "poll": 0.3, "finalize": 0.05, "api": 0.05, "outbox": 0.03}
 TWILIO_ROUND_S, SEND_CONCURRENCY = 0.2, 10
 WRITES = {"UpdateItem", "PutItem", "DeleteItem"}
 
@@ -57,6 +60,8 @@ class Meter:
                     indexed = ("#to", "#created_at", "#poll_window", "REMOVE poll_window")
                     gsi = any(k in expression for k in indexed) or operation == "PutItem"
                     self.wru += 2 if gsi else 1  # items stay under 1 KB; a write of the index keys also writes the GSI
+                elif operation == "TransactWriteItems":
+                    self.wru += 2 * len(params["TransactItems"])  # counters: a marker and a day's item
                 elif operation == "GetItem":
                     self.rru += 1
                 elif operation == "BatchGetItem":
@@ -112,6 +117,8 @@ def run(
     arrivals_per_second: float | None = None,
     poll_window: int = 120,
     batch_window: float = 2.0,
+    outbox_window: float = 5.0,
+    status_events: str = "none",
 ) -> dict[str, Any]:
     """Messages through the local stack. A burst (the default) is posted as fast as the stack takes it;
     with `arrivals_per_second`, one message at a time at that rate (a trickle)."""
@@ -132,11 +139,14 @@ def run(
         visibility_timeout=60,
         batch_size=50,
         batch_window=batch_window,
+        outbox_batch_size=1000,
+        outbox_batch_window=outbox_window,
     )
-    config.extra_env = {"SECRET_MAX_AGE_SECONDS": "300"}
+    config.extra_env = {"SECRET_MAX_AGE_SECONDS": "300", "STATUS_EVENTS": status_events}
     with LocalStack(config) as stack:
         undo = install_meter(meter)
         stack.run_send_batch = meter.timed("send", stack.run_send_batch)  # type: ignore[method-assign]
+        stack.outbox.handler = meter.timed("outbox", stack.outbox.handler)
         for name, handler in list(stack.router.routes.items()):
             stack.router.routes[name] = meter.timed("poll" if name.endswith("-poll") else "finalize", handler)
         hooks = wiring_http.webhooks()
@@ -205,7 +215,10 @@ def run(
     }
 
 
-def cost_per_million(result: dict[str, Any], callbacks_via_api_gateway: bool, naive: bool = False) -> dict[str, float]:
+def cost_per_million(
+    result: dict[str, Any], callbacks_via_api_gateway: bool, naive: bool = False, events: bool = False
+) -> dict[str, float]:
+    """`events`: priced with the status events the run published (STATUS_EVENTS); else without them."""
     meter: Meter = result["meter"]
     n = result["messages"]
     scale = 1e6 / n
@@ -225,14 +238,14 @@ def cost_per_million(result: dict[str, Any], callbacks_via_api_gateway: bool, na
         "Step Functions": transitions * PRICES["sfn_transition"] * scale,
         "DynamoDB": (meter.wru * PRICES["dynamodb_wru"] + meter.rru * PRICES["dynamodb_rru"]) * scale,
         "SQS": sqs_requests * PRICES["sqs_request"] * scale,
-        "EventBridge": meter.events * PRICES["eventbridge_event"] * scale,
+        "EventBridge": meter.events * PRICES["eventbridge_event"] * scale if events else 0.0,
         "Secrets Manager": meter.calls["secretsmanager.GetSecretValue"] * PRICES["secrets_call"] * scale,
         "API Gateway (callbacks)": (result["callbacks"] * PRICES["apigw_request"] * scale)
         if callbacks_via_api_gateway
         else 0.0,
     }
-    # Lambda's SQS pollers long-poll the queue even when it is empty: 5 pollers, a receive each 20 s,
-    # ~648,000 requests a month, charged here to a month of 1M messages.
-    costs["SQS"] += 5 * 30 * 86_400 / 20 * PRICES["sqs_request"]
+    # Lambda's SQS pollers long-poll a queue even when it is empty: 5 pollers, a receive each 20 s,
+    # ~648,000 requests a month per queue (the send queue and the forward queue), charged to a month of 1M messages.
+    costs["SQS"] += 2 * 5 * 30 * 86_400 / 20 * PRICES["sqs_request"]
     costs["total"] = sum(costs.values())
     return costs

@@ -60,9 +60,7 @@ def run_finalize() -> None:
 def run_forward() -> None:
     import app
 
-    parked = {
-        "events": [{"detail_type": "Message Status Changed", "detail": {"status_callback": "https://cdp.example/h"}}]
-    }
+    parked = {"detail_type": "Message Status Changed", "detail": {"status_callback": "https://cdp.example/h"}}
     app.forward(sqs_event(Delivery(parked)), LambdaContext())
 
 

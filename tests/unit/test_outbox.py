@@ -108,6 +108,7 @@ def test_a_reply_is_told_once_it_is_handled_with_the_context_of_the_message_it_a
     reply: dict[str, Any] = {
         "id": "in_SM1",
         "direction": "inbound",
+        "status": "received",
         "from": TO,
         "body": "thanks",
         "received_by": "+15005550006",
