@@ -79,12 +79,39 @@ def test_cfn_lint_passes(package: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_send_trigger_reports_partial_batch_failures(cfn: dict[str, Any]) -> None:
-    (mapping,) = resources(cfn, "AWS::Lambda::EventSourceMapping").values()
-    props = mapping["Properties"]
-    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["BatchSize"] == 50 and 0 < props["MaximumBatchingWindowInSeconds"] <= 5
-    assert props["EventSourceArn"] == {"Fn::Sub": "${SendQueue.Arn}"}
+def test_every_trigger_reports_partial_batch_failures(cfn: dict[str, Any]) -> None:
+    mappings = {
+        m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+        for m in resources(cfn, "AWS::Lambda::EventSourceMapping").values()
+    }
+    assert set(mappings) == {"Send", "Forward", "Outbox"}
+    assert all(p["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for p in mappings.values())
+    send = mappings["Send"]
+    assert send["BatchSize"] == 50 and 0 < send["MaximumBatchingWindowInSeconds"] <= 5
+    assert send["EventSourceArn"] == {"Fn::Sub": "${SendQueue.Arn}"}
+    assert mappings["Forward"]["EventSourceArn"] == {"Fn::Sub": "${ForwardQueue.Arn}"}
+
+
+def test_the_outbox_reads_the_ledgers_stream_with_bounded_retries_and_a_place_for_what_it_gives_up(
+    cfn: dict[str, Any],
+) -> None:
+    """docs.aws.amazon.com/lambda/latest/dg/with-ddb.html: bisect on a function error, a bounded retry count and
+    record age, an on-failure destination; the stream carries both images (domain/outbox.py compares them)."""
+    (outbox,) = [
+        m["Properties"]
+        for m in resources(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"]["Ref"] == "Outbox"
+    ]
+    assert outbox["EventSourceArn"] == {"Fn::GetAtt": ["MessagesTable", "StreamArn"]}
+    assert outbox["StartingPosition"] == "TRIM_HORIZON" and outbox["BisectBatchOnFunctionError"] is True
+    assert 0 < outbox["MaximumRetryAttempts"] <= 10_000 and 0 < outbox["MaximumRecordAgeInSeconds"] <= 86_400
+    destination = outbox["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == {"Fn::GetAtt": ["OutboxDeadLetterQueue", "Arn"]}
+    assert outbox["BatchSize"] == 1000 and 0 < outbox["MaximumBatchingWindowInSeconds"] <= 300
+    table = resources(cfn, "AWS::DynamoDB::Table")["MessagesTable"]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    forward = resources(cfn, "AWS::SQS::Queue")["ForwardQueue"]["Properties"]
+    assert forward["FifoQueue"] is True  # a message's write-backs wait in order
 
 
 def test_every_request_in_flight_to_twilio_fits_the_concurrency_budget(sam: dict[str, Any]) -> None:
@@ -270,7 +297,7 @@ def test_alarms_cover_what_an_operator_must_hear_about(sam: dict[str, Any]) -> N
         for alarm in alarms_list(sam)
         if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     }
-    assert queues == {"SendDeadLetterQueue", "ForwardDeadLetterQueue"}
+    assert queues == {"SendDeadLetterQueue", "ForwardDeadLetterQueue", "OutboxDeadLetterQueue"}
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == {
             "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
