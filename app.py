@@ -49,7 +49,7 @@ FORWARD_QUEUE = os.environ.get("FORWARD_QUEUE_NAME", "twilio-connector-forward.f
 # Up to 1,000 changes a batch, gathered for up to OUTBOX_BATCH_WINDOW_SECONDS: the counters are one write a
 # batch, so a trickle's cost falls as the window grows; write-backs and events wait at most that long.
 OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "1000"))
-OUTBOX_BATCH_WINDOW = int(os.environ.get("OUTBOX_BATCH_WINDOW_SECONDS", "5"))
+OUTBOX_BATCH_WINDOW = int(os.environ.get("OUTBOX_BATCH_WINDOW_SECONDS", "15"))
 # Twilio posts `application/x-www-form-urlencoded; charset=utf-8`; Chalice answers 415 unless listed.
 FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"]
 # JSON routes parse the raw body themselves, so a wrong type or bad JSON gets our error body, not Chalice's.

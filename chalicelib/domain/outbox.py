@@ -76,7 +76,7 @@ def _message(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Ch
         if after == "delivered" and created is not None:
             counters.append(latency_bucket((at - created).total_seconds()))
         found.append((events.STATUS_CHANGED, events.status_detail(record)))
-        if code in rules.OPT_OUT_CODES and record.to:
+        if code in rules.OPT_OUT_CODES and record.to and new.get("refused_by") != "connector":  # Twilio said so
             senders = tuple(s for s in (record.from_, record.messaging_service_sid) if s)
             opt_out = OptOut(record.to, senders)
             counters.append("event#opt_out")

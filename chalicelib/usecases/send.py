@@ -174,7 +174,9 @@ class SendService:
             early = self.validation.refusal(msg, now)
             if early is not None:
                 code, text = early
-                record = self.ledger.record_error(message_id, code, text, now, token=token)
+                # refused here, not by Twilio: an opted-out number's 21610 opts it out again of nothing
+                refused = {"refused_by": "connector"}
+                record = self.ledger.record_error(message_id, code, text, now, attrs=refused, token=token)
                 return self._errored(message_id, code, text, log, record)
             self._take_place(msg, now)
             callback = self.settings.status_callback_url(message_id)

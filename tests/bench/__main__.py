@@ -80,7 +80,7 @@ def figures() -> int:
     # A trickle of 0.4 messages/s with 120 s poll windows and Lambda's 2 s batching window, run 20× faster:
     # the same messages per window and per batch, so the same calls per message.
     trickle = quietly(
-        pipeline.run, TRICKLE_MESSAGES, arrivals_per_second=8.0, poll_window=6, batch_window=0.1, outbox_window=0.25
+        pipeline.run, TRICKLE_MESSAGES, arrivals_per_second=8.0, poll_window=6, batch_window=0.1, outbox_window=0.75
     )
     print(
         f"   trickle: {trickle['messages']} messages at 0.4/s (20x time-compressed): {trickle['delivered']} delivered, "

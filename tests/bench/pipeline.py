@@ -50,8 +50,8 @@ class Meter:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def api_call(self, service: str, operation: str, params: dict[str, Any]) -> None:
-        if threading.current_thread().name == "sqs-poller" and service == "sqs":
-            return  # the local poller stands in for Lambda's; its SQS calls are modelled per batch below
+        if threading.current_thread().name in ("sqs-poller", "forward-poller") and service == "sqs":
+            return  # the local pollers stand in for Lambda's; their SQS calls are modelled below
         with self.lock:
             self.calls[f"{service}.{operation}"] += 1
             if service == "dynamodb":
@@ -117,7 +117,7 @@ def run(
     arrivals_per_second: float | None = None,
     poll_window: int = 120,
     batch_window: float = 2.0,
-    outbox_window: float = 5.0,
+    outbox_window: float = 15.0,
     status_events: str = "none",
 ) -> dict[str, Any]:
     """Messages through the local stack. A burst (the default) is posted as fast as the stack takes it;

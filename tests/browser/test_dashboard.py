@@ -69,8 +69,15 @@ def _refused_write_back(stack: LocalStack) -> str:
     message = {"to": "+15550700009", "body": "hi", "connection": "refusing", "metadata": {"tealium_visitor_id": "v-1"}}
     message_id = requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps(message)).json()["id"]
     deadline = time.monotonic() + 20
-    while not requests.get(f"{stack.api_url}/messages/{message_id}", headers=headers).json().get("write_back_error"):
+    while True:
+        record = requests.get(f"{stack.api_url}/messages/{message_id}", headers=headers).json()
+        if record.get("write_back_error") and record["status"] == "delivered":
+            break
         assert time.monotonic() < deadline, "the write-back was never refused"
+        time.sleep(0.2)
+    # the counters follow the ledger's stream: wait until they hold every delivery, as the page will show them
+    while requests.get(f"{stack.api_url}/stats", headers=headers).json()["by_status"].get("delivered") != 2:
+        assert time.monotonic() < deadline, "the deliveries were never counted"
         time.sleep(0.2)
     receiver.server.shutdown()
     return str(message_id)

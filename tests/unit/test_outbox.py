@@ -104,6 +104,13 @@ def test_an_opt_out_error_code_stores_the_opt_out_and_says_so() -> None:
     assert stats.totals([DAY])["events"] == {"opt_out": 1} and stats.totals([DAY])["by_error_code"] == {"21610": 1}
 
 
+def test_a_number_the_connector_refused_as_opted_out_is_not_opted_out_again() -> None:
+    refused = message("error", error_code=21610, refused_by="connector")
+    change = outbox.derive(message("pending", claim_token="t"), refused, NOW)
+    assert change is not None and change.opt_out is None and "event#opt_out" not in change.counters
+    assert [kind for kind, _ in change.events] == [events.STATUS_CHANGED]
+
+
 def test_a_reply_is_told_once_it_is_handled_with_the_context_of_the_message_it_answers() -> None:
     reply: dict[str, Any] = {
         "id": "in_SM1",
