@@ -2,9 +2,10 @@
 
 Faults at 10-20%: 429s, 5xx and lost responses on create, duplicate SQS deliveries, a
 send worker killed mid-batch (its batch comes back whole after the visibility timeout),
-duplicated and reordered callbacks, and a burst of STOP replies. It passes only if no
-message is lost, the simulator saw no second create for any message, and every
-message's final status matches the simulator's truth. SOAK_MESSAGES sets the size (5000). A fifth
+duplicated and reordered callbacks, a burst of STOP replies, and an outbox invocation that dies after
+its work (its stream batch comes back whole, then halved). It passes only if no message is lost, the
+simulator saw no second create for any message, every message's final status matches the simulator's
+truth, and the counters hold each final status exactly as often as the records do. SOAK_MESSAGES sets the size (5000). A fifth
 of the paced soak's messages enter through the Twilio-compatible front door instead of the queue.
 
 SOAK_SHAPE=burst puts every message on the queue at once (no producer pacing) against a simulator
@@ -66,7 +67,9 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
         # the connector's clock is real time; the simulator's runs TIME_SCALE times faster
         rates = {sender: rate * TIME_SCALE for sender, rate in BURST_SENDERS.items()}
         config.extra_env["SENDER_RATES"] = json.dumps(rates)
-    counts: dict[str, float] = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0, "redriven": 0}
+    counts: dict[str, Any] = {"duplicate_deliveries": 0, "killed_batches": 0, "stop_replies": 0, "redriven": 0}
+    counts["killed_outbox_batches"] = 0
+    first_day = time.strftime("%Y-%m-%d", time.gmtime())
     with LocalStack(config) as stack:
         assert stack.simulator is not None
         sim = stack.simulator.sim
@@ -102,6 +105,17 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
             return original(received)
 
         stack.run_send_batch = faulty_batch  # type: ignore[method-assign]
+        outbox = stack.outbox.handler
+
+        def dying_outbox(event: dict[str, Any], context: Any) -> Any:
+            answer = outbox(event, context)
+            if rng.random() < 0.05:  # done and counted, then timed out: Lambda retries the batch whole, halved
+                with lock:
+                    counts["killed_outbox_batches"] += 1
+                raise RuntimeError("the outbox function timed out")
+            return answer
+
+        stack.outbox.handler = dying_outbox
         started = time.perf_counter()
         stop_at = {i for i in range(3, messages, 40)}  # a burst of STOP replies, for about 2.5%
         progress = Progress()
@@ -155,6 +169,15 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
             time.sleep(0.2)
         time.sleep(1)
         records = ledger.get_many(list(ids.values()))
+        quiet = time.monotonic() + 60
+        while stack.outbox.pending and time.monotonic() < quiet:  # the stream's last changes, counted
+            time.sleep(0.5)
+        time.sleep(2)
+        days = sorted({first_day, time.strftime("%Y-%m-%d", time.gmtime())})
+        counted = wiring.stats().totals(days)["by_status"]
+        finals = [r.status for r in records.values()]
+        miscounted = {s: (counted.get(s, 0), finals.count(s)) for s in TERMINAL if counted.get(s, 0) != finals.count(s)}
+        counts["outbox_given_up"] = len(stack.outbox.given_up)
         creates = sim.create_counts()
         by_body = {c["body"]: c for c in sim.creates()}
         lost = [i for i in ids.values() if records.get(i) is None or records[i].status not in TERMINAL]
@@ -182,6 +205,7 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
         "lost": len(lost),
         "sent_twice": len(twice),
         "wrong_status": len(wrong),
+        "miscounted": miscounted,
         "examples": wrong[:5],
         **counts,
     }
@@ -265,9 +289,15 @@ def run_soak(burst: bool) -> int:
     print(
         f"  lost: {result['lost']}   sent twice: {result['sent_twice']}   status differs from Twilio's truth: {result['wrong_status']}"
     )
+    print(
+        f"  outbox: {result['killed_outbox_batches']} invocations died after their work; final statuses counted "
+        f"otherwise than recorded: {len(result['miscounted'])} {result['miscounted'] or ''}; "
+        f"batches given up: {result['outbox_given_up']}"
+    )
     for example in result["examples"]:
         print(f"    e.g. message {example[0]}: {example[1]} ({example[2]}), truth {example[3]}")
     ok = result["lost"] == 0 and result["sent_twice"] == 0 and result["wrong_status"] == 0
+    ok = ok and not result["miscounted"] and result["outbox_given_up"] == 0
     if burst:
         print(
             f"  in the DLQ: {result['redriven']}   failed 30001: {result['failed_30001']}   "
