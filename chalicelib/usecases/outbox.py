@@ -141,7 +141,9 @@ class OutboxConsumer:
         for position, (_, kind, detail) in enumerate(line):
             try:
                 self.write_back.forward(detail, detail_type=kind)
-            except ForwardFailed as exc:
+            except Exception as exc:  # ForwardFailed, or a fault of its own: never one that holds up the stream
+                if not isinstance(exc, ForwardFailed):
+                    logger.error("write-back failed", extra={"kind": type(exc).__name__, "error": str(exc)})
                 rest = [(k, d) for _, k, d in line[position:]]
                 try:
                     self.parked.park(message_id, rest)
@@ -160,7 +162,7 @@ def forward_parked(write_back: WriteBack, entries: Sequence[tuple[str, Mapping[s
     for position, (kind, detail) in enumerate(entries):
         try:
             write_back.forward(detail, detail_type=kind)
-        except ForwardFailed as exc:
-            logger.info("parked write-back refused again", extra={"reason": str(exc)})
+        except Exception as exc:  # ForwardFailed, or a fault of its own: those told already stay told
+            logger.info("parked write-back not taken", extra={"kind": type(exc).__name__, "reason": str(exc)})
             return position
     return len(entries)

@@ -99,7 +99,7 @@ def test_a_lambda_handler_publishes_its_metrics(handler: str, fail: bool, capsys
     piece, run = HANDLERS[handler]
     name = f"Probe{handler.capitalize()}"
     wiring.override(**{piece: cast(Any, Counting(name, fail))})
-    if fail:
+    if fail and handler != "forward":  # the forward function answers a failure as a record SQS hands back
         with pytest.raises(RuntimeError):
             run()
     else:
