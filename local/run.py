@@ -238,6 +238,7 @@ def _demo_write_back(stack: Any) -> None:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     headers = {"x-api-key": stack.config.api_key, "Content-Type": "application/json"}
     print("\nDemo: one connection per write-back format; what each platform receives:")
+    sent: list[str] = []
     for number, (name, (write_back, metadata)) in enumerate(PLATFORMS.items()):
         url = f"{base}/{name}" + ("/v3/collect/event" if name == "tealium3" else "")
         options = {
@@ -263,8 +264,27 @@ def _demo_write_back(stack: Any) -> None:
             "connection": name,
             "metadata": metadata,
         }
-        requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps(message), timeout=10)
-    time.sleep(8)  # the write-backs arrive as the simulator delivers
+        answer = requests.post(f"{stack.api_url}/messages", headers=headers, data=json.dumps(message), timeout=10)
+        sent.append(answer.json()["id"])
+    # the write-backs arrive as the simulator delivers: wait until every message is final and told
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _all_told(stack, sent, headers):
+        time.sleep(0.5)
+
+
+def _all_told(stack: Any, ids: list[str], headers: dict[str, str]) -> bool:
+    """Every message final, the ledger's stream read to its end, and nothing waiting in the forward queue."""
+    final = {"delivered", "undelivered", "failed", "error"}
+    if any(requests.get(f"{stack.api_url}/messages/{i}", headers=headers, timeout=10).json().get("status") not in final
+           for i in ids):  # fmt: skip
+        return False
+    waiting = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.queues["ForwardQueue"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]  # fmt: skip
+    time.sleep(0.5)  # a change written just now is on the stream within the trigger's next read
+    return not stack.outbox.pending and not any(int(n) for n in waiting.values())
 
 
 if __name__ == "__main__":
