@@ -9,13 +9,15 @@ Tracing is left out: the X-Ray SDK would cost cold-start time on every invocatio
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from traceback import extract_tb
 
 from aws_lambda_powertools import Logger, Metrics
 
-SERVICE = "twilio-connector"
+# One service per stage (`twilio-connector-<stage>`, set in .chalice/config.json): stages share no metrics.
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "twilio-connector"
 # E.164 (+ and 8-15 digits, as Twilio quotes them) and bare runs of 10-15 digits (a number that lost its +).
 PHONE_LIKE = re.compile(r"(?<![\w+])\+\d{7,15}(?!\d)|(?<![\w+.:/-])\d{10,15}(?![\w.:/-])")
 

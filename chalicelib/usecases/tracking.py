@@ -185,6 +185,9 @@ class TrackingService:
             self.ledger.mark_poll_exhausted(message_id, state.attempt, now)
         if remaining:
             metrics.add_metric(name="PollsExhausted", unit="Count", value=len(remaining))
+        if state.error is not None:  # a poll run failed past its retries: the window ends before its attempts do
+            metrics.add_metric(name="PollWindowsAbandoned", unit="Count", value=1)
+            logger.error("poll window finalized early", extra={"window": state.window, "attempt": state.attempt})
         return {"finalized": len(remaining), "attempts": state.attempt, "error": state.error}
 
     # --- Twilio's webhooks ----------------------------------------------------

@@ -290,20 +290,27 @@ def alarms_list(sam: dict[str, Any]) -> list[dict[str, Any]]:
 def test_alarms_cover_what_an_operator_must_hear_about(sam: dict[str, Any]) -> None:
     alarms = {alarm["MetricName"]: alarm for alarm in alarms_list(sam)}
     wanted = {"ApproximateNumberOfMessagesVisible", "Errors", "TwilioThrottled", "ExecutionsFailed",
-              "DuplicateSendDetected", "PollStartFailed"}  # fmt: skip
+              "DuplicateSendDetected", "PollStartFailed", "Throttles", "IteratorAge", "ApproximateAgeOfOldestMessage",
+              "EventsNotPublished", "PollWindowsAbandoned", "WriteThrottleEvents", "ReadThrottleEvents"}  # fmt: skip
     assert wanted <= set(alarms)
+    # every function: Lambda's Throttles (a function URL answers 429 above 10 × its reserved concurrency)
+    throttled = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms_list(sam) if a["MetricName"] == "Throttles"}
+    functions = {name for name, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert throttled == functions
+    failing = {a["Dimensions"][0]["Value"]["Ref"] for a in alarms_list(sam) if a["MetricName"] == "Errors"}
+    assert {"Send", "Webhooks", "APIHandler", "Facade", "Outbox", "Poll"} <= failing
     queues = {
         alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for alarm in alarms_list(sam)
         if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     }
     assert queues == {"SendDeadLetterQueue", "ForwardDeadLetterQueue", "OutboxDeadLetterQueue"}
-    for alarm in alarms.values():
+    for alarm in alarms_list(sam):
         assert alarm["AlarmActions"] == {
             "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
         }
         if alarm["Namespace"] == "TwilioConnector":  # Powertools' default dimension
-            assert alarm["Dimensions"] == [{"Name": "service", "Value": "twilio-connector"}]
+            assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Fn::Sub": "twilio-connector-${Stage}"}}]
     assert sam["Parameters"]["AlarmTopicArn"]["Default"] == ""
 
 
@@ -453,3 +460,15 @@ def test_every_functions_environment_fits_lambdas_4_kb_whatever_the_stacks_name(
     grown["Resources"]["Send"]["Properties"]["Environment"]["Variables"]["TWILIO_CONNECTIONS"] = "x" * 3000
     with pytest.raises(DeployError, match="function Send's environment"):
         check_environment_size(grown, "dev", "twilio-connector-dev")
+
+
+def test_the_readme_says_what_to_do_when_each_alarm_fires(sam: dict[str, Any]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## When an alarm fires", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for name, resource in resources(sam, "AWS::CloudWatch::Alarm").items():
+        metric = resource["Properties"]["MetricName"]
+        shown = f"<Function>{metric}" if metric in ("Throttles", "Errors") else name.removesuffix("Alarm")
+        if f"`{shown}`" not in section:
+            missing.append(name)
+    assert missing == []

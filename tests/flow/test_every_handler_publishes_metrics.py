@@ -139,3 +139,35 @@ def test_an_api_route_publishes_a_refused_key(capsys: pytest.CaptureFixture[str]
     with Client(app.app, project_dir=str(tmp_path)) as client:
         assert client.http.get("/messages/msg_1", headers={"x-api-key": "wrong"}).status_code == 403
     assert "ApiKeyRejected" in published(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("failed", [True, False], ids=["a poll run failed", "attempts exhausted"])
+def test_a_window_finalized_because_a_poll_run_failed_is_counted(
+    failed: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The PollWindowsAbandoned alarm's metric: only a Catch (the state machine's `error`) raises it."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    import app
+    from chalicelib.adapters.twilio_api import TwilioApi
+    from chalicelib.domain.twilio import TwilioCredentials
+    from chalicelib.settings import load_settings
+    from chalicelib.usecases.tracking import TrackingService
+    from tests.fakes import InMemoryLedger, InMemoryOptOuts, StaticCredentials
+
+    tracking = TrackingService(
+        load_settings({"TWILIO_SECRET_ID": "x"}),
+        InMemoryLedger(),
+        InMemoryOptOuts(),
+        TwilioApi("https://api.twilio.test"),  # never called: finalize reads the ledger only
+        StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t")),
+        lambda: datetime(2026, 12, 3, tzinfo=UTC),
+        ThreadPoolExecutor(max_workers=1),
+    )
+    wiring.override(tracking=tracking)
+    state: dict[str, Any] = {"window": 0, "attempt": 2}
+    if failed:
+        state["error"] = {"Error": "States.Timeout", "Cause": "the poll run took longer than its timeout"}
+    app.finalize(state, LambdaContext())
+    assert ("PollWindowsAbandoned" in published(capsys.readouterr().out)) is failed
