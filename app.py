@@ -304,7 +304,9 @@ def send(event: SQSEvent) -> dict[str, Any]:
 def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.domain.polling import PollState
 
-    return wiring.tracking().poll(PollState.from_state(event)).to_state()
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    seconds_left = (lambda: remaining() / 1000) if remaining else None
+    return wiring.tracking().poll(PollState.from_state(event), seconds_left).to_state()
 
 
 @app.lambda_function(name="finalize")

@@ -182,11 +182,13 @@ class LambdaRouter:
 
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
+        self.timeouts: dict[str, float] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
-    def register(self, function_name: str, handler: Handler) -> None:
+    def register(self, function_name: str, handler: Handler, timeout_s: float = 60.0) -> None:
         self.routes[function_name] = handler
+        self.timeouts[function_name] = timeout_s
 
     def _invoke(self, response: Any) -> tuple[int, dict[str, str], bytes]:
         from urllib.parse import unquote
@@ -201,7 +203,7 @@ class LambdaRouter:
             self.calls.append((name, event))
         headers = {"content-type": "application/json"}
         try:
-            payload: Any = handler(event, _Context(name))
+            payload: Any = handler(event, _Context(name, self.timeouts.get(name, 60.0)))
         except Exception as exc:
             headers["x-amz-function-error"] = "Unhandled"
             payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
@@ -273,14 +275,17 @@ def linear_sqs_receive() -> Iterator[None]:
 
 
 class _Context:
-    def __init__(self, name: str) -> None:
+    """Lambda's context object: the time left counts down from the function's timeout."""
+
+    def __init__(self, name: str, timeout_s: float = 60.0) -> None:
         self.function_name = name
         self.aws_request_id = "local"
         self.memory_limit_in_mb = 256
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+        self._ends = time.monotonic() + timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60000
+        return max(0, int((self._ends - time.monotonic()) * 1000))
 
 
 def function_url_event(method: str, path: str, headers: dict[str, str], body: bytes, domain: str) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class StackConfig:
     facade_token: str = "local-facade-token"  # noqa: S105 - local only, printed by make run
     facade_dedup_seconds: int = 300
     outbox_batch_size: int = 100  # stream records per outbox invocation (deployed: OUTBOX_BATCH_SIZE)
+    poll_timeout_seconds: float = 60.0  # the poll function's timeout (.chalice/config.json): its time budget
     outbox_batch_window: float = 0.0  # seconds to gather them (deployed: OUTBOX_BATCH_WINDOW_SECONDS)
 
 
@@ -164,7 +165,7 @@ class LocalStack:
 
         self.app = app
         self.rewire()
-        self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll)
+        self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll, cfg.poll_timeout_seconds)
         self.router.register(f"twilio-connector-{cfg.stage}-finalize", app.finalize)
         patch = self.router.installed()
         patch.__enter__()

@@ -170,6 +170,11 @@ class InMemoryLedger:
         with self.lock:
             return [i for i, item in self.items.items() if item.get("poll_window") == window]
 
+    def open_page(self, window: int, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        after = sorted(i for i in self.open_in_window(window) if cursor is None or i > cursor)
+        page = after[:limit]
+        return page, (page[-1] if len(after) > limit else None)
+
     def last_message_to(self, phone: str) -> str | None:
         with self.lock:
             mine = [i for i in self.items.values() if i.get("to") == phone and "created_at" in i]

@@ -212,18 +212,24 @@ class DynamoMessageLedger(DynamoTable):
 
     def open_in_window(self, window: int) -> list[str]:
         """The messages a poll window still follows (terminal ones have left the sparse index)."""
-        ids: list[str] = []
+        ids, cursor = self.open_page(window, None, 1000)
+        while cursor is not None:
+            page, cursor = self.open_page(window, cursor, 1000)
+            ids += page
+        return ids
+
+    def open_page(self, window: int, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         request: dict[str, Any] = {
             "IndexName": POLL_WINDOW_INDEX,
             "KeyConditionExpression": "poll_window = :w",
             "ExpressionAttributeValues": {":w": {"N": str(window)}},
+            "Limit": limit,
         }
-        while True:
-            result = self._call("query", **request)
-            ids += [item["id"]["S"] for item in result.get("Items", [])]
-            if "LastEvaluatedKey" not in result:
-                return ids
-            request["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        if cursor is not None:  # a position, not an item: it holds even if that message has left the index
+            request["ExclusiveStartKey"] = {"id": {"S": cursor}, "poll_window": {"N": str(window)}}
+        result = self._call("query", **request)
+        last = result.get("LastEvaluatedKey")
+        return [item["id"]["S"] for item in result.get("Items", [])], (last["id"]["S"] if last else None)
 
     # --- the Twilio-compatible front door --------------------------------------
 

@@ -263,6 +263,10 @@ class MessageLedger(Protocol):
 
     def open_in_window(self, window: int) -> list[str]: ...
 
+    def open_page(self, window: int, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Up to `limit` of the window's open messages after `cursor` (in id order), and the next cursor."""
+        ...
+
     def claim_content(self, key: str, message_id: str, now: datetime, window: timedelta) -> str:
         """The message that owns this content for `window`: `message_id` if none did, else the earlier one."""
         ...

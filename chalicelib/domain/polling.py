@@ -29,6 +29,8 @@ class PollState:
     remaining: int = -1  # not polled yet
     error: Any = None
     connection: str | None = None  # the connection whose messages it follows (None: every one, as before)
+    cursor: str | None = None  # where an attempt cut short by its time budget goes on (the ASL loops on it)
+    open_so_far: int = 0  # what the attempt's earlier runs found still open
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> PollState:
@@ -41,6 +43,8 @@ class PollState:
             remaining=int(state.get("remaining", -1)),
             error=state.get("error"),
             connection=state.get("connection") or None,
+            cursor=state.get("cursor") or None,
+            open_so_far=int(state.get("open_so_far") or 0),
         )
 
     def follows(self, connection: str | None) -> bool:
@@ -48,7 +52,7 @@ class PollState:
 
     def to_state(self) -> dict[str, Any]:
         state = dataclasses.asdict(self)
-        for optional in ("error", "connection"):
+        for optional in ("error", "connection", "cursor"):
             if state[optional] is None:
                 del state[optional]
         return state
@@ -65,7 +69,9 @@ def poll_input(
     """The first poll comes one retry interval after the window closes: every message sent in it is in."""
     interval = max(1, math.ceil(retry_interval_ms / 1000))
     closes_in = window + window_seconds - now.timestamp()
-    wait = max(1, math.ceil(closes_in) + interval)
+    # staggered within one interval, so every connection's execution does not wake on the same boundary
+    stagger = int(hashlib.sha256(execution_name(window, connection).encode()).hexdigest(), 16) % interval
+    wait = max(1, math.ceil(closes_in) + interval + stagger)
     return PollState(window, wait, interval, retry_attempts, connection=connection).to_state()
 
 

@@ -8,7 +8,7 @@ forward (docs/user-guide.md, "What became of each message"), so late and duplica
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +24,9 @@ from chalicelib.domain.twilio import Twilio, TwilioError, TwilioMessage, TwilioR
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import Settings
 
+# What a poll run keeps in hand before its Lambda timeout: one page of fetches (POLL_PAGE_SIZE at
+# POLL_CONCURRENCY, Twilio's read timeout each at worst) and the ledger's writes.
+POLL_RESERVE_S = 20.0
 OPT_OUT = "STOP"
 OPT_IN = "START"
 HELP = "HELP"
@@ -135,10 +138,33 @@ class TrackingService:
 
     # --- the poll loop (Step Functions) -------------------------------------
 
-    def poll(self, state: PollState) -> PollState:
-        """One poll attempt over a window: what callbacks finished has left it; fetch the rest concurrently."""
-        window = state.window
-        records = self.ledger.get_many(self.ledger.open_in_window(window))
+    def poll(self, state: PollState, seconds_left: Callable[[], float] | None = None) -> PollState:
+        """One poll attempt over a window, a page of its open messages at a time (what callbacks finished
+        has left it), each page fetched concurrently. A run short of time hands back a cursor and the state
+        machine runs the attempt on from there at once: a big window is never cut short by a timeout."""
+        window, cursor, still_open = state.window, state.cursor, state.open_so_far
+        attempt = state.attempt + 1
+        while True:
+            ids, cursor = self.ledger.open_page(window, cursor, self.settings.poll_page_size)
+            still_open += self._poll_page(state, ids, attempt)
+            if cursor is None:
+                break
+            if seconds_left is not None and seconds_left() < POLL_RESERVE_S:
+                logger.info("poll attempt continues", extra={"window": window, "attempt": attempt})
+                return dataclasses.replace(state, cursor=cursor, open_so_far=still_open)  # no Wait: on at once
+        logger.info("poll attempt", extra={"window": window, "attempt": attempt, "open": still_open})
+        return dataclasses.replace(
+            state,
+            remaining=still_open,
+            attempt=attempt,
+            wait_seconds=state.retry_interval_seconds,
+            cursor=None,
+            open_so_far=0,
+        )
+
+    def _poll_page(self, state: PollState, ids: Sequence[str], attempt: int) -> int:
+        """How many of these messages are still open after asking Twilio about them."""
+        records = self.ledger.get_many(ids)
         open_ = [
             r
             for r in records.values()
@@ -148,8 +174,7 @@ class TrackingService:
         failures = [f for f in fetched if isinstance(f, TwilioError)]
         if open_ and len(failures) == len(open_) and all(isinstance(f, TwilioRetryable) for f in failures):
             raise failures[0]  # Twilio is down for all of them: let the state machine's Retry wait
-        attempt = state.attempt + 1
-        still_open: set[str] = set()
+        still_open = 0
         for record, result in zip(open_, fetched, strict=True):
             status = record.status
             # Only a change is written (with the attempt that saw it): an unchanged poll costs no write.
@@ -157,11 +182,8 @@ class TrackingService:
                 updated = self.apply(record.id, _update_from(result, "poll", attempt))
                 status = updated.status if updated else status
             if status not in rules.TERMINAL_STATUSES:
-                still_open.add(record.id)
-        logger.info("poll attempt", extra={"window": window, "attempt": attempt, "polled": len(open_)})
-        return dataclasses.replace(
-            state, remaining=len(still_open), attempt=attempt, wait_seconds=state.retry_interval_seconds
-        )
+                still_open += 1
+        return still_open
 
     def _fetch(self, record: MessageRecord) -> TwilioMessage | TwilioError:
         try:

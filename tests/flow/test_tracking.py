@@ -102,6 +102,20 @@ def polling_only() -> Iterator[Harness]:
     yield from make_stack(extra_env={"PUBLIC_BASE_URL": ""})
 
 
+def test_a_window_too_big_for_one_poll_run_is_polled_a_page_at_a_time_and_finishes() -> None:
+    """A poll run with too little time left for another page hands back a cursor; the state machine
+    (the real ASL, run by moto) loops straight back to Poll; every message is polled once per attempt."""
+    for harness in make_stack(extra_env={"PUBLIC_BASE_URL": "", "POLL_PAGE_SIZE": "2"}, poll_timeout_seconds=20):
+        ids = [harness.send(f"+1555010004{n}") for n in range(5)]
+        for message_id in ids:
+            harness.wait_status(message_id, "delivered", timeout=40)
+        (execution,) = harness.executions_done()
+        history = harness.sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
+        entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+        assert entered.count("Poll") >= 3 and entered.count("Wait") < entered.count("Poll")  # runs went on at once
+        assert execution["status"] == "SUCCEEDED" and all(harness.record(i).poll_attempts == 1 for i in ids)
+
+
 def test_delivered_through_polling_alone(polling_only: Harness) -> None:
     message_id = polling_only.send("+15550100001")
     record = polling_only.wait_status(message_id, "delivered")

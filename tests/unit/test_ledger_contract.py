@@ -240,6 +240,19 @@ def test_a_poll_window_holds_its_sent_messages_until_they_finish(ledger):
     assert ledger.open_in_window(1) == []
 
 
+def test_a_poll_window_is_read_a_page_at_a_time_and_a_cursor_survives_its_message_leaving(ledger):
+    for i in range(5):
+        ledger.claim(f"p{i}", ATTRS, "t", NOW, LEASE)
+        ledger.record_sent(f"p{i}", SentMessage(f"SMp{i}", "queued", poll_window=1_795_000_120), NOW)
+    first, cursor = ledger.open_page(1_795_000_120, None, 2)
+    assert first == ["p0", "p1"] and cursor == "p1"
+    ledger.apply_status("p1", StatusUpdate("delivered", "callback", "SMp1"), NOW)  # the cursor's message leaves
+    second, cursor = ledger.open_page(1_795_000_120, cursor, 2)
+    assert second == ["p2", "p3"] and cursor == "p3"
+    last, cursor = ledger.open_page(1_795_000_120, cursor, 2)
+    assert last == ["p4"] and cursor is None
+
+
 def test_an_inbound_message_is_stored_once_and_a_replay_sees_it(ledger):
     reply = {"id": "in_SM1", "direction": "inbound", "from": "+15551234567", "body": "START"}
     assert ledger.record_reply(reply, NOW) is None
