@@ -228,7 +228,7 @@ def dashboard() -> Response:
 @app.route("/dlq", methods=["GET"], content_types=ANY)
 @_guarded
 def dlq_show() -> Response:
-    return _json(wiring_http.operations_api().dlq_show())
+    return _json(wiring_http.operations_api().dlq_show(_request().query_params or {}))
 
 
 @app.route("/dlq/redrive", methods=["POST"], content_types=ANY)

@@ -54,6 +54,7 @@ class Settings:
     # replies and opt-outs) or all (every status change). Write-backs do not need the bus.
     status_events: str = "none"
     forward_queue_url: str | None = None  # where a write-back its platform did not take waits (the forward queue)
+    forward_dlq_url: str | None = None  # where one waits after about an hour of refusals (GET /dlq?queue=forward)
     claim_lease_seconds: int = 120
     record_ttl_days: int = 90
     secret_max_age_seconds: int = 300
@@ -212,6 +213,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         event_bus_name=env.get("EVENT_BUS_NAME") or D.event_bus_name,
         status_events=_choice(env, "STATUS_EVENTS", D.status_events, ("none", "final", "all")),
         forward_queue_url=env.get("FORWARD_QUEUE_URL") or None,
+        forward_dlq_url=env.get("FORWARD_DLQ_URL") or None,
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", D.claim_lease_seconds, minimum=1),
         record_ttl_days=_int(env, "RECORD_TTL_DAYS", D.record_ttl_days, minimum=1),
         secret_max_age_seconds=_int(env, "SECRET_MAX_AGE_SECONDS", D.secret_max_age_seconds),

@@ -121,6 +121,16 @@ def dead_letters() -> DeadLetters | None:
     return once("dead_letters", lambda: DeadLetters(on_first_use("sqs"), dlq, send_queue().url))
 
 
+def forward_dead_letters() -> DeadLetters | None:
+    from chalicelib.entrypoints.operations import ForwardDeadLetters
+
+    s = settings()
+    if not s.forward_dlq_url or not s.forward_queue_url:
+        return None
+    dlq, queue = s.forward_dlq_url, s.forward_queue_url
+    return once("forward_dead_letters", lambda: ForwardDeadLetters(on_first_use("sqs"), dlq, queue))
+
+
 def issue_api_key(name: str) -> str:
     from chalicelib.entrypoints.api_keys import add_api_key
 
@@ -133,4 +143,4 @@ def issue_api_key(name: str) -> str:
 def operations_api() -> OperationsApi:
     from chalicelib.entrypoints.operations import OperationsApi
 
-    return once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key))
+    return once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key, forward_dead_letters()))

@@ -110,11 +110,11 @@ def follow(client: Client, message_id: str, wait: float, out: TextIO, sleep: Cal
     return 0
 
 
-def redrive(client: Client, limit: int, out: TextIO) -> int:
+def redrive(client: Client, limit: int, out: TextIO, queue: str = "send") -> int:
     """In rounds of at most 100, with progress: a large DLQ is not one long request."""
     total = 0
     while total < limit:
-        result = client.call("POST", "/dlq/redrive", limit=min(100, limit - total))
+        result = client.call("POST", "/dlq/redrive", limit=min(100, limit - total), queue=queue)
         total += int(result.get("moved", 0))
         out.write(f"  moved {total} so far; {result.get('depth')} left in the DLQ\n")
         if not result.get("moved"):
@@ -147,10 +147,11 @@ def run(argv: Sequence[str] | None, out: TextIO, sleep: Callable[[float], None] 
             return 0 if result.get("ok") else 1
         if args.command == "dlq":
             if args.action == "show":
-                return _print(out, client.call("GET", "/dlq"))
+                return _print(out, client.call("GET", "/dlq", queue=args.queue))
             if args.dry_run:
-                return _print(out, client.call("POST", "/dlq/redrive", dry_run="true", limit=args.limit))
-            return redrive(client, args.limit, out)
+                dry = {"dry_run": "true", "limit": args.limit, "queue": args.queue}
+                return _print(out, client.call("POST", "/dlq/redrive", **dry))
+            return redrive(client, args.limit, out, args.queue)
         if args.command == "api-key":
             made = client.call("POST", f"/api-keys/{args.name}")
             out.write(f"API key for {made['name']} (shown once; only its hash is stored):\n{made['api_key']}\n")
@@ -191,8 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--to", help="YYYY-MM-DD (default today)")
     test = commands.add_parser("test-connection", help="check a connection's credentials, sender and webhooks")
     test.add_argument("name", nargs="?")
-    dlq = commands.add_parser("dlq", help="the send queue's dead-letter queue")
+    dlq = commands.add_parser("dlq", help="a dead-letter queue: the send queue's, or the forward queue's")
     dlq.add_argument("action", choices=["show", "redrive"])
+    dlq.add_argument(
+        "--queue", choices=["send", "forward"], default="send", help="forward: write-backs no platform took"
+    )
     dlq.add_argument("--dry-run", action="store_true", help="redrive: only say how many would move")
     dlq.add_argument("--limit", type=int, default=100, help="redrive: at most this many (default 100)")
     key = commands.add_parser("api-key", help="make an API key (shown once)")

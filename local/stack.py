@@ -138,6 +138,7 @@ class LocalStack:
                 "CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
                 "SEND_DLQ_URL": self.queues["SendDeadLetterQueue"],
                 "FORWARD_QUEUE_URL": self.queues["ForwardQueue"],
+                "FORWARD_DLQ_URL": self.queues["ForwardDeadLetterQueue"],
                 "COUNTERS_TABLE": self.tables["CountersTable"],
                 "SENDERS_TABLE": self.tables["SendersTable"],
                 "SEND_QUEUE_NAME": f"twilio-connector-{cfg.stage}-send",

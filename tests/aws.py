@@ -52,6 +52,7 @@ def provision(monkeypatch: Any, base_url: str, account_sid: str, auth_token: str
         "COUNTERS_TABLE": names["CountersTable"],
         "SENDERS_TABLE": names["SendersTable"],
         "FORWARD_QUEUE_URL": names["ForwardQueue"],
+        "FORWARD_DLQ_URL": names["ForwardDeadLetterQueue"],
         "SEND_QUEUE_NAME": f"twilio-connector-{STAGE}-send",
         "TWILIO_SECRET_ID": SECRET_ID,
         "API_KEYS_SECRET_ID": API_KEYS_SECRET_ID,

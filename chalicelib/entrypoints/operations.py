@@ -4,11 +4,12 @@ oldest record's age, redrive with a dry run) and Twilio's words for an error cod
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from chalicelib.domain.queued import MESSAGE_ID_ATTRIBUTE, QueuedRequest
 from chalicelib.domain.rules import ConnectorCode
@@ -42,6 +43,8 @@ def describe_errors(codes: Iterable[str]) -> dict[str, str]:
 
 class DeadLetters:
     """The send queue's DLQ: records that failed five receives wait here until an operator redrives them."""
+
+    RECEIVE: ClassVar[dict[str, Any]] = {}  # what a redrive asks SQS for besides the body
 
     def __init__(self, client: Any, dlq_url: str, send_queue_url: str, clock: Any = time.time) -> None:
         self.client = client
@@ -80,30 +83,50 @@ class DeadLetters:
                 MaxNumberOfMessages=min(10, limit - moved),
                 VisibilityTimeout=30,
                 MessageAttributeNames=["All"],
+                **self.RECEIVE,
             ).get("Messages", [])
             if not got:
                 break
             for message in got:
-                attributes = {
-                    k: {"DataType": v.get("DataType", "String"), "StringValue": v["StringValue"]}
-                    for k, v in (message.get("MessageAttributes") or {}).items()
-                    if "StringValue" in v
-                }
-                # A record keyed only by its SQS messageId would get a new one, so a new ledger id, and could be
-                # sent again: it goes back naming the ledger id it had.
-                named = {k: {"stringValue": v["StringValue"]} for k, v in attributes.items()}
-                as_lambda_saw_it = {
-                    "messageId": message["MessageId"],
-                    "body": message["Body"],
-                    "messageAttributes": named,
-                }
-                ledger_id = QueuedRequest.from_record(as_lambda_saw_it).message_id
-                attributes[MESSAGE_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": ledger_id}
-                extra = {"MessageAttributes": attributes}
-                self.client.send_message(QueueUrl=self.send_queue_url, MessageBody=message["Body"], **extra)
+                self._put_back(message)
                 self.client.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 moved += 1
         return {"dry_run": False, "moved": moved, "depth": self.depth()}
+
+    def _put_back(self, message: dict[str, Any]) -> None:
+        attributes = {
+            k: {"DataType": v.get("DataType", "String"), "StringValue": v["StringValue"]}
+            for k, v in (message.get("MessageAttributes") or {}).items()
+            if "StringValue" in v
+        }
+        # A record keyed only by its SQS messageId would get a new one, so a new ledger id, and could be
+        # sent again: it goes back naming the ledger id it had.
+        named = {k: {"stringValue": v["StringValue"]} for k, v in attributes.items()}
+        as_lambda_saw_it = {"messageId": message["MessageId"], "body": message["Body"], "messageAttributes": named}
+        ledger_id = QueuedRequest.from_record(as_lambda_saw_it).message_id
+        attributes[MESSAGE_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": ledger_id}
+        extra = {"MessageAttributes": attributes}
+        self.client.send_message(QueueUrl=self.send_queue_url, MessageBody=message["Body"], **extra)
+
+
+class ForwardDeadLetters(DeadLetters):
+    """The forward queue's DLQ (FIFO): write-backs their platform did not take in about an hour. A redrive
+    puts each back in its message's group, in the order the DLQ holds them, to be told in order again."""
+
+    RECEIVE: ClassVar[dict[str, Any]] = {"AttributeNames": ["MessageGroupId", "SentTimestamp"]}
+
+    def show(self) -> dict[str, Any]:
+        """Depth only: a FIFO queue is not peeked, since a look would hold its message groups."""
+        return {"depth": self.depth(), "oldest_age_seconds": None}
+
+    def _put_back(self, message: dict[str, Any]) -> None:
+        group = message["Attributes"]["MessageGroupId"]
+        self.client.send_message(
+            QueueUrl=self.send_queue_url,  # the forward queue
+            MessageBody=message["Body"],
+            MessageGroupId=group,
+            MessageDeduplicationId=hashlib.sha256(f"redrive|{message['MessageId']}".encode()).hexdigest(),
+        )
 
 
 @functools.cache
@@ -112,29 +135,41 @@ def dashboard_html() -> str:
 
 
 class OperationsApi:
-    """`GET /dlq`, `POST /dlq/redrive`, `POST /api-keys/{name}`: thin, each answer in the API's shape."""
+    """`GET /dlq`, `POST /dlq/redrive` (`?queue=send`, the default, or `forward`), `POST /api-keys/{name}`:
+    thin, each answer in the API's shape."""
 
-    def __init__(self, dead_letters: DeadLetters | None, issue_key: Any) -> None:
-        self.dead_letters = dead_letters
+    def __init__(self, dead_letters: DeadLetters | None, issue_key: Any, forward: DeadLetters | None = None) -> None:
+        self.queues = {"send": (dead_letters, "SEND_DLQ_URL"), "forward": (forward, "FORWARD_DLQ_URL")}
         self.issue_key = issue_key
 
-    def dlq_show(self) -> Any:
-        from chalicelib.entrypoints.responses import ApiResult, error
+    def _queue(self, query: Any) -> Any:
+        from chalicelib.entrypoints.responses import error
 
-        if self.dead_letters is None:
-            return error(404, "not_found", "no dead-letter queue is configured (SEND_DLQ_URL)")
-        return ApiResult(200, self.dead_letters.show())
+        name = str((query or {}).get("queue") or "send")
+        if name not in self.queues:
+            return error(400, ConnectorCode.INVALID_REQUEST, "`queue` must be `send` or `forward`", "queue")
+        queue, setting = self.queues[name]
+        if queue is None:
+            return error(404, "not_found", f"no {name} dead-letter queue is configured ({setting})")
+        return queue
+
+    def dlq_show(self, query: Any = None) -> Any:
+        from chalicelib.entrypoints.responses import ApiResult
+
+        queue = self._queue(query)
+        return ApiResult(200, queue.show()) if isinstance(queue, DeadLetters) else queue
 
     def dlq_redrive(self, query: Any) -> Any:
         from chalicelib.entrypoints.responses import ApiResult, error
 
-        if self.dead_letters is None:
-            return error(404, "not_found", "no dead-letter queue is configured (SEND_DLQ_URL)")
+        queue = self._queue(query)
+        if not isinstance(queue, DeadLetters):
+            return queue
         limit_text = str(query.get("limit") or "100")
         if not limit_text.isascii() or not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
             return error(400, ConnectorCode.INVALID_REQUEST, "`limit` must be an integer from 1 to 1000", "limit")
         dry_run = str(query.get("dry_run") or "false").lower() in ("true", "1", "yes")
-        return ApiResult(200, self.dead_letters.redrive(int(limit_text), dry_run))
+        return ApiResult(200, queue.redrive(int(limit_text), dry_run))
 
     def create_api_key(self, name: str) -> Any:
         from chalicelib.entrypoints.api_keys import KeySetupError

@@ -126,7 +126,7 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
         assert ["opt_out", "1"] in events and ["reply", "1"] in events
         assert page.inner_text("#delivery-rate") == "40%"  # delivered 2 of 5 final (undelivered, two errors)
         assert any("21610" in row for row in errors), errors
-        assert page.inner_text("#dlq-depth") == "0"
+        assert page.inner_text("#dlq-depth") == "0" and page.inner_text("#forward-dlq-depth") == "0"
 
         page.fill("#message-id", ids[0])
         page.click("#search button")

@@ -80,6 +80,27 @@ def test_the_dlq_is_shown_and_redriven_with_a_dry_run_first(stack: LocalStack) -
     assert code == 0
 
 
+def test_write_backs_no_platform_took_are_shown_and_redriven_to_their_platform_in_order(stack: LocalStack) -> None:
+    """The forward queue's DLQ (FIFO): after about an hour of refusals a write-back waits there; once the
+    platform is back, a redrive puts each into its message's group again and the forward function tells them,
+    in the order they were refused."""
+    from tests.receiver import Receiver
+
+    receiver = Receiver()
+    dlq = stack.queues["ForwardDeadLetterQueue"]
+    for n, status in enumerate(("queued", "sent", "delivered")):
+        detail = {"id": "msg_dlq", "status": status, "status_callback": f"{receiver.url}/back"}
+        body = json.dumps({"detail_type": "Message Status Changed", "detail": detail})
+        stack.sqs.send_message(QueueUrl=dlq, MessageBody=body, MessageGroupId="msg_dlq", MessageDeduplicationId=str(n))
+    code, shown = run(stack, "dlq", "show", "--queue", "forward")
+    assert code == 0 and json.loads(shown)["depth"] == 3
+    code, shown = run(stack, "dlq", "redrive", "--queue", "forward")
+    assert code == 0 and shown.splitlines()[-1] == "redriven: 3"
+    told = receiver.wait_for(3, timeout=20)
+    assert [json.loads(r["body"])["status"] for r in told] == ["queued", "sent", "delivered"]
+    assert json.loads(run(stack, "dlq", "show", "--queue", "forward")[1])["depth"] == 0
+
+
 def test_an_api_key_made_by_the_cli_opens_the_api(stack: LocalStack) -> None:
     code, shown = run(stack, "api-key", "create", "on-call")
     new_key = shown.splitlines()[-1]

@@ -359,6 +359,12 @@ def api_work(world: dict[str, Any]) -> None:
         assert http.get("/dlq", headers=headers).status_code == 200
         assert http.post("/dlq/redrive?dry_run=true", headers=headers).status_code == 200
         assert http.post("/dlq/redrive", headers=headers).json_body["moved"] == 1
+        # the forward queue's DLQ (FIFO): a write-back no platform took, redriven into its message's group
+        parked = {"detail_type": "Message Status Changed", "detail": {"id": "m", "status": "sent"}}
+        dlq = world["names_by_logical"]["ForwardDeadLetterQueue"]
+        sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(parked), MessageGroupId="m", MessageDeduplicationId="1")
+        assert http.get("/dlq?queue=forward", headers=headers).json_body["depth"] == 1
+        assert http.post("/dlq/redrive?queue=forward", headers=headers).json_body["moved"] == 1
         assert http.post("/api-keys/ops", headers=headers).status_code == 201
         rotated = json.dumps({"auth_token": "u" * 32})  # an update: the secret is changed, not made
         assert http.put("/connections/apac", body=rotated, headers=headers).status_code == 200
