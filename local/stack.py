@@ -195,8 +195,9 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        joined_by = time.monotonic() + 5  # one deadline for every poller (daemon threads: none holds the exit)
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, joined_by - time.monotonic()))
         for undo in [*reversed(self._sources), *reversed(self._exits)]:
             try:
                 undo()
