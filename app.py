@@ -327,7 +327,9 @@ def outbox(event: DynamoDBEvent) -> dict[str, Any]:
     """Every change of the ledger becomes what follows from it (chalicelib/usecases/outbox.py)."""
     from chalicelib.adapters.streams import stream_records
 
-    failed = wiring.outbox().handle(stream_records(event.to_dict()))
+    remaining = getattr(event.context, "get_remaining_time_in_millis", None)
+    seconds_left = (lambda: remaining() / 1000) if remaining else None
+    failed = wiring.outbox().handle(stream_records(event.to_dict()), seconds_left)
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 

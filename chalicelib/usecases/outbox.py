@@ -17,6 +17,7 @@ Retries and exactness (docs/architecture.md, "The ledger is the outbox"):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from chalicelib.domain.outbox import Change
 from chalicelib.domain.ports import OptOutStore, StatsStore, StoreError
 from chalicelib.domain.writeback import ForwardFailed
 from chalicelib.observability import logger, metrics
+
+TELL_RESERVE_S = 15.0  # a write-back at worst: a token exchange and a post (5 s timeouts), then the counters
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,10 @@ class OutboxConsumer:
         self.clock = clock
         self.executor = executor
 
-    def handle(self, records: Sequence[StreamRecord]) -> list[str]:
-        """The batch's first record not done (as a one-item list), or [] when all are."""
+    def handle(self, records: Sequence[StreamRecord], seconds_left: Callable[[], float] | None = None) -> list[str]:
+        """The batch's first record not done (as a one-item list), or [] when all are. With `seconds_left`
+        (the invocation's time), write-backs not started before TELL_RESERVE_S remain wait in the forward
+        queue: a slow platform never makes the invocation time out and tell the batch's platforms twice."""
         if not records:
             return []
         changes: list[Change | None] = []
@@ -90,7 +95,7 @@ class OutboxConsumer:
         batch = records[0].sequence
         self.counts.count_batch(batch, outbox.summed(changes[:cut]))  # first: a retry replaces, never adds
         cut = min(cut, self._publish(changes[:cut]), self._opt_outs(changes[:cut]))
-        cut = min(cut, self._write_backs(changes[:cut]))
+        cut = min(cut, self._write_backs(changes[:cut], seconds_left))
         if cut == len(records):
             return []
         self.counts.count_batch(batch, outbox.summed(changes[:cut]))
@@ -124,7 +129,7 @@ class OutboxConsumer:
                 return index
         return len(changes)
 
-    def _write_backs(self, changes: Sequence[Change | None]) -> int:
+    def _write_backs(self, changes: Sequence[Change | None], seconds_left: Callable[[], float] | None) -> int:
         """Each message's write-backs in order; messages side by side. Index of the first change whose
         write-back could not even be parked, else len(changes)."""
         per_message: dict[str, list[tuple[int, str, Mapping[str, Any]]]] = {}
@@ -134,12 +139,20 @@ class OutboxConsumer:
         if not per_message:
             return len(changes)
         run = self.executor.map if self.executor is not None and len(per_message) > 1 else map
-        told = run(self._tell, list(per_message), list(per_message.values()))
+        tell = functools.partial(self._tell, seconds_left=seconds_left)
+        told = run(tell, list(per_message), list(per_message.values()))
         return min([len(changes), *(i for i in told if i is not None)])
 
-    def _tell(self, message_id: str, line: Sequence[tuple[int, str, Mapping[str, Any]]]) -> int | None:
+    def _tell(
+        self,
+        message_id: str,
+        line: Sequence[tuple[int, str, Mapping[str, Any]]],
+        seconds_left: Callable[[], float] | None = None,
+    ) -> int | None:
         for position, (_, kind, detail) in enumerate(line):
             try:
+                if seconds_left is not None and seconds_left() < TELL_RESERVE_S:
+                    raise ForwardFailed("the outbox invocation is short of time: told by the forward function")
                 self.write_back.forward(detail, detail_type=kind)
             except Exception as exc:  # ForwardFailed, or a fault of its own: never one that holds up the stream
                 if not isinstance(exc, ForwardFailed):

@@ -223,3 +223,23 @@ def test_no_code_but_the_outbox_publishes_counts_or_tells_a_platform() -> None:
             if called in ("publish", "count_batch", "forward", "put_events"):
                 outside.append(f"{path.relative_to(root)} {called}")
     assert outside == ["chalicelib/adapters/eventbridge.py put_events"]  # the adapter the outbox publishes through
+
+
+def test_write_backs_not_started_before_the_invocation_runs_short_wait_in_order_for_the_forward_function() -> None:
+    """A slow platform must not make the outbox time out: its batch would come back and every platform
+    already told would hear it twice. What is left when the time runs short is parked, in order."""
+    clock = {"left": 30.0}
+
+    class Slow(Platform):
+        def forward(self, detail: Mapping[str, Any], now: float | None = None, detail_type: str = "") -> int:
+            clock["left"] -= 10.0  # each write-back takes 10 s of the invocation
+            return super().forward(detail, now, detail_type)
+
+    platform, parked = Slow(), Parked()
+    use_case, stats, _ = consumer(platform=platform, parked=parked)
+    records = changes_of("pending", "queued", "sent", "delivered", status_callback="https://cdp.example/hook")
+    assert use_case.handle(records, seconds_left=lambda: clock["left"]) == []
+    assert platform.heard == [(events.STATUS_CHANGED, "queued"), (events.STATUS_CHANGED, "sent")]
+    ((group, line),) = parked.lines
+    assert group == "m1" and [detail["status"] for _, detail in line] == ["delivered"]
+    assert stats.totals([DAY])["by_status"] == {"pending": 1, "queued": 1, "sent": 1, "delivered": 1}
