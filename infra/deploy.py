@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import time
@@ -30,6 +31,14 @@ VISIBILITY_FACTOR = 6
 # requests in flight; Twilio's default account limit is higher
 # (docs/deploy.md, "Twilio's limits, and how the connector lives within them")
 DEFAULT_TWILIO_BUDGET = 50
+# AWS caps a function URL at 10 requests/s per unit of its function's reserved concurrency and answers 429
+# above it (Lambda developer guide, function URLs: "Your function's maximum request rate per second (RPS) is
+# equivalent to 10 times the configured reserved concurrency"); Twilio retries no 429 by default.
+URL_RPS_PER_RESERVED = 10
+CALLBACKS_PER_MESSAGE = 3  # Twilio's status callbacks per message (make bench counts 3.0)
+FRONT_DOOR_REQUESTS_PER_MESSAGE = 4  # a create and ~3 polls from a platform that polls (make bench's front door)
+HEADROOM = 2.0  # bursts above the stage's average rate
+DEFAULT_SEND_RATE = 10.0  # messages/s: a new account's few long codes and toll-free numbers
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation takes inline; larger templates go through S3
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
@@ -85,9 +94,33 @@ def concurrency_plan(env: Mapping[str, str], poll_invocations: int) -> dict[str,
             "poll_invocations": poll_invocations, "per_poll": per_poll}  # fmt: skip
 
 
+def url_plan(env: Mapping[str, str]) -> dict[str, Any]:
+    """From SEND_RATE (messages/s the stage must hold): the reserved concurrency the webhooks and front-door
+    function URLs need so that their 10-requests/s-per-unit cap stays above the requests that rate brings."""
+    raw = env.get("SEND_RATE") or str(DEFAULT_SEND_RATE)
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate <= 100_000:
+        raise DeployError(
+            f"SEND_RATE must be the messages per second the stage must hold (0 < rate ≤ 100000); it is {raw!r}"
+        )
+
+    def units(per_message: float) -> int:
+        return max(2, math.ceil(rate * per_message * HEADROOM / URL_RPS_PER_RESERVED))
+
+    return {
+        "send_rate": rate,
+        "Webhooks": units(CALLBACKS_PER_MESSAGE),
+        "Facade": units(FRONT_DOOR_REQUESTS_PER_MESSAGE),
+    }
+
+
 def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Settings of the template that follow from others: the send queue's visibility timeout, and how many
-    send invocations run at once (the Twilio concurrency budget)."""
+    """Settings of the template that follow from others: the send queue's visibility timeout, how many send
+    invocations run at once (the Twilio concurrency budget), and the function URLs' reserved concurrency
+    (SEND_RATE; a larger reserved_concurrency in .chalice/config.json stays)."""
     resources = sam["Resources"]
     send = resources["Send"]["Properties"]
     trigger = send["Events"]["SendSqsEventSource"]["Properties"]
@@ -97,6 +130,10 @@ def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[st
     trigger["ScalingConfig"] = {"MaximumConcurrency": plan["send_invocations"]}
     # Reserved concurrency below the trigger's maximum would throttle its invocations and burn receives.
     send["ReservedConcurrentExecutions"] = plan["send_invocations"]
+    urls = url_plan(env or {})
+    for name in ("Webhooks", "Facade"):
+        props = resources[name]["Properties"]
+        props["ReservedConcurrentExecutions"] = max(int(props.get("ReservedConcurrentExecutions", 0)), urls[name])
     return sam
 
 
@@ -394,6 +431,12 @@ def deploy(
     template = json.loads(template_path.read_text())
     check_bucket(s3, bucket)
     check_environment_size(template, stage, stack, s3.meta.region_name)
+    urls = url_plan(stage_environment(stage))
+    say(
+        f"capacity for SEND_RATE={urls['send_rate']:g} messages/s: webhooks {urls['Webhooks']} and front door "
+        f"{urls['Facade']} reserved ({URL_RPS_PER_RESERVED} requests/s each on their function URLs); "
+        f"the stack reserves {sum(reservations(template).values())} concurrent executions in all"
+    )
     check_concurrency(template, stage, stack, exists, session.client("lambda"), cfn, say)
     say(f"uploading deployment.zip to s3://{bucket}/{stack}/")
     code_key = upload(s3, bucket, stack, out / "deployment.zip")

@@ -130,6 +130,22 @@ def test_every_request_in_flight_to_twilio_fits_the_concurrency_budget(sam: dict
         concurrency_plan({"TWILIO_MAX_CONCURRENCY": "20", "SEND_CONCURRENCY": "10"}, poll_invocations=2)
 
 
+def test_the_function_urls_hold_the_requests_of_the_stages_send_rate(sam: dict[str, Any]) -> None:
+    """AWS answers 429 above 10 requests/s per unit of a function URL's reserved concurrency, and Twilio
+    retries no 429: the webhooks must hold 3 callbacks a message at SEND_RATE, twice over; the front door a
+    create and ~3 polls a message."""
+    from infra.deploy import DeployError, url_plan
+
+    rate = float(sam["Resources"]["Webhooks"]["Properties"]["Environment"]["Variables"]["SEND_RATE"])
+    webhooks = sam["Resources"]["Webhooks"]["Properties"]["ReservedConcurrentExecutions"]
+    facade = sam["Resources"]["Facade"]["Properties"]["ReservedConcurrentExecutions"]
+    assert webhooks * 10 >= 3 * rate * 2 and facade * 10 >= 4 * rate * 2
+    plans = [url_plan({"SEND_RATE": str(r)}) for r in (10, 100, 1000)]
+    assert [(p["Webhooks"], p["Facade"]) for p in plans] == [(6, 8), (60, 80), (600, 800)]
+    with pytest.raises(DeployError, match="SEND_RATE must be"):
+        url_plan({"SEND_RATE": "lots"})
+
+
 def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dict[str, Any]) -> None:
     """AWS: at least six times the function's timeout (plus the batching window), else a slow batch is
     handed out again while it is still being sent."""

@@ -239,6 +239,8 @@ def test_reservations_elsewhere_in_the_account_count_and_aws_keeps_100_unreserve
         # 1000 - 875 - 25 = 100 left: exactly what AWS keeps, so it deploys
         said = _deploy(FakeCloudFormation(), FakeLambda(1000, reserved_elsewhere=875), reserving(Send=15, Poll=10))
         assert "SendQueueUrl = https://sqs/q" in said
+        # the plan is said before anything is uploaded: prod's SEND_RATE (.chalice/config.json) and its reservations
+        assert any(line.startswith("capacity for SEND_RATE=10 messages/s: webhooks 6") for line in said), said
 
 
 def test_an_update_counts_what_the_stack_already_reserves_as_given_back() -> None:
