@@ -81,6 +81,12 @@ def _with_body(handle: Callable[[Any], Any]) -> Response:
     return _json(handle(body))
 
 
+def _seconds_left(context: Any) -> Callable[[], float] | None:
+    """The invocation's time left, in seconds (None where the context cannot tell: the time is not budgeted)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return (lambda: remaining() / 1000) if remaining else None
+
+
 def _guarded(view: Callable[..., Response]) -> Callable[..., Response]:
     """A bug in a route answers 500 in our error shape; Chalice's own handler would log the
     exception's message, which may hold a phone number."""
@@ -304,9 +310,7 @@ def send(event: SQSEvent) -> dict[str, Any]:
 def poll(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.domain.polling import PollState
 
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    seconds_left = (lambda: remaining() / 1000) if remaining else None
-    return wiring.tracking().poll(PollState.from_state(event), seconds_left).to_state()
+    return wiring.tracking().poll(PollState.from_state(event), _seconds_left(context)).to_state()
 
 
 @app.lambda_function(name="finalize")
@@ -327,9 +331,7 @@ def outbox(event: DynamoDBEvent) -> dict[str, Any]:
     """Every change of the ledger becomes what follows from it (chalicelib/usecases/outbox.py)."""
     from chalicelib.adapters.streams import stream_records
 
-    remaining = getattr(event.context, "get_remaining_time_in_millis", None)
-    seconds_left = (lambda: remaining() / 1000) if remaining else None
-    failed = wiring.outbox().handle(stream_records(event.to_dict()), seconds_left)
+    failed = wiring.outbox().handle(stream_records(event.to_dict()), _seconds_left(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -327,6 +327,7 @@ class LocalStreamTrigger:
         self.retry_delay = 0.1
         self.pending: list[dict[str, Any]] = []
         self.iterators: dict[str, str] = {}
+        self._held: dict[str, list[dict[str, Any]]] = {}  # per shard, a key-only INSERT awaiting the next read
         self.invocations = 0
         self.given_up: list[dict[str, Any]] = []
         self.last_error: str | None = None
@@ -359,7 +360,12 @@ class LocalStreamTrigger:
                 )["ShardIterator"]
             answer = self.streams.get_records(ShardIterator=self.iterators[shard_id], Limit=1000)
             self.iterators[shard_id] = answer.get("NextShardIterator") or self.iterators[shard_id]
-            self.pending += [lambda_stream_record(r, self.stream_arn) for r in answer.get("Records", [])]
+            fresh = list(answer.get("Records", []))
+            records = self._held.pop(shard_id, []) + fresh
+            if fresh and _key_only_insert(records[-1]):  # its second half may come with the next read
+                self._held[shard_id] = [records.pop()]
+            records = [r for i, r in enumerate(records) if not _moto_first_half(r, records[i + 1 : i + 2])]
+            self.pending += [lambda_stream_record(r, self.stream_arn) for r in records]
 
     def deliver(self, batch: list[dict[str, Any]], stopping: threading.Event) -> int:
         """How many records from the front of `batch` are done (handled, or given up on)."""
@@ -387,6 +393,22 @@ class LocalStreamTrigger:
             stopping.wait(self.retry_delay)
         self.given_up.append(batch[0])
         return 1
+
+
+def _key_only_insert(record: Mapping[str, Any]) -> bool:
+    change = record["dynamodb"]
+    return record.get("eventName") == "INSERT" and set(change.get("NewImage") or {}) == set(change.get("Keys") or {})
+
+
+def _moto_first_half(record: Mapping[str, Any], following: Sequence[Mapping[str, Any]]) -> bool:
+    """moto reports an UpdateItem that creates an item as two INSERTs, the first of the key alone; DynamoDB
+    reports one (the item as written). The first is dropped, so the stream reads as DynamoDB's does."""
+    return (
+        _key_only_insert(record)
+        and bool(following)
+        and following[0].get("eventName") == "INSERT"
+        and following[0]["dynamodb"].get("Keys") == record["dynamodb"].get("Keys")
+    )
 
 
 def lambda_stream_record(record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:

@@ -48,7 +48,9 @@ def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    """A condition did not hold: a single write's, or a transaction's (cancelled as a whole; tried again)."""
+    code = exc.response.get("Error", {}).get("Code")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
 class Update:

@@ -9,10 +9,8 @@ import json
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.adapters.dynamo import ConditionFailed, DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
@@ -23,9 +21,9 @@ from chalicelib.observability import metrics
 
 ANY_SENDER = "*"
 CONTENDED_TRIES = 50  # each lost race means another send took its place: all of a batch's sends get through
-# One DynamoDB partition key takes about 1,000 writes/s and a message bumps its day's counters about
-# three times: one item per day would throttle above ~330 messages/s. Each day is spread over this many
-# items (keys `<day>#<shard>`), read back together by `totals`: ~5,000 messages/s before a shard is hot.
+# One DynamoDB partition key takes about 1,000 writes/s. The outbox writes a day's counters once per stream
+# batch, from as many invocations at once as the stream has shards; each write goes to one of this many items
+# (keys `<day>#<shard>`), read back together by `totals`, so no counter item is hot.
 COUNTER_SHARDS = 16
 BATCH_PREFIX = "batch#"  # an outbox batch's marker: what it counted (DynamoStats.count_batch)
 MARKER_SECONDS = 3 * 86_400  # outlives the stream's 24 h of retries
@@ -74,10 +72,6 @@ def _difference(
         if delta:
             days[day] = delta
     return days
-
-
-def stats_day(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 class DynamoOptOuts(DynamoTable):
@@ -141,14 +135,11 @@ class DynamoStats(DynamoTable):
             writes: list[Any] = [{"Put": {"TableName": self.table, "Item": item, **condition}}]
             writes += [self._add(day, delta) for day, delta in _difference(wanted, before).items()]
             try:
-                self.client.transact_write_items(TransactItems=writes)
+                with self._errors("transact_write_items"):
+                    self.client.transact_write_items(TransactItems=writes)
                 return
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                    raise StoreError(f"DynamoDB transact_write_items on {self.table} failed: {exc}") from exc
+            except ConditionFailed:  # another run of this batch wrote the marker since it was read
                 metrics.add_metric(name="CountersContended", unit="Count", value=1)
-            except BotoCoreError as exc:
-                raise StoreError(f"DynamoDB transact_write_items on {self.table} failed: {exc}") from exc
         raise StoreError(f"batch {batch}'s counters are too contended to write; retried")
 
     def _add(self, day: str, delta: Mapping[str, int]) -> dict[str, Any]:

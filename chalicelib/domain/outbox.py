@@ -18,7 +18,7 @@ from chalicelib.domain import events, rules
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageRecord
 from chalicelib.domain.ports import latency_bucket
 
-OPT_OUT, OPT_IN = "STOP", "START"
+OPT_OUT, OPT_IN = "STOP", "START"  # the keywords a reply item records (usecases/tracking.py reads them)
 # What a reply event shows of the reply item (with the replied-to message's write-back context and Twilio's fields).
 REPLY_SHOWN = ("id", "from", "body", "in_reply_to", "received_by", "twilio_sid", "messaging_service_sid")
 
@@ -38,7 +38,11 @@ class Change:
     counters: tuple[str, ...] = ()
     events: tuple[tuple[str, dict[str, Any]], ...] = ()
     opt_out: OptOut | None = None
-    write_backs: tuple[tuple[str, dict[str, Any]], ...] = ()  # the events its platform hears, in order
+
+    @property
+    def write_backs(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """The events its platform hears, in order: those that name a write-back."""
+        return tuple((kind, detail) for kind, detail in self.events if detail.get("write_back"))
 
 
 def day_of(moment: datetime) -> str:
@@ -47,30 +51,29 @@ def day_of(moment: datetime) -> str:
 
 def derive(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, at: datetime) -> Change | None:
     """What changed between two images of one ledger item; None when nothing follows from it."""
-    if new is None or str(new.get("id", "")).startswith(CONTENT_PREFIX) or new.get("status") is None:
-        return None  # expired or deleted; a content window is not a message; nor is an item with no status yet
-        # (moto reports an UpdateItem that creates an item as two INSERTs, the first of the key alone)
+    if new is None or str(new.get("id", "")).startswith(CONTENT_PREFIX):
+        return None  # expired or deleted; a content window is not a message
     if new.get("direction") == "inbound":
         return _reply(old or {}, new, at)
     return _message(old or {}, new, at)
 
 
 def _message(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Change | None:
-    record = MessageRecord(new)
+    record, earlier = MessageRecord(new), MessageRecord(old)
     counters: list[str] = []
     found: list[tuple[str, dict[str, Any]]] = []
     opt_out = None
-    before, after = old.get("status"), str(new.get("status") or "pending")
+    before, after = earlier.status, record.status  # a record without a status is `pending`
     if not old and after == "pending":
         if not new.get("claim_token"):  # accepted by the API (an SQS record is claimed at once: counted as sent)
             counters.append("status#pending")
-    elif after != (before or "pending"):
+    elif after != before:
         if after in rules.COUNTED_STATUSES:
             counters.append(f"status#{after}")
         code = record.error_code
-        if code and code != _int(old.get("error_code")):
+        if code and code != earlier.error_code:
             counters.append(f"code#{code}")
-        if (before or "pending") == "pending" and after != "canceled":  # the send's outcome, per connection
+        if before == "pending" and after != "canceled":  # the send's outcome, per connection
             counters.append(f"conn#{record.connection or 'default'}")
         created = rules.from_iso(new.get("created_at"))
         if after == "delivered" and created is not None:
@@ -114,8 +117,7 @@ def _change(
 ) -> Change | None:
     if not counters and not found and opt_out is None:
         return None
-    write_backs = tuple((kind, detail) for kind, detail in found if detail.get("write_back"))
-    return Change(message_id, day_of(at), tuple(counters), tuple(found), opt_out, write_backs)
+    return Change(message_id, day_of(at), tuple(counters), tuple(found), opt_out)
 
 
 def subscribed(subscription: str, detail_type: str, detail: Mapping[str, Any]) -> bool:
@@ -137,10 +139,3 @@ def summed(changes: Sequence[Change | None]) -> dict[str, dict[str, int]]:
         for counter in change.counters:
             counts[counter] = counts.get(counter, 0) + 1
     return {day: counts for day, counts in days.items() if counts}
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

@@ -134,8 +134,10 @@ class OutboxConsumer:
         write-back could not even be parked, else len(changes)."""
         per_message: dict[str, list[tuple[int, str, Mapping[str, Any]]]] = {}
         for index, change in enumerate(changes):
-            for kind, detail in change.write_backs if change else ():
-                per_message.setdefault(change.message_id if change else "", []).append((index, kind, detail))
+            if change is None:
+                continue
+            for kind, detail in change.write_backs:
+                per_message.setdefault(change.message_id, []).append((index, kind, detail))
         if not per_message:
             return len(changes)
         run = self.executor.map if self.executor is not None and len(per_message) > 1 else map

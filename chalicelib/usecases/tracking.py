@@ -18,6 +18,7 @@ from chalicelib.domain import events, rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, StatusUpdate
 from chalicelib.domain.models import ValidationError
+from chalicelib.domain.outbox import OPT_IN, OPT_OUT
 from chalicelib.domain.polling import PollState
 from chalicelib.domain.ports import Credentials, OptOutStore
 from chalicelib.domain.twilio import Twilio, TwilioError, TwilioMessage, TwilioRetryable
@@ -27,8 +28,6 @@ from chalicelib.settings import Settings
 # What a poll run keeps in hand before its Lambda timeout: one page of fetches (POLL_PAGE_SIZE at
 # POLL_CONCURRENCY, Twilio's read timeout each at worst) and the ledger's writes.
 POLL_RESERVE_S = 20.0
-OPT_OUT = "STOP"
-OPT_IN = "START"
 HELP = "HELP"
 KEYWORDS = {
     **{w: OPT_OUT for w in ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT")},

@@ -90,6 +90,18 @@ def test_the_local_dynamodb_refuses_an_empty_map_key_as_dynamodb_does() -> None:
         strict.put_item(TableName="t", Item={"k": {"S": "a"}, "rates": {"M": {"x": {"N": "1"}}}})
 
 
+def _streamed_table(ddb: Any) -> str:
+    """A table `t` keyed by `id` whose stream carries both images; its stream's ARN."""
+    created = ddb.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return str(created["TableDescription"]["LatestStreamArn"])
+
+
 def test_the_local_stream_trigger_retries_as_lambda_does() -> None:
     """docs.aws.amazon.com/lambda/latest/dg/with-ddb.html ("Error handling", "Reporting batch item failures"):
     a reported record comes back with all after it; a function error halves the batch; a record that keeps
@@ -100,15 +112,9 @@ def test_the_local_stream_trigger_retries_as_lambda_does() -> None:
 
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        arn = ddb.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )["TableDescription"]["LatestStreamArn"]
+        arn = _streamed_table(ddb)
         for n in range(6):
-            ddb.put_item(TableName="t", Item={"id": {"S": f"r{n}"}})
+            ddb.put_item(TableName="t", Item={"id": {"S": f"r{n}"}, "n": {"N": str(n)}})
         seen: list[list[str]] = []
         script = {"r2": "report", "r4": "raise"}  # r2 reported once; r4 raises every time
 
@@ -144,3 +150,38 @@ def test_the_local_stream_trigger_retries_as_lambda_does() -> None:
         ["r5"],
     ]  # fmt: skip
     assert [r["dynamodb"]["Keys"]["id"]["S"] for r in trigger.given_up] == ["r4"]  # ...then the on-failure destination
+
+
+def test_the_local_stream_reports_an_item_created_by_update_item_once_as_dynamodb_does() -> None:
+    """moto reports such an UpdateItem as two INSERTs (the key alone, then the item); DynamoDB as one."""
+    import threading
+
+    from local.aws import STREAMS_ENDPOINT, LocalStreamTrigger
+
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        arn = _streamed_table(ddb)
+        ddb.update_item(
+            TableName="t",
+            Key={"id": {"S": "m1"}},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": "pending"}},
+        )
+        ddb.put_item(TableName="t", Item={"id": {"S": "k1"}})  # a real key-only item is reported
+        seen: list[Any] = []
+        streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=STREAMS_ENDPOINT)
+        trigger = LocalStreamTrigger(streams, arn, lambda event, context: seen.extend(event["Records"]))
+        stopping = threading.Event()
+        thread = threading.Thread(target=trigger.run, args=(stopping,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopping.set()
+        thread.join(timeout=5)
+    images = [(r["eventName"], r["dynamodb"]["NewImage"]) for r in seen]
+    assert images == [
+        ("INSERT", {"id": {"S": "m1"}, "status": {"S": "pending"}}),
+        ("INSERT", {"id": {"S": "k1"}}),
+    ]
