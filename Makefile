@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit sim-tests flow artifact browser chromium venv clean bench sim package deploy \
+.PHONY: test lint typecheck unit sim-tests flow artifact browser chromium venv clean bench sim package plan deploy \
 	twilio-credentials api-key facade-account format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -100,6 +100,10 @@ sim: $(STAMP)
 STAGE ?= dev
 package: $(STAMP)
 	AWS_DEFAULT_REGION=$(or $(AWS_DEFAULT_REGION),us-east-1) $(BIN)/python -m infra.deploy package --stage $(STAGE)
+
+# What SEND_RATE reserves (every function, the triggers, the Twilio budget): `make plan STAGE=prod [RATE=100]`.
+plan: $(STAMP)
+	$(BIN)/python -m infra.deploy plan --stage $(STAGE) $(if $(RATE),--rate $(RATE))
 
 deploy: $(STAMP)
 	@test -n "$(BUCKET)" || { echo "usage: make deploy STAGE=prod BUCKET=<an S3 bucket of yours> [REGION=…] [ALARM_TOPIC_ARN=…]"; exit 2; }

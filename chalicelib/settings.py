@@ -20,6 +20,11 @@ DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
 MESSAGE_ID_PARAM = "mid"
+# Twilio retries no callback answered 429 or 5xx unless its URL asks in a fragment
+# (twilio.com/docs/usage/webhooks/webhooks-connection-overrides): rc ≤ 5 retries, rp which failures,
+# tt ≤ 15000 ms for all tries; ct/rt short so a slow try leaves time for the others. A function URL
+# answers 429 above 10 requests/s per reserved unit, so a spike's callbacks come again, not never.
+CALLBACK_OVERRIDES = "#ct=2000&rt=4000&rc=5&rp=all&tt=15000"
 
 
 class ConfigurationError(Exception):
@@ -108,7 +113,7 @@ class Settings:
         """The StatusCallback a send gives Twilio: it names the message, so a callback needs no lookup."""
         if not self.webhooks_url:
             return None
-        return f"{self.webhooks_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}"
+        return f"{self.webhooks_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}{CALLBACK_OVERRIDES}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

@@ -37,6 +37,10 @@ DEFAULT_TWILIO_BUDGET = 50
 URL_RPS_PER_RESERVED = 10
 CALLBACKS_PER_MESSAGE = 3  # Twilio's status callbacks per message (make bench counts 3.0)
 FRONT_DOOR_REQUESTS_PER_MESSAGE = 4  # a create and ~3 polls from a platform that polls (make bench's front door)
+FETCHES_PER_MESSAGE = 1  # a poll attempt fetches each open message once; sized as if no callback came
+WRITEBACKS_PER_MESSAGE = 3  # a platform told every change (make bench counts 3 callbacks)
+TWILIO_REQUEST_SECONDS = 0.25  # a create or fetch answered (docs/deploy.md: ~0.2 s)
+TELL_SECONDS = 0.3  # a write-back answered by a platform (the timeout is far longer: this is the common case)
 HEADROOM = 2.0  # bursts above the stage's average rate
 DEFAULT_SEND_RATE = 10.0  # messages/s: a new account's few long codes and toll-free numbers
 TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation takes inline; larger templates go through S3
@@ -79,7 +83,8 @@ def check_connection_secrets(stage: str, env: Mapping[str, str]) -> None:
 
 def concurrency_plan(env: Mapping[str, str], poll_invocations: int) -> dict[str, int]:
     """How many send invocations may run so that every request in flight to Twilio fits the budget:
-    send invocations × SEND_CONCURRENCY + poll invocations × POLL_CONCURRENCY ≤ TWILIO_MAX_CONCURRENCY."""
+    send invocations × SEND_CONCURRENCY + poll invocations × POLL_CONCURRENCY ≤ TWILIO_MAX_CONCURRENCY
+    (else the budget SEND_RATE needs: `capacity_plan`)."""
     budget = int(env.get("TWILIO_MAX_CONCURRENCY") or DEFAULT_TWILIO_BUDGET)
     per_send = int(env.get("SEND_CONCURRENCY") or 10)
     per_poll = int(env.get("POLL_CONCURRENCY") or 5)
@@ -94,9 +99,7 @@ def concurrency_plan(env: Mapping[str, str], poll_invocations: int) -> dict[str,
             "poll_invocations": poll_invocations, "per_poll": per_poll}  # fmt: skip
 
 
-def url_plan(env: Mapping[str, str]) -> dict[str, Any]:
-    """From SEND_RATE (messages/s the stage must hold): the reserved concurrency the webhooks and front-door
-    function URLs need so that their 10-requests/s-per-unit cap stays above the requests that rate brings."""
+def send_rate(env: Mapping[str, str]) -> float:
     raw = env.get("SEND_RATE") or str(DEFAULT_SEND_RATE)
     try:
         rate = float(raw)
@@ -106,34 +109,82 @@ def url_plan(env: Mapping[str, str]) -> dict[str, Any]:
         raise DeployError(
             f"SEND_RATE must be the messages per second the stage must hold (0 < rate ≤ 100000); it is {raw!r}"
         )
+    return rate
 
-    def units(per_message: float) -> int:
-        return max(2, math.ceil(rate * per_message * HEADROOM / URL_RPS_PER_RESERVED))
 
+def capacity_plan(env: Mapping[str, str]) -> dict[str, Any]:
+    """Everything SEND_RATE (messages/s the stage must hold) decides, twice over (HEADROOM):
+    - the webhooks and front-door function URLs' reserved concurrency, so that their 10-requests/s-per-unit
+      cap stays above the callbacks (3 a message) and front-door requests (4 a message) the rate brings;
+    - the poll function's, so that it can fetch every message once per attempt if no callback came;
+    - the forward function's and its trigger's, so that write-backs parked while a platform was slow are
+      told at the rate they come (3 a message);
+    - the Twilio concurrency budget (requests in flight: creates and fetches, ~0.25 s each), unless
+      TWILIO_MAX_CONCURRENCY names the account's own; the send trigger's concurrency fills what is left."""
+    rate = send_rate(env)
+
+    def units(per_message: float, per_unit: float) -> int:
+        return max(2, math.ceil(rate * per_message * HEADROOM / per_unit))
+
+    per_poll = int(env.get("POLL_CONCURRENCY") or 5)
+    polls = units(FETCHES_PER_MESSAGE, per_poll / TWILIO_REQUEST_SECONDS)
+    needed = math.ceil(rate * (1 + FETCHES_PER_MESSAGE) * TWILIO_REQUEST_SECONDS * HEADROOM)
+    budget = env.get("TWILIO_MAX_CONCURRENCY") or str(max(DEFAULT_TWILIO_BUDGET, needed + polls * per_poll))
+    try:
+        twilio = concurrency_plan({**env, "TWILIO_MAX_CONCURRENCY": budget}, polls)
+    except DeployError as exc:
+        raise DeployError(
+            f"SEND_RATE={rate:g} needs about {needed + polls * per_poll} requests in flight to Twilio. {exc}: ask "
+            "Twilio to raise the account's concurrency and set TWILIO_MAX_CONCURRENCY to it, or lower SEND_RATE"
+        ) from exc
     return {
         "send_rate": rate,
-        "Webhooks": units(CALLBACKS_PER_MESSAGE),
-        "Facade": units(FRONT_DOOR_REQUESTS_PER_MESSAGE),
+        "Webhooks": units(CALLBACKS_PER_MESSAGE, URL_RPS_PER_RESERVED),
+        "Facade": units(FRONT_DOOR_REQUESTS_PER_MESSAGE, URL_RPS_PER_RESERVED),
+        "Poll": polls,
+        "Forward": units(WRITEBACKS_PER_MESSAGE, per_poll / TELL_SECONDS),
+        "Send": twilio["send_invocations"],
+        "twilio_budget": twilio["budget"],
+        "sends_per_second": round(twilio["send_invocations"] * twilio["per_send"] / TWILIO_REQUEST_SECONDS),
     }
 
 
+url_plan = capacity_plan  # the name the first part of the plan had
+
+
+def describe_plan(plan: Mapping[str, Any]) -> str:
+    """What `make deploy` and `make capacity` say."""
+    return (
+        f"capacity for SEND_RATE={plan['send_rate']:g} messages/s: webhooks {plan['Webhooks']} and front door "
+        f"{plan['Facade']} reserved ({URL_RPS_PER_RESERVED} requests/s each on their function URLs), poll "
+        f"{plan['Poll']}, forward {plan['Forward']}, send {plan['Send']} invocations (~{plan['sends_per_second']} "
+        f"creates/s) within {plan['twilio_budget']} requests in flight to Twilio"
+        + (f" (ask Twilio for an account concurrency of {plan['twilio_budget']})"
+           if plan["twilio_budget"] > DEFAULT_TWILIO_BUDGET else "")
+    )  # fmt: skip
+
+
 def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Settings of the template that follow from others: the send queue's visibility timeout, how many send
-    invocations run at once (the Twilio concurrency budget), and the function URLs' reserved concurrency
-    (SEND_RATE; a larger reserved_concurrency in .chalice/config.json stays)."""
+    """Settings of the template that follow from others: the send queue's visibility timeout, and from
+    SEND_RATE (`capacity_plan`) every function's reserved concurrency and the SQS triggers' maximum
+    concurrency (a larger reserved_concurrency in .chalice/config.json stays, except the send function's,
+    which must equal its trigger's)."""
     resources = sam["Resources"]
     send = resources["Send"]["Properties"]
     trigger = send["Events"]["SendSqsEventSource"]["Properties"]
     window = int(trigger.get("MaximumBatchingWindowInSeconds", 0))
     resources["SendQueue"]["Properties"]["VisibilityTimeout"] = VISIBILITY_FACTOR * int(send["Timeout"]) + window
-    plan = concurrency_plan(env or {}, int(resources["Poll"]["Properties"]["ReservedConcurrentExecutions"]))
-    trigger["ScalingConfig"] = {"MaximumConcurrency": plan["send_invocations"]}
+    plan = capacity_plan(env or {})
+    trigger["ScalingConfig"] = {"MaximumConcurrency": plan["Send"]}
     # Reserved concurrency below the trigger's maximum would throttle its invocations and burn receives.
-    send["ReservedConcurrentExecutions"] = plan["send_invocations"]
-    urls = url_plan(env or {})
-    for name in ("Webhooks", "Facade"):
+    send["ReservedConcurrentExecutions"] = plan["Send"]
+    for name in ("Webhooks", "Facade", "Poll", "Forward"):
         props = resources[name]["Properties"]
-        props["ReservedConcurrentExecutions"] = max(int(props.get("ReservedConcurrentExecutions", 0)), urls[name])
+        props["ReservedConcurrentExecutions"] = max(int(props.get("ReservedConcurrentExecutions", 0)), plan[name])
+    forward = resources["Forward"]["Properties"]
+    forward["Events"]["ForwardSqsEventSource"]["Properties"]["ScalingConfig"] = {
+        "MaximumConcurrency": min(1000, forward["ReservedConcurrentExecutions"])
+    }
     return sam
 
 
@@ -431,12 +482,8 @@ def deploy(
     template = json.loads(template_path.read_text())
     check_bucket(s3, bucket)
     check_environment_size(template, stage, stack, s3.meta.region_name)
-    urls = url_plan(stage_environment(stage))
-    say(
-        f"capacity for SEND_RATE={urls['send_rate']:g} messages/s: webhooks {urls['Webhooks']} and front door "
-        f"{urls['Facade']} reserved ({URL_RPS_PER_RESERVED} requests/s each on their function URLs); "
-        f"the stack reserves {sum(reservations(template).values())} concurrent executions in all"
-    )
+    say(f"{describe_plan(capacity_plan(stage_environment(stage)))}; "
+        f"the stack reserves {sum(reservations(template).values())} concurrent executions in all")  # fmt: skip
     check_concurrency(template, stage, stack, exists, session.client("lambda"), cfn, say)
     say(f"uploading deployment.zip to s3://{bucket}/{stack}/")
     code_key = upload(s3, bucket, stack, out / "deployment.zip")
@@ -513,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     pack = commands.add_parser("package", help="chalice package with the merge template, settings derived")
     pack.add_argument("--stage", default="dev")
     pack.add_argument("--out", type=Path)
+    plan = commands.add_parser("plan", help="what the stage's SEND_RATE reserves, without packaging")
+    plan.add_argument("--stage", default="dev")
+    plan.add_argument("--rate", type=float, help="another SEND_RATE to plan for")
     up = commands.add_parser("deploy", help="package and deploy the CloudFormation stack")
     up.add_argument("--stage", default="dev")
     up.add_argument("--bucket", required=True, help="an S3 bucket of yours in the target region, for the code")
@@ -529,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "package":
             print(package(args.stage, args.out or ROOT / "build" / args.stage))
+            return 0
+        if args.command == "plan":
+            env = stage_environment(args.stage)
+            print(describe_plan(capacity_plan({**env, **({"SEND_RATE": str(args.rate)} if args.rate else {})})))
             return 0
         import boto3
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,6 +172,52 @@ def _refuse_empty_map_keys(operation: str, request: Any) -> None:
 
         error = {"Code": "ValidationException", "Message": "One or more parameter values were invalid: empty map key"}
         raise ClientError({"Error": error}, operation)
+
+
+class FunctionUrlGate:
+    """What AWS does in front of a function URL: at most 10 requests/s per unit of the function's reserved
+    concurrency (Lambda developer guide, function URLs: "Your function's maximum request rate per second
+    (RPS) is equivalent to 10 times the configured reserved concurrency"), and at most its reserved
+    concurrency running at once; above either, 429. `reserved=None` lets everything through. `second` is how
+    long a second lasts here: the local world runs Twilio's time `time_scale` times faster, callbacks too."""
+
+    RPS_PER_UNIT = 10
+
+    def __init__(self, reserved: int | None, second: float = 1.0) -> None:
+        self.reserved = reserved
+        self.second = second
+        self.admitted = 0
+        self.refused = 0
+        self.peak = 0  # most requests running at once
+        self._in_flight = 0
+        self._recent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """True if the request runs (then `leave` when it is done), False if AWS would answer 429."""
+        with self._lock:
+            now = time.monotonic()
+            while self._recent and now - self._recent[0] >= self.second:
+                self._recent.popleft()
+            limited = self.reserved is not None and (
+                len(self._recent) >= self.RPS_PER_UNIT * self.reserved or self._in_flight >= self.reserved
+            )
+            if limited:
+                self.refused += 1
+                return False
+            self._recent.append(now)
+            self._in_flight += 1
+            self.admitted += 1
+            self.peak = max(self.peak, self._in_flight)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    # what a function URL answers when it throttles (Lambda: TooManyRequestsException, 429)
+    THROTTLED = (429, {"Content-Type": "application/json", "x-amzn-ErrorType": "TooManyRequestsException"},
+                 b'{"Message":"Rate Exceeded."}')  # fmt: skip
 
 
 class LambdaRouter:

@@ -31,6 +31,7 @@ GATEWAY_REFUSALS = {
     "Authorization header requires": "INCOMPLETE_SIGNATURE",  # the same, sent with `Authorization: Bearer`
 }
 FACADE_PREFIX = "/2010-04-01/"
+WEBHOOKS_PREFIX = "/twilio/"
 SECRET_KEYS = ("account_sid", "auth_token", "secondary_auth_token", "callback_signing_key")
 
 
@@ -62,6 +63,12 @@ class StackConfig:
     outbox_batch_size: int = 100  # stream records per outbox invocation (deployed: OUTBOX_BATCH_SIZE)
     poll_timeout_seconds: float = 60.0  # the poll function's timeout (.chalice/config.json): its time budget
     outbox_batch_window: float = 0.0  # seconds to gather them (deployed: OUTBOX_BATCH_WINDOW_SECONDS)
+    # The function URLs' reserved concurrency, as `make package` plans it from SEND_RATE (infra/deploy.py):
+    # the webhooks and the front door take 10 requests/s per unit and refuse the rest with 429, as on AWS.
+    # None: the plan for this send rate; 0: no cap.
+    send_rate: float = 10.0
+    webhooks_reserved: int | None = None
+    facade_reserved: int | None = None
 
 
 class LocalStack:
@@ -78,6 +85,15 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self.simulator: TwilioSimulator | None = None
         self.send_invocations = 0
+        from infra.deploy import url_plan
+
+        plan = url_plan({"SEND_RATE": str(self.config.send_rate)})
+        self.url_gates = {
+            name: local_aws.FunctionUrlGate(
+                plan[name] if reserved is None else (reserved or None), 1.0 / self.config.time_scale
+            )
+            for name, reserved in (("Webhooks", self.config.webhooks_reserved), ("Facade", self.config.facade_reserved))
+        }
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -244,9 +260,22 @@ class LocalStack:
                     super().log_message(format, *args)
 
             def _dispatch(self) -> None:
-                """The front door is a function URL when deployed: here it shares the API's port."""
-                if not self.path.startswith(FACADE_PREFIX):
+                """The webhooks and the front door are function URLs when deployed, each behind its cap:
+                here they share the API's port."""
+                front_door = self.path.startswith(FACADE_PREFIX)
+                gate = gates["Facade" if front_door else "Webhooks"]
+                if not (front_door or self.path.startswith(WEBHOOKS_PREFIX)):
                     return self._generic_handle()
+                if not gate.enter():
+                    self.rfile.read(int(self.headers.get("content-length") or 0))
+                    status, headers, body = local_aws.FunctionUrlGate.THROTTLED
+                    return self._send_http_response(status, dict(headers), body)
+                try:
+                    return self._generic_handle() if not front_door else self._front_door()
+                finally:
+                    gate.leave()
+
+            def _front_door(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 event = local_aws.function_url_event(self.command, self.path, dict(self.headers), body, host)
@@ -265,7 +294,7 @@ class LocalStack:
                 status, body = local_aws.gateway_response(kind, "Missing Authentication Token")
                 self._send_http_response(status, {"Content-Type": "application/json"}, body)
 
-        verbose, stage, host = self.config.verbose, self.config.stage, self.config.host
+        verbose, stage, host, gates = self.config.verbose, self.config.stage, self.config.host, self.url_gates
         if not isinstance(app.app, CustomLocalChalice):  # what chalice.local.create_local_server does, once
             CustomLocalChalice.__bases__ = (LocalChalice, app.app.__class__)
             app.app.__class__ = CustomLocalChalice

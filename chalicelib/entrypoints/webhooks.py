@@ -6,6 +6,10 @@ included) or the domain and path in the request context; on the function URL,
 WEBHOOK_BASE_URL or the function URL's own domain. Every connection's primary and
 secondary auth token is tried, so tokens can be rotated without downtime; anything
 unsigned or wrongly signed is refused with 403 before any state changes.
+
+A status callback's URL ends in connection overrides (`#rc=…`), a fragment no HTTP request carries.
+Twilio does not say whether its signature covers it, so both the URL as it arrived and the URL with
+the connector's own fragment are accepted: each is a URL the connector itself gave Twilio.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from chalicelib.domain.connection import ConnectionSettings
 from chalicelib.domain.ports import Credentials, CredentialsUnavailable, StoreError
 from chalicelib.domain.twilio_signature import is_valid
 from chalicelib.observability import logger, metrics
-from chalicelib.settings import INBOUND_PATH, MESSAGE_ID_PARAM, STATUS_PATH, ConfigurationError, Settings
+from chalicelib.settings import (
+    CALLBACK_OVERRIDES,
+    INBOUND_PATH,
+    MESSAGE_ID_PARAM,
+    STATUS_PATH,
+    ConfigurationError,
+    Settings,
+)
 from chalicelib.usecases.tracking import InboundMessage, StatusReport, TrackingService
 
 # Twilio's webhooks are small (a few dozen fields, a few KB): anything far bigger is refused unread.
@@ -78,7 +89,9 @@ class Webhooks:
             tokens += [creds.auth_token, creds.secondary_auth_token]
         return tokens
 
-    def _verified(self, request: WebhookRequest) -> list[tuple[str, str]] | HttpResult:
+    def _verified(
+        self, request: WebhookRequest, fragments: tuple[str, ...] = ("",)
+    ) -> list[tuple[str, str]] | HttpResult:
         if not request.urls:
             logger.error("webhook refused: no public URL is known to check its signature against")
             return HttpResult(403, "PUBLIC_BASE_URL is not configured; webhooks are refused")
@@ -95,7 +108,11 @@ class Webhooks:
             return HttpResult(400, f"a webhook has at most {MAX_FIELDS} fields")
         try:
             tokens = self._tokens()
-            valid = any(is_valid(url + query, params, request.signature, tokens) for url in request.urls)
+            valid = any(
+                is_valid(url + query + fragment, params, request.signature, tokens)
+                for url in request.urls
+                for fragment in fragments
+            )
         except (CredentialsUnavailable, ConfigurationError) as exc:
             logger.error("webhook signature could not be checked", extra={"error": str(exc)})
             return HttpResult(503, "credentials unavailable; try again")
@@ -110,7 +127,7 @@ class Webhooks:
         return HttpResult(403, "invalid X-Twilio-Signature")
 
     def status(self, request: WebhookRequest) -> HttpResult:
-        verified = self._verified(request)
+        verified = self._verified(request, ("", CALLBACK_OVERRIDES))
         if isinstance(verified, HttpResult):
             return verified
         try:

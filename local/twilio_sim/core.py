@@ -248,6 +248,41 @@ class CallbackRecord:
     signature: str
     status_code: int | None
     kind: str  # status | inbound
+    attempt: int = 0  # 0 the first try, then Twilio's retries the URL's overrides ask for
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Twilio's webhook connection overrides, read from the URL's fragment as Twilio documents them
+    (twilio.com/docs/usage/webhooks/webhooks-connection-overrides): `rc` retries 0–5 (default 1), `rp` the
+    failures retried, comma-separated 4xx, 5xx, ct (connect), rt (read) or all (default ct,rt), `tt` the
+    milliseconds all tries may take, 100–15000 (default 15000). Without a fragment a 429 or 5xx answer is
+    never retried. Twilio does not document the pause between tries: here, 1 s of its time times the try."""
+
+    retries: int = 1
+    policy: frozenset[str] = frozenset({"ct", "rt"})
+    total_ms: int = 15_000
+
+    @classmethod
+    def of(cls, url: str) -> Overrides:
+        _, _, fragment = url.partition("#")
+        pairs = dict(pair.partition("=")[::2] for pair in fragment.split("&") if pair)
+        default = cls()
+
+        def number(key: str, low: int, high: int, fallback: int) -> int:
+            raw = pairs.get(key, "")
+            return min(high, max(low, int(raw))) if raw.isdigit() else fallback
+
+        policy = frozenset(p.strip() for p in pairs["rp"].split(",")) if pairs.get("rp") else default.policy
+        return cls(number("rc", 0, 5, default.retries), policy, number("tt", 100, 15_000, default.total_ms))
+
+    def retried(self, status: int | None) -> bool:
+        """Whether a try that ended so (None: no answer) is tried again."""
+        if "all" in self.policy:
+            return status is None or status >= 400
+        if status is None:
+            return bool(self.policy & {"ct", "rt"})
+        return (400 <= status < 500 and "4xx" in self.policy) or (status >= 500 and "5xx" in self.policy)
 
 
 @dataclass
@@ -714,7 +749,21 @@ class Simulator:
         """A step a cancel removed from the timeline is never reported."""
         return self._post(url, params, "status") if step in message.timeline else None
 
-    def _post(self, url: str, params: list[tuple[str, str]], kind: str) -> int | None:
+    def _post(
+        self, url: str, params: list[tuple[str, str]], kind: str, attempt: int = 0, started: datetime | None = None
+    ) -> int | None:
+        """One try of a callback; the retry its URL's connection overrides ask for is scheduled, not waited."""
+        overrides = Overrides.of(url)
+        started = started or self.clock.now()
+        status = self._try_post(url, params, kind, attempt)
+        retry_at = self.clock.now() + timedelta(seconds=attempt + 1)
+        within = retry_at - started <= timedelta(milliseconds=overrides.total_ms)
+        if attempt < overrides.retries and overrides.retried(status) and within and not self._stopping.is_set():
+            self.schedule(retry_at, functools.partial(self._post, url, params, kind, attempt + 1, started))
+        return status
+
+    def _try_post(self, url: str, params: list[tuple[str, str]], kind: str, attempt: int) -> int | None:
+        url = url.partition("#")[0]  # a fragment is Twilio's to read; no request carries it
         signature = compute_signature(url, params, self.config.auth_token)
         headers = {
             "X-Twilio-Signature": signature,
@@ -728,7 +777,7 @@ class Simulator:
         except requests.RequestException:
             status = None
         with self.lock:
-            self.callbacks.append(CallbackRecord(url, params, signature, status, kind))
+            self.callbacks.append(CallbackRecord(url, params, signature, status, kind, attempt))
         return status
 
     # --- the scheduler ---------------------------------------------------------

@@ -116,15 +116,16 @@ def test_the_outbox_reads_the_ledgers_stream_with_bounded_retries_and_a_place_fo
 
 def test_every_request_in_flight_to_twilio_fits_the_concurrency_budget(sam: dict[str, Any]) -> None:
     """Twilio limits concurrent requests per account (429 / 20429 beyond): the SQS trigger's maximum
-    concurrency × sends per invocation, plus the poll function's share, stays within TWILIO_MAX_CONCURRENCY."""
-    from infra.deploy import DeployError, concurrency_plan
+    concurrency × sends per invocation, plus the poll function's share, stays within the budget: the account's
+    TWILIO_MAX_CONCURRENCY when set, else what SEND_RATE needs (50 at least)."""
+    from infra.deploy import DeployError, capacity_plan, concurrency_plan
 
     send = sam["Resources"]["Send"]["Properties"]
     env = send["Environment"]["Variables"]
     invocations = send["Events"]["SendSqsEventSource"]["Properties"]["ScalingConfig"]["MaximumConcurrency"]
     polls = sam["Resources"]["Poll"]["Properties"]["ReservedConcurrentExecutions"]
     in_flight = invocations * int(env["SEND_CONCURRENCY"]) + polls * int(env["POLL_CONCURRENCY"])
-    assert invocations >= 2 and in_flight <= int(env["TWILIO_MAX_CONCURRENCY"])
+    assert invocations >= 2 and in_flight <= capacity_plan(env)["twilio_budget"] == 50
     assert send["ReservedConcurrentExecutions"] == invocations  # fewer would throttle the trigger's invocations
     with pytest.raises(DeployError, match="raise the budget or lower SEND_CONCURRENCY"):
         concurrency_plan({"TWILIO_MAX_CONCURRENCY": "20", "SEND_CONCURRENCY": "10"}, poll_invocations=2)
@@ -144,6 +145,34 @@ def test_the_function_urls_hold_the_requests_of_the_stages_send_rate(sam: dict[s
     assert [(p["Webhooks"], p["Facade"]) for p in plans] == [(6, 8), (60, 80), (600, 800)]
     with pytest.raises(DeployError, match="SEND_RATE must be"):
         url_plan({"SEND_RATE": "lots"})
+
+
+def test_every_function_and_trigger_is_sized_from_the_send_rate(sam: dict[str, Any]) -> None:
+    """One number: the poll function fetches every message once per attempt as if no callback came
+    (POLL_CONCURRENCY fetches of ~0.25 s each per invocation), the forward function and its trigger tell 3
+    write-backs a message, the Twilio budget holds the creates and fetches, twice over; an account's own
+    TWILIO_MAX_CONCURRENCY too small for the rate is refused naming what to ask Twilio for."""
+    from infra.deploy import DeployError, capacity_plan
+
+    resources = sam["Resources"]
+    env = resources["Send"]["Properties"]["Environment"]["Variables"]
+    plan = capacity_plan(env)
+    for name in ("Webhooks", "Facade", "Poll", "Forward", "Send"):
+        assert resources[name]["Properties"]["ReservedConcurrentExecutions"] >= plan[name], name
+    forward = resources["Forward"]["Properties"]
+    scaling = forward["Events"]["ForwardSqsEventSource"]["Properties"]["ScalingConfig"]
+    assert scaling["MaximumConcurrency"] == forward["ReservedConcurrentExecutions"]
+
+    rate = float(env["SEND_RATE"])
+    assert plan["Poll"] * int(env["POLL_CONCURRENCY"]) / 0.25 >= rate * 2  # every open message, each attempt
+    assert plan["sends_per_second"] >= rate * 2
+    plans = {r: capacity_plan({"SEND_RATE": str(r), "POLL_CONCURRENCY": "5"}) for r in (10, 100, 1000)}
+    assert [(p["Poll"], p["Forward"], p["Send"], p["twilio_budget"]) for p in plans.values()] == [
+        (2, 4, 4, 50), (10, 36, 10, 150), (100, 360, 100, 1500)
+    ]  # fmt: skip
+    assert all(p["sends_per_second"] >= 2 * r for r, p in plans.items())
+    with pytest.raises(DeployError, match=r"SEND_RATE=100 needs about 150 requests in flight.*ask Twilio"):
+        capacity_plan({"SEND_RATE": "100", "TWILIO_MAX_CONCURRENCY": "50"})
 
 
 def test_the_queues_visibility_timeout_is_derived_from_the_send_timeout(sam: dict[str, Any]) -> None:

@@ -432,8 +432,34 @@ class TestOneDeployTwoEntryPoints:
         assert refused["statusCode"] == 403 and must(wiring.ledger().get(sent)).status == "queued"
         answer = app.app(self.api_gateway_event(params, validator.compute_signature(api_url, params), sent), None)
         assert answer["statusCode"] == 200 and must(wiring.ledger().get(sent)).status == "sent"
-        # and what the send function gives Twilio is the function URL
-        assert wiring.settings().status_callback_url(sent) == f"{self.FUNCTION_URL}/twilio/status?mid={sent}"
+        # and what the send function gives Twilio is the function URL, asking for retries of a refused callback
+        assert wiring.settings().status_callback_url(sent) == (
+            f"{self.FUNCTION_URL}/twilio/status?mid={sent}#ct=2000&rt=4000&rc=5&rp=all&tt=15000"
+        )
+
+    def test_a_signature_over_the_callback_url_with_or_without_its_overrides_is_taken(
+        self, api: Api, sent: str
+    ) -> None:
+        """Twilio does not say whether X-Twilio-Signature covers the overrides fragment, which no request
+        carries: both are URLs the connector gave Twilio, so both are taken; another fragment is not."""
+        from twilio.request_validator import RequestValidator
+
+        import app
+
+        hooks = TestWebhooksOnAFunctionUrl()
+        validator = RequestValidator(AUTH_TOKEN)
+        given = must(wiring.settings().status_callback_url(sent))
+        assert "#rc=" in given or "&rc=5" in given
+        bare = given.partition("#")[0]
+        for url, status, taken in [
+            (f"{bare}#rc=1", "sent", 403),
+            (given, "sent", 200),
+            (bare, "delivered", 200),
+        ]:
+            params = {"MessageSid": self.SID, "MessageStatus": status}
+            event = hooks.event("/twilio/status", params, validator.compute_signature(url, params), f"mid={sent}")
+            assert app.webhooks(event, None)["statusCode"] == taken, url
+        assert must(wiring.ledger().get(sent)).status == "delivered"
 
     def test_the_function_url_accepts_its_own_domain_and_a_configured_name(self, api: Api, sent: str) -> None:
         from twilio.request_validator import RequestValidator

@@ -105,15 +105,48 @@ def polling_only() -> Iterator[Harness]:
 def test_a_window_too_big_for_one_poll_run_is_polled_a_page_at_a_time_and_finishes() -> None:
     """A poll run with too little time left for another page hands back a cursor; the state machine
     (the real ASL, run by moto) loops straight back to Poll; every message is polled once per attempt."""
-    for harness in make_stack(extra_env={"PUBLIC_BASE_URL": "", "POLL_PAGE_SIZE": "2"}, poll_timeout_seconds=20):
+    env = {"PUBLIC_BASE_URL": "", "POLL_PAGE_SIZE": "2"}
+    for harness in make_stack(extra_env=env, poll_timeout_seconds=20, poll_window_seconds=30):
         ids = [harness.send(f"+1555010004{n}") for n in range(5)]
         for message_id in ids:
             harness.wait_status(message_id, "delivered", timeout=40)
-        (execution,) = harness.executions_done()
-        history = harness.sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
-        entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
+        executions = harness.executions_done()  # one, unless the sends straddled a window's boundary
+        entered: list[str] = []
+        for execution in executions:
+            history = harness.sfn.get_execution_history(executionArn=execution["executionArn"])["events"]
+            entered += [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
         assert entered.count("Poll") >= 3 and entered.count("Wait") < entered.count("Poll")  # runs went on at once
-        assert execution["status"] == "SUCCEEDED" and all(harness.record(i).poll_attempts == 1 for i in ids)
+        assert all(e["status"] == "SUCCEEDED" for e in executions)
+        assert all(harness.record(i).poll_attempts == 1 for i in ids)
+
+
+@pytest.mark.parametrize("overrides", [True, False], ids=["overrides", "no-overrides"])
+def test_callbacks_past_the_webhooks_url_cap_are_refused_and_nothing_is_lost(
+    overrides: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS answers 429 past 10 requests/s per reserved unit of a function URL and past its reserved
+    concurrency; the local stack does too (here one unit: 10 callbacks a second, one at a time). With
+    the callback URL's connection overrides Twilio tries a refused callback again; without them it never
+    does, and the poll loop learns what the callback would have said. Either way every message ends
+    delivered."""
+    if not overrides:
+        monkeypatch.setattr("chalicelib.settings.CALLBACK_OVERRIDES", "")
+    for harness in make_stack(webhooks_reserved=1, retry_attempts=5):
+        ids = [harness.send(f"+155501001{n:02d}") for n in range(30)]
+        records = [harness.wait_status(message_id, "delivered", timeout=40) for message_id in ids]
+        gate = harness.stack.url_gates["Webhooks"]
+        status_calls = [c for c in harness.sim.callbacks if c.kind == "status"]
+        refused = [c for c in status_calls if c.status_code == 429]
+        retried = [c for c in status_calls if c.attempt > 0]
+        assert gate.refused == len(refused) > 0 and gate.peak == 1
+        if overrides:
+            assert any(c.status_code == 200 for c in retried)  # a refused callback came again and was taken
+            assert all("#" not in c.url for c in status_calls)  # the fragment is Twilio's, never sent
+        else:
+            assert retried == []
+            learned = {e["source"] for r in records for e in r.events if e.get("status") == "delivered"}
+            assert "poll" in learned  # what a refused `delivered` would have said, the poll loop found
+        harness.executions_done()
 
 
 def test_delivered_through_polling_alone(polling_only: Harness) -> None:

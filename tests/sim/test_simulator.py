@@ -240,6 +240,67 @@ class TestStatusCallbacks:
         assert receiver.requests == []
 
 
+class TestConnectionOverrides:
+    """twilio.com/docs/usage/webhooks/webhooks-connection-overrides: a callback answered 429 or 5xx is tried
+    again only if its URL's fragment says so (`rc` retries, `rp` which failures, `tt` all tries' time)."""
+
+    def _statuses(self, receiver: Receiver, path: str) -> list[str]:
+        return [dict(parse_qsl(c["body"]))["MessageStatus"] for c in receiver.requests if c["path"] == path]
+
+    def test_a_refused_callback_is_not_tried_again_without_overrides(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        receiver.status_for["/plain"] = 429
+        client.messages.create(to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/plain")
+        receiver.wait_for(3)
+        time.sleep(0.5)  # 10 simulated seconds: a retry would have come
+        assert self._statuses(receiver, "/plain") == ["sending", "sent", "delivered"]
+
+    def test_the_fragment_asks_for_retries_within_the_total_time(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        receiver.status_for["/hook"] = 429
+        url = f"{receiver.url}/hook#rc=3&rp=4xx&tt=15000"
+        client.messages.create(to=TO, from_=FROM, body="x", status_callback=url)
+        receiver.wait_for(12)
+        time.sleep(0.5)
+        assert sorted(self._statuses(receiver, "/hook")) == sorted(["sending", "sent", "delivered"] * 4)
+        tries = [c for c in simulator.sim.callbacks if c.url.endswith("/hook")]
+        assert sorted(c.attempt for c in tries) == sorted([0, 1, 2, 3] * 3)
+        # the fragment is never sent, and the signature is over the URL the request arrived on
+        validator = RequestValidator(AUTH_TOKEN)
+        assert all(validator.validate(f"{receiver.url}/hook", dict(parse_qsl(c["body"])),
+                                      c["headers"]["X-Twilio-Signature"]) for c in receiver.requests)  # fmt: skip
+
+        receiver.requests.clear()
+        receiver.status_for["/short"] = 503
+        # 1 + 2 simulated seconds of pauses would pass a 2.5 s total time: one retry only
+        client.messages.create(to=TO, from_=FROM, body="y", status_callback=f"{receiver.url}/short#rc=5&rp=5xx&tt=2500")
+        receiver.wait_for(6)
+        time.sleep(0.5)
+        assert sorted(self._statuses(receiver, "/short")) == sorted(["sending", "sent", "delivered"] * 2)
+
+        receiver.requests.clear()
+        receiver.status_for["/policy"] = 503
+        client.messages.create(to=TO, from_=FROM, body="z", status_callback=f"{receiver.url}/policy#rc=5&rp=4xx")
+        receiver.wait_for(3)
+        time.sleep(0.5)  # rp=4xx: a 503 is not tried again
+        assert self._statuses(receiver, "/policy") == ["sending", "sent", "delivered"]
+
+    def test_a_retry_that_is_taken_ends_the_tries(
+        self, client: Client, simulator: TwilioSimulator, receiver: Receiver
+    ) -> None:
+        answers = iter([429, 429])
+        receiver.responders["/once"] = lambda request: (next(answers, 200), None)
+        sid = client.messages.create(
+            to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/once#rc=5&rp=all"
+        ).sid
+        receiver.wait_for(5)
+        time.sleep(0.5)
+        assert len(receiver.requests) == 5  # two refused, each taken at its next try, and the third as it came
+        assert [dict(parse_qsl(c["body"]))["MessageSid"] for c in receiver.requests] == [sid] * 5
+
+
 class TestInbound:
     def test_a_stop_reply_is_posted_signed_and_blocks_later_sends(
         self, client: Client, simulator: TwilioSimulator, receiver: Receiver
