@@ -41,6 +41,7 @@ class Settings:
     # bills transitions, so polling costs the same whether messages came in bursts or one at a time.
     poll_window_seconds: int = 120
     poll_page_size: int = 200  # POLL_PAGE_SIZE: a window's open messages read and fetched a page at a time
+    poll_window_shards: int = 1  # POLL_WINDOW_SHARDS (from SEND_RATE at package time): index keys per window
     public_base_url: str | None = None
     webhook_base_url: str | None = None  # where Twilio calls the webhooks (a function URL); else public_base_url
     messages_table: str = "twilio-connector-messages"
@@ -202,6 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_attempts=_int(env, "RETRY_ATTEMPTS", D.retry_attempts, minimum=0),
         poll_window_seconds=_int(env, "POLL_WINDOW_SECONDS", D.poll_window_seconds, minimum=1),
         poll_page_size=_int(env, "POLL_PAGE_SIZE", D.poll_page_size, minimum=1),
+        poll_window_shards=min(_int(env, "POLL_WINDOW_SHARDS", D.poll_window_shards, minimum=1), 99),
         public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
         webhook_base_url=(env.get("WEBHOOK_BASE_URL") or "").rstrip("/") or None,
         messages_table=env.get("MESSAGES_TABLE") or D.messages_table,

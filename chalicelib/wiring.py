@@ -141,7 +141,9 @@ def ledger() -> MessageLedger:
     from chalicelib.adapters.dynamo_ledger import DynamoMessageLedger
 
     s = settings()
-    return once("ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days))
+    return once(
+        "ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days, s.poll_window_shards)
+    )
 
 
 def opt_outs() -> OptOutStore:

@@ -40,6 +40,8 @@ FRONT_DOOR_REQUESTS_PER_MESSAGE = 4  # a create and ~3 polls from a platform tha
 FETCHES_PER_MESSAGE = 1  # a poll attempt fetches each open message once; sized as if no callback came
 WRITEBACKS_PER_MESSAGE = 3  # a platform told every change (make bench counts 3 callbacks)
 TWILIO_REQUEST_SECONDS = 0.25  # a create or fetch answered (docs/deploy.md: ~0.2 s)
+PARTITION_WRITES = 1000  # DynamoDB: one partition key takes ~1,000 writes/s (best practices, partition keys)
+INDEX_WRITES_PER_MESSAGE = 2  # a message enters its poll window's index key and leaves it
 TELL_SECONDS = 0.3  # a write-back answered by a platform (the timeout is far longer: this is the common case)
 HEADROOM = 2.0  # bursts above the stage's average rate
 DEFAULT_SEND_RATE = 10.0  # messages/s: a new account's few long codes and toll-free numbers
@@ -145,6 +147,8 @@ def capacity_plan(env: Mapping[str, str]) -> dict[str, Any]:
         "Forward": units(WRITEBACKS_PER_MESSAGE, per_poll / TELL_SECONDS),
         "Send": twilio["send_invocations"],
         "twilio_budget": twilio["budget"],
+        "poll_window_shards": int(env.get("POLL_WINDOW_SHARDS") or 0)
+        or math.ceil(rate * INDEX_WRITES_PER_MESSAGE * HEADROOM / PARTITION_WRITES),
         "sends_per_second": round(twilio["send_invocations"] * twilio["per_send"] / TWILIO_REQUEST_SECONDS),
     }
 
@@ -158,7 +162,8 @@ def describe_plan(plan: Mapping[str, Any]) -> str:
         f"capacity for SEND_RATE={plan['send_rate']:g} messages/s: webhooks {plan['Webhooks']} and front door "
         f"{plan['Facade']} reserved ({URL_RPS_PER_RESERVED} requests/s each on their function URLs), poll "
         f"{plan['Poll']}, forward {plan['Forward']}, send {plan['Send']} invocations (~{plan['sends_per_second']} "
-        f"creates/s) within {plan['twilio_budget']} requests in flight to Twilio"
+        f"creates/s) within {plan['twilio_budget']} requests in flight to Twilio, poll windows over "
+        f"{plan['poll_window_shards']} index key(s)"
         + (f" (ask Twilio for an account concurrency of {plan['twilio_budget']})"
            if plan["twilio_budget"] > DEFAULT_TWILIO_BUDGET else "")
     )  # fmt: skip
@@ -181,6 +186,8 @@ def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[st
     for name in ("Webhooks", "Facade", "Poll", "Forward"):
         props = resources[name]["Properties"]
         props["ReservedConcurrentExecutions"] = max(int(props.get("ReservedConcurrentExecutions", 0)), plan[name])
+    shared = sam.setdefault("Globals", {}).setdefault("Function", {}).setdefault("Environment", {})
+    shared.setdefault("Variables", {})["POLL_WINDOW_SHARDS"] = str(plan["poll_window_shards"])
     forward = resources["Forward"]["Properties"]
     forward["Events"]["ForwardSqsEventSource"]["Properties"]["ScalingConfig"] = {
         "MaximumConcurrency": min(1000, forward["ReservedConcurrentExecutions"])

@@ -8,9 +8,10 @@ function; `LambdaRouter` answers moto's Invoke with the handler in this process.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +129,108 @@ def create_queues(client: Any, stage: str) -> dict[str, str]:
     }
 
 
+class PartitionModel:
+    """DynamoDB's partition limit, which moto does not have: one partition key takes about 1,000 writes/s
+    (DynamoDB developer guide, "Best practices for designing and using partition keys effectively": "a single
+    partition ... up to 1,000 write capacity units"), and a global secondary index short of capacity throttles
+    writes to its base table ("... throttling on the base table"). Every write counts against its item's key
+    and against each index key it adds or removes; past `writes_per_second` on one key in a second, the write
+    is refused with ProvisionedThroughputExceededException, as DynamoDB does once the SDK's retries are spent.
+    Tables and indexes come from infra/resources.json, by the stage's physical names."""
+
+    def __init__(self, stage: str, writes_per_second: float = 1000.0, second: float = 1.0) -> None:
+        self.limit = writes_per_second
+        self.second = second
+        self.keys: dict[str, tuple[str, dict[str, str]]] = {}  # table -> (hash key, index -> its hash key)
+        for logical, props in resources("AWS::DynamoDB::Table").items():
+            hash_key = next(k["AttributeName"] for k in props["KeySchema"] if k["KeyType"] == "HASH")
+            indexes = {
+                i["IndexName"]: next(k["AttributeName"] for k in i["KeySchema"] if k["KeyType"] == "HASH")
+                for i in props.get("GlobalSecondaryIndexes", [])
+            }
+            self.keys[physical_name(stage, logical)] = (hash_key, indexes)
+        self.throttled: Counter[tuple[str, str, str]] = Counter()  # (table, index or "", key) -> writes refused
+        self.peak: Counter[tuple[str, str, str]] = Counter()  # most writes one key took in a second
+        self._recent: dict[tuple[str, str, str], deque[float]] = {}
+
+    def admit(self, client: Any, operation: str, request: Mapping[str, Any]) -> None:
+        """Count one write against the keys it touches, or raise as DynamoDB would."""
+        touched = [key for write in _writes(operation, request) for key in self._touched(client, *write)]
+        now = time.monotonic()
+        for key in touched:
+            recent = self._recent.setdefault(key, deque())
+            while recent and now - recent[0] >= self.second:
+                recent.popleft()
+            if len(recent) >= self.limit:
+                self.throttled[key] += 1
+                from botocore.exceptions import ClientError
+
+                message = f"Throughput exceeds the current capacity for one partition key ({key[1] or 'table'})"
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}},
+                                  operation)  # fmt: skip
+        for key in touched:
+            self._recent[key].append(now)
+            self.peak[key] = max(self.peak[key], len(self._recent[key]))
+
+    def _touched(
+        self, client: Any, table: str, key: Mapping[str, Any], new: Mapping[str, Any] | None, names: set[str]
+    ) -> list[tuple[str, str, str]]:
+        if table not in self.keys:
+            return []
+        hash_key, indexes = self.keys[table]
+        found = [(table, "", json.dumps(key.get(hash_key), sort_keys=True, default=str))]
+        for index, attribute in indexes.items():
+            if attribute not in names and "*" not in names:
+                continue
+            read = {"ProjectionExpression": "#a", "ExpressionAttributeNames": {"#a": attribute}}
+            old = client.get_item(TableName=table, Key=dict(key), **read).get("Item", {}).get(attribute)
+            after = (new or {}).get(attribute) if new is not None and attribute in new else None
+            if after == old:
+                continue  # the index entry does not change: DynamoDB writes nothing to it
+            found += [(table, index, json.dumps(v, sort_keys=True, default=str)) for v in (old, after) if v is not None]
+        return found
+
+
+def _writes(
+    operation: str, request: Mapping[str, Any]
+) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any] | None, set[str]]]:
+    """Each item a write request changes: (table, key, the new attribute values it sets if known, the
+    attribute names it may change)."""
+    if operation == "transact_write_items":
+        found = []
+        for entry in request.get("TransactItems", []):
+            for kind in ("Put", "Update", "Delete"):
+                if kind in entry:
+                    found += _writes(kind.lower() + "_item", entry[kind])
+        return found
+    if operation == "batch_write_item":
+        found = []
+        for table, entries in request.get("RequestItems", {}).items():
+            for entry in entries:
+                if "PutRequest" in entry:
+                    found += _writes("put_item", {"TableName": table, **entry["PutRequest"]})
+                if "DeleteRequest" in entry:
+                    found += _writes("delete_item", {"TableName": table, **entry["DeleteRequest"]})
+        return found
+    table = request.get("TableName", "")
+    if operation == "put_item":
+        item = request.get("Item", {})
+        return [(table, item, item, set(item))]
+    if operation == "delete_item":
+        return [(table, request.get("Key", {}), None, {"*"})]
+    if operation == "update_item":
+        expression = request.get("UpdateExpression", "")
+        aliases = request.get("ExpressionAttributeNames", {})
+        names = {aliases.get(word, word) for word in re.findall(r"#?[A-Za-z_][\w]*", expression)}
+        values = request.get("ExpressionAttributeValues", {})
+        new = {}
+        for name, placeholder in re.findall(r"(#?[A-Za-z_]\w*)\s*=\s*(:\w+)", expression):
+            if placeholder in values:
+                new[aliases.get(name, name)] = values[placeholder]
+        return [(table, request.get("Key", {}), new, names)]
+    return []
+
+
 class AtomicClient:
     """A boto3 client whose calls run one at a time, and as strict as DynamoDB where moto is kinder.
 
@@ -139,9 +242,11 @@ class AtomicClient:
     """
 
     _lock = threading.Lock()
+    WRITES = ("put_item", "update_item", "delete_item", "batch_write_item", "transact_write_items")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, partitions: PartitionModel | None = None) -> None:
         self._client = client
+        self.partitions = partitions
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
@@ -152,6 +257,8 @@ class AtomicClient:
             if name in ("put_item", "update_item", "batch_write_item"):
                 _refuse_empty_map_keys(name, kwargs)
             with self._lock:
+                if self.partitions is not None and name in self.WRITES:
+                    self.partitions.admit(self._client, name, kwargs)
                 return attr(*args, **kwargs)
 
         return call

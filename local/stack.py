@@ -67,6 +67,8 @@ class StackConfig:
     # the webhooks and the front door take 10 requests/s per unit and refuse the rest with 429, as on AWS.
     # None: the plan for this send rate; 0: no cap.
     send_rate: float = 10.0
+    # DynamoDB's ~1,000 writes/s on one partition key (local.aws.PartitionModel); None: no limit.
+    partition_writes_per_second: float | None = 1000.0
     webhooks_reserved: int | None = None
     facade_reserved: int | None = None
 
@@ -85,6 +87,8 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self.simulator: TwilioSimulator | None = None
         self.send_invocations = 0
+        rate = self.config.partition_writes_per_second
+        self.partitions = None if rate is None else local_aws.PartitionModel(self.config.stage, rate)
         from infra.deploy import url_plan
 
         plan = url_plan({"SEND_RATE": str(self.config.send_rate)})
@@ -207,7 +211,7 @@ class LocalStack:
         """Put the stack's own pieces back in the wiring (tests reset it between tests)."""
         from chalicelib import wiring
 
-        wiring.override(dynamodb=AtomicClient(self.dynamodb))
+        wiring.override(dynamodb=AtomicClient(self.dynamodb, self.partitions))
 
     def stop(self) -> None:
         self._stopping.set()

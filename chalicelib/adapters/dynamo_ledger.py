@@ -35,6 +35,7 @@ from chalicelib.domain.ledger import (
     lower_statuses,
     sent_values,
 )
+from chalicelib.domain.polling import SHARD_SEPARATOR, poll_key, shard_key
 from chalicelib.domain.rules import CLAIM_IN_FLIGHT, CLAIM_OUTCOME_UNKNOWN, ClaimOutcome
 
 if TYPE_CHECKING:
@@ -42,9 +43,10 @@ if TYPE_CHECKING:
 
 
 class DynamoMessageLedger(DynamoTable):
-    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, ttl_days: int = 90, poll_shards: int = 1) -> None:
         super().__init__(client, table)
         self.ttl = timedelta(days=ttl_days)
+        self.poll_shards = poll_shards
 
     def get(self, message_id: str) -> MessageRecord | None:
         result = self._call("get_item", Key=serialize({"id": message_id}), ConsistentRead=True)
@@ -88,7 +90,10 @@ class DynamoMessageLedger(DynamoTable):
         return ClaimResult(ClaimOutcome.BUSY)
 
     def record_sent(self, message_id: str, sent: SentMessage, now: datetime) -> MessageRecord | None:
-        u = Update().set(sent_values(sent, now))
+        values = sent_values(sent, now)
+        if sent.poll_window is not None:
+            values["poll_window"] = poll_key(sent.poll_window, message_id, self.poll_shards)
+        u = Update().set(values)
         u.append("events", [event(sent.status, now, sent.source, sent.error_code)]).remove("claim_token")
         return self._update_returning(message_id, u, f"attribute_not_exists({u.n('twilio_sid')})")
 
@@ -219,17 +224,30 @@ class DynamoMessageLedger(DynamoTable):
         return ids
 
     def open_page(self, window: int, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        request: dict[str, Any] = {
-            "IndexName": POLL_WINDOW_INDEX,
-            "KeyConditionExpression": "poll_window = :w",
-            "ExpressionAttributeValues": {":w": {"N": str(window)}},
-            "Limit": limit,
-        }
-        if cursor is not None:  # a position, not an item: it holds even if that message has left the index
-            request["ExclusiveStartKey"] = {"id": {"S": cursor}, "poll_window": {"N": str(window)}}
-        result = self._call("query", **request)
-        last = result.get("LastEvaluatedKey")
-        return [item["id"]["S"] for item in result.get("Items", [])], (last["id"]["S"] if last else None)
+        """Up to `limit` ids, one shard at a time, and where to go on (None: the window is read)."""
+        shard, position = 0, cursor
+        if cursor is not None and SHARD_SEPARATOR in cursor:
+            number, _, rest = cursor.partition(SHARD_SEPARATOR)
+            shard, position = int(number), rest or None
+        while shard < self.poll_shards:
+            key = {"N": str(shard_key(window, shard))}
+            request: dict[str, Any] = {
+                "IndexName": POLL_WINDOW_INDEX,
+                "KeyConditionExpression": "poll_window = :w",
+                "ExpressionAttributeValues": {":w": key},
+                "Limit": limit,
+            }
+            if position is not None:  # a position, not an item: it holds even if that message has left the index
+                request["ExclusiveStartKey"] = {"id": {"S": position}, "poll_window": key}
+            result = self._call("query", **request)
+            ids = [item["id"]["S"] for item in result.get("Items", [])]
+            last = result.get("LastEvaluatedKey")
+            if last:
+                return ids, last["id"]["S"] if self.poll_shards == 1 else f"{shard}{SHARD_SEPARATOR}{last['id']['S']}"
+            shard, position = shard + 1, None
+            if ids:
+                return ids, f"{shard}{SHARD_SEPARATOR}" if shard < self.poll_shards else None
+        return [], None
 
     # --- the Twilio-compatible front door --------------------------------------
 

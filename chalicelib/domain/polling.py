@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,3 +98,18 @@ class PollStarter(Protocol):
     def start(
         self, window: int, now: datetime, connection: str | None = None, plan: PollPlan | None = None
     ) -> str | None: ...
+
+
+SHARD_SEPARATOR = "/"  # a cursor across shards: "<shard>/<last id or nothing>"; message ids have no "/"
+
+
+def shard_key(window: int, shard: int) -> int | float:
+    """A window's shard s is keyed window + s/100: still a Number, so the index's schema is unchanged (a
+    GSI's key cannot change in one deploy), and shard 0 is the window itself, as before shards."""
+    return window if shard == 0 else window + shard / 100
+
+
+def poll_key(window: int, message_id: str, shards: int) -> int | float:
+    """The `by_poll_window` key a message is written under. One key per window is one DynamoDB partition
+    (~1,000 writes/s; each message writes its key twice): POLL_WINDOW_SHARDS spreads a window's messages."""
+    return shard_key(window, zlib.crc32(message_id.encode()) % shards)

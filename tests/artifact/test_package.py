@@ -171,6 +171,10 @@ def test_every_function_and_trigger_is_sized_from_the_send_rate(sam: dict[str, A
         (2, 4, 4, 50), (10, 36, 10, 150), (100, 360, 100, 1500)
     ]  # fmt: skip
     assert all(p["sends_per_second"] >= 2 * r for r, p in plans.items())
+    # a poll window's index key takes 2 writes a message: spread over keys of ~1,000 writes/s each
+    assert [p["poll_window_shards"] for p in plans.values()] == [1, 1, 4]
+    shared = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert shared["POLL_WINDOW_SHARDS"] == str(plan["poll_window_shards"])
     with pytest.raises(DeployError, match=r"SEND_RATE=100 needs about 150 requests in flight.*ask Twilio"):
         capacity_plan({"SEND_RATE": "100", "TWILIO_MAX_CONCURRENCY": "50"})
 

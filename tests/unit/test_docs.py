@@ -64,3 +64,44 @@ def test_every_file_the_docs_name_exists() -> None:
         for path in re.findall(r"`((?:chalicelib|tests|infra|local)/[\w./-]+)`", doc.read_text())
     }
     assert sorted(f"{doc}: {path}" for doc, path in named if not (ROOT / path.rstrip("/")).exists()) == []
+
+
+def test_the_capacity_table_is_the_plan_make_package_applies_and_costs_what_make_bench_measured() -> None:
+    """docs/deploy.md's table, row by row, against infra.deploy.capacity_plan, and its cost per hour against
+    the burst cost per million in docs/figures.md (written by make bench)."""
+    from infra.deploy import capacity_plan
+
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("### Capacity: one send rate", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| [\d,]+ \|", line)]
+    figures = (ROOT / "docs" / "figures.md").read_text()
+    burst = float(re.search(r"burst, callbacks to a Lambda function URL .* (\d+\.\d\d)\n", figures)[1])  # type: ignore[index]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        rate = int(cells[0].replace(",", ""))
+        plan = capacity_plan({"SEND_RATE": str(rate), "POLL_CONCURRENCY": "5"})
+
+        def number(cell: str) -> int:
+            return int(cell.split(" ")[0].replace(",", ""))
+
+        said = [number(c) for c in cells[1:7]]
+        assert said == [plan[k] for k in ("Webhooks", "Facade", "Poll", "Forward", "Send", "twilio_budget")], row
+        assert f"(~{plan['sends_per_second']:,})" in cells[5], row
+        assert cells[7] == f"${rate * 3600 * burst / 1e6:.2f}", row
+
+
+def test_the_readmes_capacity_table_says_the_same_plan() -> None:
+    from infra.deploy import capacity_plan
+
+    rows = re.findall(
+        r"^\| ([\d,]+) \| ([\d /]+) \| ([\d,]+)[^|]* \| (\$[\d.]+) \|$", (ROOT / "README.md").read_text(), re.M
+    )
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert [r[0] for r in rows] == ["10", "100", "1,000"]
+    for rate, reserved, budget, cost in rows:
+        plan = capacity_plan({"SEND_RATE": rate.replace(",", ""), "POLL_CONCURRENCY": "5"})
+        names = ("Webhooks", "Facade", "Poll", "Forward", "Send")
+        assert [int(n) for n in reserved.split(" / ")] == [plan[k] for k in names]
+        assert int(budget.replace(",", "")) == plan["twilio_budget"]
+        assert f"| {cost} |" in deploy  # the cost docs/deploy.md's table holds to make bench's figure

@@ -345,3 +345,44 @@ def test_a_refused_write_back_is_noted_on_the_message_and_nowhere_else(ledger):
         "ci360 refused the token (401)",
         "credentials_refused",
     )
+
+
+@pytest.mark.parametrize("shards", [1, 8])
+def test_a_busy_poll_window_is_written_across_shards_and_read_whole(shards: int) -> None:
+    """DynamoDB takes ~1,000 writes/s on one partition key, and a GSI short of it throttles its base table
+    (local.aws.PartitionModel, here scaled down to 20 writes a second). Every message sent in a window
+    writes the window's `by_poll_window` key: on one key a burst is throttled; over POLL_WINDOW_SHARDS keys
+    it is not, and a poll run still reads each open message exactly once, a page at a time."""
+    from local.aws import PartitionModel
+
+    window = 1_795_000_200
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        names = create_tables(client)
+        partitions = PartitionModel("test", writes_per_second=20, second=60.0)  # one "second" spans the test
+        ledger = DynamoMessageLedger(AtomicClient(client, partitions), names["MessagesTable"], poll_shards=shards)  # type: ignore[arg-type]
+        sent, refused = [], 0
+        for i in range(60):
+            ledger.claim(f"w{i:02d}", {**ATTRS, "to": f"+155512300{i:02d}"}, "t", NOW, LEASE)
+            try:
+                ledger.record_sent(f"w{i:02d}", SentMessage(f"SMw{i}", "queued", poll_window=window), NOW)
+                sent.append(f"w{i:02d}")
+            except Exception as exc:  # StoreError: the send would be retried from the queue
+                assert "ProvisionedThroughputExceeded" in str(exc)
+                refused += 1
+        index_throttled = sum(n for (_, index, _), n in partitions.throttled.items() if index == "by_poll_window")
+        if shards == 1:
+            assert refused == index_throttled == 40  # past 20 on the window's one key
+        else:
+            assert refused == index_throttled == 0
+            assert max(n for (_, index, _), n in partitions.peak.items() if index == "by_poll_window") <= 20
+        partitions.limit = 1000  # a new second
+        read, cursor = [], None
+        while True:
+            page, cursor = ledger.open_page(window, cursor, 7)
+            read += page
+            if cursor is None:
+                break
+        assert sorted(read) == sorted(sent)
+        ledger.apply_status(sent[0], StatusUpdate("delivered", "callback", "SMw0"), NOW)  # leaves the index
+        assert sorted(ledger.open_in_window(window)) == sorted(sent[1:])
