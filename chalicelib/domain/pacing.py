@@ -9,6 +9,7 @@ message that would wait too long: it waits in our queue (a delayed SQS message) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,9 @@ from datetime import datetime, timedelta
 TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
 DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's, when a request gives none
 MAX_MARGIN_SECONDS = 60.0  # kept free of a message's validity, for clock skew and Twilio's own overhead
+# A send reserves this much of its sender's throughput in one write and hands the rest of it to the next
+# sends of the same invocation: a short code at 100 segments/s is one write a second, not 100 on one item.
+LEASE_SECONDS = 1.0
 
 
 def default_rate(sender: str) -> float | None:
@@ -53,3 +57,34 @@ def reserve(
 def sender_rate(sender: str, overrides: Mapping[str, float]) -> float | None:
     """SENDER_RATES' rate for a sender, else its type's default."""
     return overrides.get(sender, default_rate(sender))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Places in a sender's queue reserved in one write and not yet handed to a message."""
+
+    next_slot: datetime  # where the next message's place starts
+    segments_left: int
+    taken_at: datetime
+
+
+def lease_size(rate: float, segments: int) -> int:
+    """Segments to reserve in one write: a message's own, or a LEASE_SECONDS of the sender's rate if more."""
+    return max(segments, math.ceil(rate * LEASE_SECONDS))
+
+
+def from_lease(lease: Lease | None, now: datetime, segments: int, rate: float) -> tuple[Reservation, Lease] | None:
+    """Pure: the next place of a lease still fresh and big enough (None: reserve anew). A place whose time
+    has passed is still the message's: the sender's queue was recorded as holding it, so it drains in time."""
+    if lease is None or lease.segments_left < segments or (now - lease.taken_at).total_seconds() >= LEASE_SECONDS:
+        return None
+    end = lease.next_slot + timedelta(seconds=segments / rate)
+    wait = max(0.0, (lease.next_slot - now).total_seconds())
+    return Reservation(wait, end), Lease(end, lease.segments_left - segments, lease.taken_at)
+
+
+def split_block(block: Reservation, block_segments: int, segments: int, rate: float, now: datetime) -> Lease:
+    """After a block of places was reserved and its first given to a message: the rest, as a lease."""
+    assert block.next_free is not None
+    start = block.next_free - timedelta(seconds=block_segments / rate)
+    return Lease(start + timedelta(seconds=segments / rate), block_segments - segments, now)
