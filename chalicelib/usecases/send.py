@@ -178,7 +178,7 @@ class SendService:
                 refused = {"refused_by": "connector"}
                 record = self.ledger.record_error(message_id, code, text, now, attrs=refused, token=token)
                 return self._errored(message_id, code, text, log, record)
-            self._take_place(msg, now)
+            waits = self._take_place(msg, now)
             callback = self.settings.status_callback_url(message_id)
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
@@ -206,22 +206,23 @@ class SendService:
             if isinstance(exc, TwilioRetryable) and exc.http_status == 429:
                 raise Deferred("Twilio is throttling the account", exc.retry_after or 0, "Throttling") from exc
             raise RetryLater(str(exc)) from exc
-        return self._record_sent(message_id, sent, now, "sent", log)
+        return self._record_sent(message_id, sent, now, "sent", log, waits)
 
-    def _take_place(self, msg: OutboundMessage, now: datetime) -> None:
+    def _take_place(self, msg: OutboundMessage, now: datetime) -> float:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
-        would wait there longer than its validity and fail with 30001."""
+        would wait there longer than its validity and fail with 30001. How long it will wait there."""
         sender = msg.messaging_service_sid or msg.from_
         connection = pick(self.validation.connections, msg.connection)
         rates = {**self.settings.sender_rates, **(connection.sender_rates if connection else {})}  # its own win
         rate = sender_rate(sender, rates) if sender else None
         if sender is None or rate is None or self.senders is None:
-            return
+            return 0.0
         validity = msg.validity_period or DEFAULT_VALIDITY_SECONDS
         place = self.senders.reserve(sender, msg.num_segments, rate, validity, now)
         if place.next_free is None:
             metrics.add_metric(name="SenderQueueFull", unit="Count", value=1)
             raise Deferred("the sender's queue at Twilio is full for this message's validity", place.over_by, "Pacing")
+        return place.wait_seconds
 
     def _reconcile(
         self, creds: TwilioCredentials, record: MessageRecord | None, msg: OutboundMessage, now: datetime
@@ -243,8 +244,11 @@ class SendService:
         return None
 
     def _record_sent(
-        self, message_id: str, sent: TwilioMessage, now: datetime, result: str, log: dict[str, Any]
+        self, message_id: str, sent: TwilioMessage, now: datetime, result: str, log: dict[str, Any], waits: float = 0
     ) -> SendOutcome:
+        # Polled in the window Twilio will send it in: a message waiting in its sender's queue at Twilio is
+        # not fetched, attempt after attempt, while it waits (its callbacks still land whenever they come).
+        due = now + timedelta(seconds=waits)
         recorded = self.ledger.record_sent(
             message_id,
             SentMessage(
@@ -254,7 +258,7 @@ class SendService:
                 price_unit=sent.price_unit,
                 error_code=sent.error_code,
                 error_message=sent.error_message,
-                poll_window=None if sent.status in rules.TERMINAL_STATUSES else self.settings.poll_window(now),
+                poll_window=None if sent.status in rules.TERMINAL_STATUSES else self.settings.poll_window(due),
             ),
             now,
         )

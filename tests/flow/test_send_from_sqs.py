@@ -429,6 +429,22 @@ def test_a_senders_queue_at_twilio_never_outlasts_a_messages_validity(stack: Sta
     assert wiring.sender_queues().reserve(long_code, 1, 1.0, 10, stack.clock()).wait_seconds == 0
 
 
+def test_a_message_waiting_in_its_senders_queue_is_polled_when_twilio_will_send_it(stack: Stack) -> None:
+    """A long code drains 1 segment/s: the 300th message of a burst waits ~5 min at Twilio. It is polled in
+    the window Twilio sends it in, not fetched as `queued` attempt after attempt from the moment it was sent."""
+    from chalicelib.domain.polling import poll_input
+
+    long_code = "+15551230001"
+    wiring.sender_queues().reserve(long_code, 299, 1.0, 36_000, stack.clock())  # 299 already ahead of it
+    late = Delivery({"to": "+15559870001", "from": long_code, "body": "x"})
+    assert stack.deliver(late) == []
+    settings, now = wiring.settings(), stack.clock()
+    window = int(stack.record(late).item["poll_window"])
+    assert window == settings.poll_window(now + timedelta(seconds=299)) > settings.poll_window(now)
+    first_wait = poll_input(window, settings.poll_window_seconds, now, settings.retry_interval_ms, 3)["wait_seconds"]
+    assert first_wait >= 299  # its execution's first poll comes after Twilio has sent it
+
+
 @pytest.mark.parametrize(
     "body",
     [
