@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit sim-tests flow artifact browser chromium venv clean bench sim package plan deploy \
+.PHONY: test lint typecheck unit sim-tests flow artifact browser chromium venv clean bench campaign sim package plan deploy \
 	twilio-credentials api-key facade-account format run fuzz soak
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -84,6 +84,11 @@ bench: $(STAMP)
 # and every status matches the simulator's truth. SOAK_MESSAGES=5000 by default (~15 min here).
 soak: $(STAMP)
 	$(BIN)/python -m tests.bench.soak
+
+# The deployed connector at campaign scale (1,000,000 messages at 1,000 msg/s), as a model driven by the
+# project's own plan, pacing and polling code; fails if a planned campaign loses, throttles or drains slow.
+campaign: $(STAMP)
+	$(BIN)/python -m tests.bench.campaign
 
 # The property tests at a size too slow for every `make test`.
 fuzz: $(STAMP)

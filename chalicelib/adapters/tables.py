@@ -165,8 +165,8 @@ class DynamoStats(DynamoTable):
 class DynamoSenderQueues(DynamoTable):
     """Per sender, when Twilio's queue for it will be empty (`next_free`): read, then a conditional write
     that fails if another send moved it meanwhile (then read again). One item per sender takes ~1,000
-    writes/s (one partition), so a write reserves a lease of LEASE_SECONDS of the sender's throughput and
-    the invocation's next sends from that sender take their places from it without a write."""
+    writes/s (one partition), so a write reserves a lease (domain/pacing.py) and the invocation's next
+    sends from that sender take their places from it without a write."""
 
     def __init__(self, client: Any, table: str) -> None:
         super().__init__(client, table)
@@ -176,15 +176,16 @@ class DynamoSenderQueues(DynamoTable):
 
     def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
         with self._lock:
-            leased = from_lease(self._leases.get(sender), now, segments, rate)
+            last = self._leases.get(sender)
+            leased = from_lease(last, now, segments, rate)
             if leased is not None:
                 place, self._leases[sender] = leased
                 return place
-        block = lease_size(rate, segments)
+        block = lease_size(rate, segments, last, now)
         place = self._reserve(sender, block, rate, validity_seconds, now)
         if place.next_free is None and block > segments:  # a lease does not fit: the message alone may
             return self._reserve(sender, segments, rate, validity_seconds, now)
-        if place.next_free is None or block == segments:
+        if place.next_free is None:
             return place
         lease = split_block(place, block, segments, rate, now)
         with self._lock:

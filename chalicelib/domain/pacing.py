@@ -17,8 +17,11 @@ from datetime import datetime, timedelta
 TOLL_FREE_PREFIXES = ("+1800", "+1833", "+1844", "+1855", "+1866", "+1877", "+1888")
 DEFAULT_VALIDITY_SECONDS = 36_000  # Twilio's, when a request gives none
 MAX_MARGIN_SECONDS = 60.0  # kept free of a message's validity, for clock skew and Twilio's own overhead
-# A send reserves this much of its sender's throughput in one write and hands the rest of it to the next
-# sends of the same invocation: a short code at 100 segments/s is one write a second, not 100 on one item.
+# A send reserves places in its sender's queue for the invocation's next sends too, in one write: a short
+# code at 100 segments/s from one invocation is a few writes a second, not 100 on one item. A lease lives
+# LEASE_SECONDS; its size doubles when one is used up in under half that, and halves when one expires
+# with places left, up to a LEASE_SECONDS of the sender's rate: many invocations sharing a sender each
+# lease about their own share, so places leased and never used (they only slow the sender) stay few.
 LEASE_SECONDS = 1.0
 
 
@@ -66,11 +69,22 @@ class Lease:
     next_slot: datetime  # where the next message's place starts
     segments_left: int
     taken_at: datetime
+    size: int = 1  # segments the lease was taken with
 
 
-def lease_size(rate: float, segments: int) -> int:
-    """Segments to reserve in one write: a message's own, or a LEASE_SECONDS of the sender's rate if more."""
-    return max(segments, math.ceil(rate * LEASE_SECONDS))
+def lease_size(rate: float, segments: int, last: Lease | None = None, now: datetime | None = None) -> int:
+    """Segments to reserve in one write: twice the last lease if it was used up in under half its life,
+    half if it expired with places left, within a message's own and a LEASE_SECONDS of the sender's rate."""
+    ceiling = max(1, math.ceil(rate * LEASE_SECONDS))
+    if last is None:
+        size = 1
+    elif last.segments_left >= segments:
+        size = last.size // 2
+    elif now is not None and (now - last.taken_at).total_seconds() < LEASE_SECONDS / 2:
+        size = last.size * 2
+    else:
+        size = last.size
+    return max(segments, min(ceiling, size))
 
 
 def from_lease(lease: Lease | None, now: datetime, segments: int, rate: float) -> tuple[Reservation, Lease] | None:
@@ -80,11 +94,11 @@ def from_lease(lease: Lease | None, now: datetime, segments: int, rate: float) -
         return None
     end = lease.next_slot + timedelta(seconds=segments / rate)
     wait = max(0.0, (lease.next_slot - now).total_seconds())
-    return Reservation(wait, end), Lease(end, lease.segments_left - segments, lease.taken_at)
+    return Reservation(wait, end), Lease(end, lease.segments_left - segments, lease.taken_at, lease.size)
 
 
 def split_block(block: Reservation, block_segments: int, segments: int, rate: float, now: datetime) -> Lease:
     """After a block of places was reserved and its first given to a message: the rest, as a lease."""
     assert block.next_free is not None
     start = block.next_free - timedelta(seconds=block_segments / rate)
-    return Lease(start + timedelta(seconds=segments / rate), block_segments - segments, now)
+    return Lease(start + timedelta(seconds=segments / rate), block_segments - segments, now, block_segments)

@@ -1,5 +1,5 @@
 """The one file the figures of a run live in, `docs/figures.md`: `make bench` rewrites its bench section,
-`make soak` the section of its shape. Prose elsewhere states targets and reasons, never a run's numbers."""
+`make soak` the section of its shape, `make campaign` its own. Prose elsewhere states targets and reasons, never a run's numbers."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures.md"
 HEADER = """# Figures of the last runs
 
-Generated: `make bench` rewrites the bench section and `make soak` the section of its shape; edit
-neither by hand. What each figure means, its target and why the design looks as it does:
+Generated: `make bench` rewrites the bench section, `make soak` the section of its shape and `make campaign`
+its model's; edit none by hand. What each figure means, its target and why the design looks as it does:
 [performance.md](performance.md).
 """
 

@@ -43,7 +43,12 @@ def test_a_message_that_would_outwait_its_validity_does_not_take_a_place() -> No
 def test_a_lease_hands_out_a_seconds_places_in_order_and_expires() -> None:
     from chalicelib.domain.pacing import Lease, from_lease, lease_size
 
-    assert lease_size(100.0, 1) == 100 and lease_size(1.0, 1) == 1 and lease_size(3.0, 5) == 5
+    assert lease_size(100.0, 1) == 1 and lease_size(3.0, 5) == 5  # a first lease: the message's own
+    used_up, left_over = Lease(NOW, 0, NOW, 16), Lease(NOW, 9, NOW, 16)
+    soon, later = NOW + timedelta(seconds=0.2), NOW + timedelta(seconds=0.8)
+    assert lease_size(100.0, 1, used_up, soon) == 32 and lease_size(100.0, 1, used_up, later) == 16
+    assert lease_size(100.0, 1, left_over, later) == 8  # expired with places left: half
+    assert lease_size(100.0, 1, Lease(NOW, 0, NOW, 64), soon) == 100 and lease_size(1.0, 1, used_up, soon) == 1
     lease = Lease(NOW, 3, NOW)
     places = []
     for _ in range(3):
@@ -59,8 +64,9 @@ def test_a_lease_hands_out_a_seconds_places_in_order_and_expires() -> None:
 @pytest.mark.parametrize("rate", [100.0, 1.0])
 def test_a_busy_sender_is_one_write_a_second_not_one_a_message(rate: float) -> None:
     """DynamoDB takes ~1,000 writes/s on one key (local.aws.PartitionModel, scaled down here to 20): a short
-    code's 200 sends in two seconds from one invocation write its item once a second, and every message
-    still has its own place, none before the one ahead of it has drained at the sender's rate."""
+    code's 200 sends in two seconds from one invocation write its item a few times a second as the lease
+    grows, not 200 times, and every message still has its own place, none before the one ahead of it has
+    drained at the sender's rate."""
     import boto3
     from moto import mock_aws
 
@@ -84,4 +90,4 @@ def test_a_busy_sender_is_one_write_a_second_not_one_a_message(rate: float) -> N
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ends)]
         assert min(gaps) >= 1 / rate - 1e-6  # never faster than the sender drains
         assert sum(partitions.throttled.values()) == 0
-        assert senders.writes == (2 if rate == 100.0 else count)  # a long code's lease is its one segment
+        assert senders.writes <= (12 if rate == 100.0 else count)  # a long code's lease is its one segment
