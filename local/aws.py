@@ -337,12 +337,21 @@ class LambdaRouter:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
         self.timeouts: dict[str, float] = {}
+        self.reserved: dict[str, int] = {}
+        self.running: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
-    def register(self, function_name: str, handler: Handler, timeout_s: float = 60.0) -> None:
+    def register(
+        self, function_name: str, handler: Handler, timeout_s: float = 60.0, reserved: int | None = None
+    ) -> None:
+        """A handler for a function; `reserved`: its reserved concurrency, past which Lambda throttles an
+        invoke, which Step Functions sees as Lambda.TooManyRequestsException (and its Retry may catch)."""
         self.routes[function_name] = handler
         self.timeouts[function_name] = timeout_s
+        if reserved is not None:
+            self.reserved[function_name] = reserved
 
     def _invoke(self, response: Any) -> tuple[int, dict[str, str], bytes]:
         from urllib.parse import unquote
@@ -353,14 +362,23 @@ class LambdaRouter:
             body = {"errorType": "ResourceNotFoundException", "errorMessage": f"no local handler for {name}"}
             return 404, {"content-type": "application/json"}, json.dumps(body).encode()
         event = json.loads(response.body or "{}")
+        headers = {"content-type": "application/json"}
         with self._lock:
             self.calls.append((name, event))
-        headers = {"content-type": "application/json"}
+            if self.running[name] >= self.reserved.get(name, 1 << 30):
+                self.throttled[name] += 1
+                headers["x-amz-function-error"] = "Unhandled"  # moto hands Step Functions the payload's errorType
+                throttled = {"errorType": "Lambda.TooManyRequestsException", "errorMessage": "Rate Exceeded."}
+                return 200, headers, json.dumps(throttled).encode()
+            self.running[name] += 1
         try:
             payload: Any = handler(event, _Context(name, self.timeouts.get(name, 60.0)))
         except Exception as exc:
             headers["x-amz-function-error"] = "Unhandled"
             payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+        finally:
+            with self._lock:
+                self.running[name] -= 1
         return 200, headers, json.dumps(payload).encode()
 
     @contextmanager

@@ -71,6 +71,7 @@ class StackConfig:
     partition_writes_per_second: float | None = 1000.0
     webhooks_reserved: int | None = None
     facade_reserved: int | None = None
+    poll_reserved: int | None = None  # the poll function's, past which Lambda throttles the state machine's invoke
 
 
 class LocalStack:
@@ -92,6 +93,7 @@ class LocalStack:
         from infra.deploy import url_plan
 
         plan = url_plan({"SEND_RATE": str(self.config.send_rate)})
+        self.poll_reserved = plan["Poll"] if self.config.poll_reserved is None else (self.config.poll_reserved or None)
         self.url_gates = {
             name: local_aws.FunctionUrlGate(
                 plan[name] if reserved is None else (reserved or None), 1.0 / self.config.time_scale
@@ -186,7 +188,9 @@ class LocalStack:
 
         self.app = app
         self.rewire()
-        self.router.register(f"twilio-connector-{cfg.stage}-poll", app.poll, cfg.poll_timeout_seconds)
+        self.router.register(
+            f"twilio-connector-{cfg.stage}-poll", app.poll, cfg.poll_timeout_seconds, self.poll_reserved
+        )
         self.router.register(f"twilio-connector-{cfg.stage}-finalize", app.finalize)
         patch = self.router.installed()
         patch.__enter__()

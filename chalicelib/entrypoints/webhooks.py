@@ -7,7 +7,8 @@ WEBHOOK_BASE_URL or the function URL's own domain. Every connection's primary an
 secondary auth token is tried, so tokens can be rotated without downtime; anything
 unsigned or wrongly signed is refused with 403 before any state changes.
 
-A status callback's URL ends in connection overrides (`#rc=…`), a fragment no HTTP request carries.
+A status callback's URL ends in connection overrides (`#rc=…`), a fragment no HTTP request carries (and
+the inbound URL may: docs/deploy.md).
 Twilio does not say whether its signature covers it, so both the URL as it arrived and the URL with
 the connector's own fragment are accepted: each is a URL the connector itself gave Twilio.
 """
@@ -138,7 +139,7 @@ class Webhooks:
         return HttpResult(200)
 
     def inbound(self, request: WebhookRequest) -> HttpResult:
-        verified = self._verified(request)
+        verified = self._verified(request, ("", CALLBACK_OVERRIDES))  # docs/deploy.md: the URL to set
         if isinstance(verified, HttpResult):
             return verified
         try:

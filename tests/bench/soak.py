@@ -161,6 +161,11 @@ def soak(messages: int, seed: int = 7, burst: bool = False) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         counts["peak_in_flight"] = sim.peak_in_flight
         counts["account_429s"] = sim.throttled
+        # the strict local world: the function URLs' caps and one partition key's writes (local/aws.py)
+        counts["url_refused"] = {name: gate.refused for name, gate in stack.url_gates.items()}
+        counts["url_reserved"] = {name: gate.reserved for name, gate in stack.url_gates.items()}
+        counts["retried_taken"] = sum(1 for c in sim.callbacks if c.attempt and c.status_code == 200)
+        counts["hot_key_refused"] = sum(stack.partitions.throttled.values()) if stack.partitions else 0
         counts["overflows"] = sum(sim.overflows.values())
         segments = sum(rules.segment_info(b["body"]).num_segments for b in bodies)
         counts["physical_drain_s"] = segments / sum(BURST_SENDERS.values()) / TIME_SCALE if burst else 0
@@ -293,6 +298,14 @@ def run_soak(burst: bool) -> int:
         f"  outbox: {result['killed_outbox_batches']} invocations died after their work; final statuses counted "
         f"otherwise than recorded: {len(result['miscounted'])} {result['miscounted'] or ''}; "
         f"batches given up: {result['outbox_given_up']}"
+    )
+    print(
+        "  strict local world: "
+        + ", ".join(
+            f"{n} URL (reserved {result['url_reserved'][n]}) refused {r}" for n, r in result["url_refused"].items()
+        )
+        + f"; refused callbacks taken on Twilio's retry: {result['retried_taken']}; "
+        f"writes refused on a hot key: {result['hot_key_refused']}"
     )
     for example in result["examples"]:
         print(f"    e.g. message {example[0]}: {example[1]} ({example[2]}), truth {example[3]}")

@@ -149,6 +149,41 @@ def test_callbacks_past_the_webhooks_url_cap_are_refused_and_nothing_is_lost(
         harness.executions_done()
 
 
+def test_a_throttled_poll_run_is_tried_again_and_no_window_ends_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the poll function's reserved concurrency Lambda throttles the state machine's invoke
+    (Lambda.TooManyRequestsException; the local router does too). The ASL retries it for minutes with
+    jittered backoff, apart from the 3 tries other faults get, so a busy hour never finalizes a window early."""
+    import app
+
+    real = app.poll
+
+    def slow(event: Any, context: Any) -> Any:
+        time.sleep(1.5)  # two windows' runs overlap
+        return real(event, context)
+
+    for harness in make_stack(extra_env={"PUBLIC_BASE_URL": ""}, poll_reserved=1, retry_attempts=2):
+        harness.stack.router.routes["twilio-connector-test-poll"] = slow
+        first = harness.send("+15550100071")
+        time.sleep(1.1)  # the next poll window
+        second = harness.send("+15550100072")
+        executions = harness.executions_done()
+        assert len(executions) == 2 and all(e["status"] == "SUCCEEDED" for e in executions)
+        assert harness.stack.router.throttled["twilio-connector-test-poll"] > 0
+        for execution in executions:
+            output = json.loads(harness.sfn.describe_execution(executionArn=execution["executionArn"])["output"])
+            assert output.get("error") is None  # finalized by its attempts, not by a failed run
+        assert {harness.record(i).status for i in (first, second)} == {"delivered"}
+    # and for minutes: the retrier that catches a throttle waits ~8 min in all (its jitter halves ~16)
+    definition = json.loads(local_aws.state_machine_definition("test"))
+    for state in ("Poll", "Finalize"):
+        retrier = next(
+            r for r in definition["States"][state]["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"]
+        )
+        waits = [min(retrier["MaxDelaySeconds"], retrier["IntervalSeconds"] * retrier["BackoffRate"] ** k)
+                 for k in range(retrier["MaxAttempts"])]  # fmt: skip
+        assert retrier["JitterStrategy"] == "FULL" and sum(waits) / 2 >= 300, state
+
+
 def test_delivered_through_polling_alone(polling_only: Harness) -> None:
     message_id = polling_only.send("+15550100001")
     record = polling_only.wait_status(message_id, "delivered")
