@@ -169,12 +169,14 @@ def describe_plan(plan: Mapping[str, Any]) -> str:
     )  # fmt: skip
 
 
-def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def derive(sam: dict[str, Any], env: Mapping[str, str] | None = None, stage: str | None = None) -> dict[str, Any]:
     """Settings of the template that follow from others: the send queue's visibility timeout, and from
     SEND_RATE (`capacity_plan`) every function's reserved concurrency and the SQS triggers' maximum
     concurrency (a larger reserved_concurrency in .chalice/config.json stays, except the send function's,
     which must equal its trigger's)."""
     resources = sam["Resources"]
+    if stage is not None:  # a pipeline that does not override Stage deploys the stage it packaged
+        sam["Parameters"]["Stage"]["Default"] = stage
     send = resources["Send"]["Properties"]
     trigger = send["Events"]["SendSqsEventSource"]["Properties"]
     window = int(trigger.get("MaximumBatchingWindowInSeconds", 0))
@@ -205,7 +207,7 @@ def package(stage: str, out: Path, run: Callable[..., Any] = subprocess.run) -> 
         check=True,
     )
     template = out / "sam.json"
-    sam = derive(json.loads(template.read_text()), env)
+    sam = derive(json.loads(template.read_text()), env, stage)
     template.write_text(json.dumps(sam, indent=2) + "\n")
     check_environment_size(sam, stage, f"twilio-connector-{stage}")
     runtimes = {f["Properties"].get("Runtime") for f in functions(sam).values()}

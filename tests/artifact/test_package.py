@@ -228,12 +228,31 @@ def test_the_state_machine_invokes_only_the_poll_functions(sam: dict[str, Any]) 
     }
 
 
-def test_secrets_throttling_and_the_usage_plan(sam: dict[str, Any]) -> None:
-    assert {"TwilioSecret", "ApiKeysSecret"} <= set(resources(sam, "AWS::SecretsManager::Secret"))
-    plan = sam["Resources"]["UsagePlan"]["Properties"]
-    assert plan["Throttle"]["RateLimit"] > 0 and plan["ApiStages"][0]["ApiId"] == {"Ref": "RestAPI"}
+def test_secrets_are_kept_and_the_api_is_throttled_per_stage(sam: dict[str, Any]) -> None:
+    """Credentials, key hashes and front-door tokens outlive a deleted or replaced stack, as the data tables
+    do. API keys are the app's own (ApiKeysSecret): a usage plan without API Gateway keys throttles nothing,
+    so there is none; the stage's method settings throttle every request."""
+    secrets = resources(sam, "AWS::SecretsManager::Secret")
+    assert set(secrets) == {"TwilioSecret", "ApiKeysSecret", "FacadeSecret"}
+    for name in secrets:
+        resource = sam["Resources"][name]
+        assert (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy")) == ("Retain", "Retain"), name
+    assert resources(sam, "AWS::ApiGateway::UsagePlan") == {}
+    assert "QUOTA_EXCEEDED" not in sam["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
     (setting,) = sam["Resources"]["RestAPI"]["Properties"]["MethodSettings"]
     assert setting["ThrottlingRateLimit"] > 0
+
+
+def test_the_packaged_template_defaults_stage_to_the_stage_it_was_packaged_for(sam: dict[str, Any]) -> None:
+    """A pipeline that deploys build/<stage>/sam.json without overriding Stage gets that stage's log groups
+    and secret prefix, not dev's (whose webhooks would then answer 503)."""
+    import copy
+
+    from infra.deploy import derive, stage_environment
+
+    assert sam["Parameters"]["Stage"]["Default"] == "dev"  # the fixture packages dev
+    prod = derive(copy.deepcopy(sam), stage_environment("prod"), stage="prod")
+    assert prod["Parameters"]["Stage"]["Default"] == "prod"
 
 
 def test_each_function_has_its_own_role(sam: dict[str, Any]) -> None:
