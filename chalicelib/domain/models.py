@@ -16,7 +16,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from chalicelib.domain import rules
-from chalicelib.domain.rules import ConnectorCode
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.json_reader import read_json
 
 MAX_BODY_CHARS = 1600
 MAX_MEDIA = 10
@@ -28,19 +29,6 @@ DYNAMO_DIGITS, DYNAMO_MIN_EXP, DYNAMO_MAX_EXP = 38, -130, 125
 VALIDITY_RANGE = (1, 36000)
 SCHEDULE_MIN = timedelta(seconds=300)
 SCHEDULE_MAX = timedelta(days=35)
-
-
-class ValidationError(Exception):
-    """Bad input. `field` uses the connector's snake_case name."""
-
-    def __init__(self, field: str, message: str, code: int = ConnectorCode.INVALID_REQUEST) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.code = int(code)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "field": self.field}
 
 
 # canonical name -> (Twilio alias or None, kind)
@@ -189,10 +177,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         return value
     if kind == "json_object":
         if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError as exc:
-                raise ValidationError(name, f"`{name}` must be a JSON object", 21656) from exc
+            value = read_json(value, name, code=21656)
         if not isinstance(value, dict):
             raise ValidationError(name, f"`{name}` must be a JSON object", 21656)
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
@@ -255,7 +240,10 @@ def check_storable(name: str, value: Any, depth: int = 0) -> None:
 
 
 def parse_send_request(data: Any) -> SendRequest:
-    """Check shape and types; accept Twilio's PascalCase names; reject unknown fields."""
+    """Check shape and types; accept Twilio's PascalCase names; reject unknown fields. A body the JSON
+    reader refused comes as its refusal (domain/queued.py)."""
+    if isinstance(data, ValidationError):
+        raise data
     if not isinstance(data, dict):
         raise ValidationError("", "the request must be a JSON object")
     values: dict[str, Any] = {}

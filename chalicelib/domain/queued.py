@@ -3,12 +3,13 @@ attribute, which a DLQ redrive keeps) and how often it was deferred; the Protoco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chalicelib.domain import rules
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.json_reader import read_json
 
 MESSAGE_ID_ATTRIBUTE = "connector_message_id"
 
@@ -47,9 +48,9 @@ class QueuedRequest:
     def from_record(cls, record: Mapping[str, Any]) -> QueuedRequest:
         delivery_id, body = str(record.get("messageId")), str(record.get("body") or "")
         try:
-            request: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            request = None  # parse_send_request turns this into a clear error on the record
+            request: Any = read_json(body)
+        except ValidationError as exc:
+            request = exc  # parse_send_request puts it on the record as the error it is
         key = request.get("idempotency_key") if isinstance(request, dict) else None
         key = key if isinstance(key, str) and key else None
         named = record_message_id(record)

@@ -9,7 +9,6 @@ arrives as a space, and `To= 15551234567` is `+15551234567`.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 
-from chalicelib.domain.models import TWILIO_ALIASES
+from chalicelib.domain.json_reader import read_json
+from chalicelib.domain.models import TWILIO_ALIASES, ValidationError
 
 MAX_BODY_BYTES = 128 * 1024  # a create with 10 media URLs and 1,600 characters is under 32 KB
 MAX_FIELDS = 200
@@ -61,9 +61,9 @@ class FacadeRequest:
         content_type = self.headers.get("content-type", "")
         if text.startswith(b"{"):
             try:
-                data = json.loads(text)
-            except ValueError as exc:
-                raise BadRequest("the body starts like JSON but is not valid JSON") from exc
+                data = read_json(text)
+            except ValidationError as exc:
+                raise BadRequest(f"the body starts like JSON but is refused: {exc.message}") from exc
             if not isinstance(data, dict):
                 raise BadRequest("a JSON body must be an object")
             pairs: list[tuple[str, Any]] = []

@@ -4,12 +4,12 @@ as JSON."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.domain.json_reader import read_json
 from chalicelib.domain.models import ValidationError
 from chalicelib.observability import logger, where
 
@@ -43,17 +43,8 @@ def unexpected(exc: Exception, path: str) -> ApiResult:
     return error(500, "internal_error", "the connector failed on this request; retry, and report it if it repeats")
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_json(raw_body: bytes | str) -> Any:
     """A request body as JSON, or a ValidationError the API answers with 400."""
     if not raw_body:
         raise ValidationError("", "the request body must be a JSON object")
-    try:
-        return json.loads(raw_body, parse_constant=_no_constant)  # NaN and Infinity are not JSON
-    except RecursionError as exc:
-        raise ValidationError("", "the request body nests objects or lists too deeply") from exc
-    except ValueError as exc:
-        raise ValidationError("", f"the request body is not valid JSON: {exc}") from exc
+    return read_json(raw_body)

@@ -100,14 +100,32 @@ class TestPostMessages:
             ({"to": TO, "body": "hi", "attempt": "--5"}, "attempt", 900001),
             ({"to": TO, "body": "hi", "not_after": "9999-12-31T23:00:00-05:00"}, "not_after", 900001),
             ({"to": TO, "body": "hi", "send_at": "0001-01-01T00:00:00+05:00"}, "send_at", 900001),
-            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": NaN}}', "", 900001),
-            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": Infinity}}', "", 900001),
+            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": NaN}}', "metadata.x", 900001),
+            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": Infinity}}', "metadata.x", 900001),
+            ('{"to": "' + TO + '", "body": "hi", "metadata": {"x": 1e999}}', "metadata.x", 900001),
             ({"to": TO, "body": "hi", "metadata": {"x": 1e200}}, "metadata", 900001),
             ({"to": TO, "body": "hi", "metadata": {"x": 1e-200}}, "metadata", 900001),
             ({"to": TO, "body": "hi", "metadata": {"x": 10**40}}, "metadata", 900001),
             ({"to": TO, "body": "hi", "metadata": {"": 1}}, "metadata", 900001),
             ({"to": TO, "body": "hi", "metadata": {"a": [[[[[[[[[[1]]]]]]]]]]}}, "metadata", 900001),
             ("[" * 5000 + "]" * 5000, "", 900001),
+            ("[" * 100_000 + "]" * 100_000, "", 900001),
+            (
+                '{"to": "' + TO + '", "body": "hi", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                "metadata",
+                900001,
+            ),
+            # content_variables is JSON in a string: read by the same bounded reader, named by its field
+            (
+                {"to": TO, "content_sid": "HX" + "0" * 32, "content_variables": "[" * 100_000 + "]" * 100_000},
+                "content_variables",
+                21656,
+            ),
+            (
+                {"to": TO, "content_sid": "HX" + "0" * 32, "content_variables": '{"1": NaN}'},
+                "content_variables.1",
+                21656,
+            ),
             ({"to": TO + "\n", "body": "hi"}, "to", 21211),
         ],
     )
@@ -541,3 +559,55 @@ class TestHostileInput:
                     assert answer["error"]["message"] and "field" in answer["error"], answer
 
         check()
+
+
+class TestBoundedJson:
+    """Every JSON the connector is given goes through one bounded reader (chalicelib/domain/json_reader.py):
+    100,000 levels deep (Python's parser would exhaust its recursion: a 500), NaN and Infinity literals, and
+    numbers past a float are 400s naming the field they are in, on every route that takes a body (the
+    OpenAPI document's), per batch item for JSON inside a string, and on the front door."""
+
+    DEEP = "[" * 100_000 + "]" * 100_000
+
+    def routes(self) -> list[tuple[str, str]]:
+        document = json.loads((Path(__file__).resolve().parents[2] / "infra" / "openapi.json").read_text())
+        found = [
+            (method, path.replace("{name}", "t"))
+            for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+            if isinstance(operation, dict) and "requestBody" in operation
+        ]
+        assert {p for _, p in found} >= {"/messages", "/messages/batch", "/templates/t", "/connections/t"}
+        return found
+
+    @pytest.mark.parametrize(
+        ("inside", "field"),
+        [("DEEP", ""), ('{"metadata": DEEP}', "metadata"), ('{"metadata": {"score": NaN}}', "metadata.score"),
+         ('{"metadata": {"score": -Infinity}}', "metadata.score"), ('{"a": {"b": [1e999]}}', "a.b[0]")],
+    )  # fmt: skip
+    def test_every_route_refuses_it_naming_the_field(self, api: Api, inside: str, field: str) -> None:
+        body = inside.replace("DEEP", self.DEEP)
+        for method, path in self.routes():
+            status, answer = api.call(method, path, body)
+            assert status == 400, (method, path, status, answer)
+            assert answer["error"]["field"] == field, (method, path, answer)
+            assert "deeper than 32 levels" in answer["error"]["message"] or "finite" in answer["error"]["message"]
+        # inside a batch the path names the message
+        status, answer = api.call("post", "/messages/batch", '{"messages": [{"to": "' + TO + '"}, ' + body + "]}")
+        assert status == 400 and answer["error"]["field"] == (f"messages[1].{field}" if field else "messages"), answer
+
+    def test_json_inside_a_string_is_read_the_same_way_per_batch_item(self, api: Api) -> None:
+        content = {"to": TO, "content_sid": "HX" + "0" * 32, "content_variables": self.DEEP}
+        status, answer = api.call("post", "/messages/batch", {"messages": [{"to": TO, "body": "hi"}, content]})
+        assert status < 500, answer
+        refused = [r for r in answer["results"] if r.get("error")]
+        assert [r["error"]["field"] for r in refused] == ["content_variables"], answer
+
+    def test_the_front_door_answers_400_not_500(self, api: Api) -> None:
+        from chalicelib.entrypoints.facade_requests import BadRequest, FacadeRequest
+
+        deep = "[" * 50_000 + "]" * 50_000  # within the front door's 128 KB
+        for body in ('{"To": NaN}', '{"To": ' + deep + "}", '{"Body": 1e999}'):  # a JSON body starts with {
+            request = FacadeRequest("POST", "/", {}, {"content-type": "application/json"}, body.encode())
+            with pytest.raises(BadRequest, match="refused"):
+                request.pairs()

@@ -256,7 +256,7 @@ def test_a_body_that_is_not_json_becomes_a_clear_error(stack: Stack) -> None:
     delivery = Delivery("to=+15551234567&body=hi")
     assert stack.deliver(delivery) == []
     record = stack.record(delivery)
-    assert record.status == "error" and "JSON object" in (record.error_message or "")
+    assert record.status == "error" and "not valid JSON" in (record.error_message or "")
 
 
 def test_an_invalid_request_names_its_field_on_the_record(stack: Stack) -> None:
@@ -457,8 +457,22 @@ def test_a_message_waiting_in_its_senders_queue_is_polled_when_twilio_will_send_
         json.dumps({"to": TO + "\n", "from": FROM, "body": "x"}),
         json.dumps({"to": TO, "from": FROM, "template": "welcome\n"}),
         "[" * 5000 + "]" * 5000,
+        '{"to": "' + TO + '", "from": "' + FROM + '", "body": "x", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        json.dumps({"to": TO, "from": FROM, "content_sid": "HX" + "0" * 32, "content_variables": "[" * 100_000}),
     ],
-    ids=["superscript", "double-minus", "year-9999", "nan", "40-digits", "1e-200", "newline", "template", "deep"],
+    ids=[
+        "superscript",
+        "double-minus",
+        "year-9999",
+        "nan",
+        "40-digits",
+        "1e-200",
+        "newline",
+        "template",
+        "deep",
+        "deep-metadata",
+        "deep-content-variables",
+    ],
 )
 def test_a_poison_record_is_an_error_record_and_consumed(stack: Stack, body: str) -> None:
     """The same inputs the API refuses, written straight to the queue: never five receives to the DLQ
