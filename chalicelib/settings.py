@@ -20,6 +20,7 @@ DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
 MESSAGE_ID_PARAM = "mid"
+CONNECTION_PARAM = "c"  # the connection whose token signs the callback: checked first, and alone if it is read
 # Twilio retries no callback answered 429 or 5xx unless its URL asks in a fragment
 # (twilio.com/docs/usage/webhooks/webhooks-connection-overrides): rc ≤ 5 retries, rp which failures,
 # tt ≤ 15000 ms for all tries; ct/rt short so a slow try leaves time for the others. A function URL
@@ -110,11 +111,13 @@ class Settings:
         """The base of the URLs Twilio calls and signs: the webhook function URL, else the API."""
         return self.webhook_base_url or self.public_base_url
 
-    def status_callback_url(self, message_id: str) -> str | None:
-        """The StatusCallback a send gives Twilio: it names the message, so a callback needs no lookup."""
+    def status_callback_url(self, message_id: str, connection: str | None = None) -> str | None:
+        """The StatusCallback a send gives Twilio: it names the message, so a callback needs no lookup, and
+        a managed connection, whose token the webhook checks first."""
         if not self.webhooks_url:
             return None
-        return f"{self.webhooks_url}{STATUS_PATH}?{urlencode({MESSAGE_ID_PARAM: message_id})}{CALLBACK_OVERRIDES}"
+        query = {MESSAGE_ID_PARAM: message_id, **({CONNECTION_PARAM: connection} if connection else {})}
+        return f"{self.webhooks_url}{STATUS_PATH}?{urlencode(query)}{CALLBACK_OVERRIDES}"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

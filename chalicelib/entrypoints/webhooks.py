@@ -16,7 +16,7 @@ the connector's own fragment are accepted: each is a URL the connector itself ga
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -27,6 +27,7 @@ from chalicelib.domain.twilio_signature import is_valid
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import (
     CALLBACK_OVERRIDES,
+    CONNECTION_PARAM,
     INBOUND_PATH,
     MESSAGE_ID_PARAM,
     STATUS_PATH,
@@ -83,12 +84,21 @@ class Webhooks:
         self.credentials = credentials
         self.tracking = tracking
 
-    def _tokens(self) -> list[str | None]:
-        tokens: list[str | None] = []
-        for connection in self.connections.values():
-            creds = self.credentials.for_connection(connection)
-            tokens += [creds.auth_token, creds.secondary_auth_token]
-        return tokens
+    def _signers(self, named: str | None) -> Iterator[tuple[str, list[str | None]]]:
+        """Each connection's tokens, the one the callback's URL names first; a connection whose secret cannot
+        be read is skipped (counted, logged by name) and fails only the callbacks no other token signs."""
+        names = sorted(self.connections, key=lambda n: n != named)
+        for name in names:
+            try:
+                creds = self.credentials.for_connection(self.connections[name])
+            except (CredentialsUnavailable, ConfigurationError) as exc:
+                metrics.add_metric(name="ConnectionSecretUnreadable", unit="Count", value=1)
+                logger.error(
+                    "a connection's credentials could not be read", extra={"connection": name, "error": str(exc)}
+                )
+                self._unreadable.append(name)
+                continue
+            yield name, [creds.auth_token, creds.secondary_auth_token]
 
     def _verified(
         self, request: WebhookRequest, fragments: tuple[str, ...] = ("",)
@@ -107,19 +117,17 @@ class Webhooks:
             )
         except ValueError:
             return HttpResult(400, f"a webhook has at most {MAX_FIELDS} fields")
-        try:
-            tokens = self._tokens()
-            valid = any(
+        self._unreadable: list[str] = []
+        for _name, tokens in self._signers(request.query.get(CONNECTION_PARAM)):
+            if any(
                 is_valid(url + query + fragment, params, request.signature, tokens)
                 for url in request.urls
                 for fragment in fragments
-            )
-        except (CredentialsUnavailable, ConfigurationError) as exc:
-            logger.error("webhook signature could not be checked", extra={"error": str(exc)})
-            return HttpResult(503, "credentials unavailable; try again")
-        if not valid:
-            return self._refused(request)
-        return params
+            ):
+                return params
+        if self._unreadable:  # it may be theirs: Twilio tries again, and the poll loop learns the status
+            return HttpResult(503, "a connection's credentials could not be read; try again")
+        return self._refused(request)
 
     @staticmethod
     def _refused(request: WebhookRequest) -> HttpResult:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.domain import rules
-from chalicelib.domain.connection import ConnectionSettings, pick
+from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, pick
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
@@ -179,7 +179,8 @@ class SendService:
                 record = self.ledger.record_error(message_id, code, text, now, attrs=refused, token=token)
                 return self._errored(message_id, code, text, log, record)
             waits = self._take_place(msg, now)
-            callback = self.settings.status_callback_url(message_id)
+            named = msg.connection if msg.connection != DEFAULT_CONNECTION else None
+            callback = self.settings.status_callback_url(message_id, named)
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST

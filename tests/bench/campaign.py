@@ -29,9 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "campaign")
-
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 # DynamoDB: one partition key takes ~1,000 writes/s (developer guide, partition key best practices)
 PARTITION_WRITES = 1000
@@ -307,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="messages/s the platform puts on the queue")
     parser.add_argument("--send-rate", type=float, default=1000.0, help="SEND_RATE the stack was planned for")
     args = parser.parse_args(argv)
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")  # here, not at import: the tests import this module
     scenarios = (
         {"one campaign": (args.messages, args.rate, args.send_rate, DEFAULT_MIX)} if args.messages else SCENARIOS
     )

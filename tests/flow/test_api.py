@@ -384,6 +384,56 @@ class TestWebhooksOnAFunctionUrl:
         assert wiring.opt_outs().is_opted_out(TO, [FROM])  # … and changes nothing
 
 
+class TestOneUnreadableSecret:
+    """A connection whose Twilio secret cannot be read (deleted, empty, not yet filled) fails only the
+    callbacks signed with its token: the callback's URL names its connection (`c`), whose token is checked
+    first; every other connection's callbacks and replies are taken (before, any unreadable secret made every
+    webhook answer 503). Counted (ConnectionSecretUnreadable) and alarmed."""
+
+    def test_other_connections_callbacks_are_taken_and_its_own_are_retried(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from twilio.request_validator import RequestValidator
+
+        import app
+        from chalicelib.domain.ledger import SentMessage
+
+        hooks = TestWebhooksOnAFunctionUrl()
+        unreadable = {"eu": {"secret_id": "twilio-connector-test/twilio/eu"}}  # never created
+        monkeypatch.setenv("TWILIO_CONNECTIONS", json.dumps(unreadable))
+        monkeypatch.delenv("WEBHOOK_BASE_URL", raising=False)
+        monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        ledger = wiring.ledger()
+        for message_id, sid in (("m-default", "SM" + "5" * 32), ("m-eu", "SM" + "6" * 32)):
+            ledger.claim(message_id, {"to": TO, "from": FROM}, "t", NOW, timedelta(seconds=60))
+            ledger.record_sent(message_id, SentMessage(sid, "queued"), NOW)
+        validator = RequestValidator(AUTH_TOKEN)
+
+        def callback(message_id: str, sid: str, query: str, token: str = AUTH_TOKEN) -> int:
+            params = {"MessageSid": sid, "MessageStatus": "delivered"}
+            signature = RequestValidator(token).compute_signature(f"{hooks.BASE}/twilio/status?{query}", params)
+            return int(app.webhooks(hooks.event("/twilio/status", params, signature, query), None)["statusCode"])
+
+        assert callback("m-default", "SM" + "5" * 32, "mid=m-default") == 200
+        assert must(ledger.get("m-default")).status == "delivered"
+        # signed by the unreadable connection's token (no readable one signs it): 503, so Twilio tries again
+        assert callback("m-eu", "SM" + "6" * 32, "mid=m-eu&c=eu", token="eu-token") == 503
+        assert must(ledger.get("m-eu")).status == "queued"
+        # a reply signed with a readable connection's token is taken though another's secret is unreadable
+        reply = {"MessageSid": "SM" + "7" * 32, "From": TO, "To": FROM, "Body": "hello"}
+        signature = validator.compute_signature(f"{hooks.BASE}/twilio/inbound", reply)
+        assert app.webhooks(hooks.event("/twilio/inbound", reply, signature), None)["statusCode"] == 200
+        # and a wrong signature is still a 403 where every connection that could sign it was read
+        monkeypatch.setenv("TWILIO_CONNECTIONS", "{}")
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        params = {"MessageSid": "SM" + "6" * 32, "MessageStatus": "delivered"}
+        forged = RequestValidator("guess").compute_signature(f"{hooks.BASE}/twilio/status?mid=m-eu", params)
+        assert app.webhooks(hooks.event("/twilio/status", params, forged, "mid=m-eu"), None)["statusCode"] == 403
+
+
 class TestOneDeployTwoEntryPoints:
     """Twilio signs the URL it called. The same webhooks live on API Gateway and on a function URL, and
     the send function names the function URL in StatusCallback: each entry point checks the URL the
