@@ -339,9 +339,12 @@ def outbox(event: DynamoDBEvent) -> dict[str, Any]:
 def forward(event: SQSEvent) -> dict[str, Any]:
     """Write-backs their platform did not take when the outbox tried, in order: the first refused comes back
     with all after it (a FIFO queue's rule: docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html)."""
-    from chalicelib.adapters.queue import parked_entry
+    from chalicelib.adapters.queue import parked_entry, parked_token
     from chalicelib.usecases.outbox import forward_parked
 
     records = [record.to_dict() for record in event]
-    told = forward_parked(wiring.forwarder(), [parked_entry(r["body"]) for r in records])
+    groups = [str((r.get("attributes") or {}).get("MessageGroupId") or "") for r in records]
+    parked_as = [(group, parked_token(group, r["body"])) for group, r in zip(groups, records, strict=True)]
+    entries = [parked_entry(r["body"]) for r in records]
+    told = forward_parked(wiring.forwarder(), entries, parked_as, wiring.writeback_marks())
     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records[told:]]}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.connections import ConnectionTable
     from chalicelib.adapters.facade_accounts import FacadeAccounts
     from chalicelib.adapters.queue import ForwardQueue, SendQueue
+    from chalicelib.adapters.tables import DynamoWriteBackMarks
     from chalicelib.adapters.workflow import PollWorkflow
     from chalicelib.domain.connection import ConnectionSettings
     from chalicelib.domain.events import Events
@@ -284,6 +285,12 @@ def forwarder() -> Forwarder:
     return once("forwarder", build)
 
 
+def writeback_marks() -> DynamoWriteBackMarks:
+    from chalicelib.adapters.tables import DynamoWriteBackMarks
+
+    return once("writeback_marks", lambda: DynamoWriteBackMarks(dynamodb(), settings().messages_table))
+
+
 def forward_queue() -> ForwardQueue:
     from chalicelib.adapters.queue import ForwardQueue
 
@@ -304,7 +311,7 @@ def outbox() -> OutboxConsumer:
         pool = ThreadPoolExecutor(max_workers=s.poll_concurrency, thread_name_prefix="outbox")
         events = publisher() if s.status_events != "none" else None
         parts = (forwarder(), forward_queue(), opt_outs(), events, s.status_events, clock(), pool)
-        return OutboxConsumer(stats(), *parts)
+        return OutboxConsumer(stats(), *parts, marks=writeback_marks())
 
     return once("outbox", build)
 

@@ -396,7 +396,8 @@ class LambdaRouter:
 
 @contextmanager
 def linear_sqs_receive() -> Iterator[None]:
-    """Make moto's ReceiveMessage cost O(backlog), not O(backlog²), and SendMessage O(1), not O(backlog).
+    """Make moto's ReceiveMessage cost O(backlog), not O(backlog²), and SendMessage O(1), not O(backlog); and
+    keep a FIFO group's order when its messages come back after their visibility timeout, as SQS does.
 
     For every message it hands out, moto 5.x computes *all* of the queue's attributes
     (three passes over every message, for the approximate counts) to read one of them,
@@ -439,9 +440,22 @@ def linear_sqs_receive() -> Iterator[None]:
             return len(self.names)
 
     lazy = property(lambda queue: LazyAttributes(queue))
+    receive = SQSBackend.receive_message
+
+    def in_group_order(backend: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        """moto releases a FIFO group's messages whose visibility ran out one at a time as it walks the queue,
+        and hands out the group's *last* first (the others still count as pending when it meets them). SQS
+        keeps a group's order: release them all first."""
+        queue = backend.get_queue(queue_name)
+        if queue.fifo_queue:
+            for message in [m for m in queue.pending_messages if m.visible]:
+                queue.pending_messages.discard(message)
+        return receive(backend, queue_name, *args, **kwargs)
+
     with (
         mock.patch.object(SQSBackend, "is_message_valid_based_on_retention_period", still_retained),
         mock.patch.object(Queue, "attributes", lazy),
+        mock.patch.object(SQSBackend, "receive_message", in_group_order),
     ):
         yield
 

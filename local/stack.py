@@ -398,7 +398,10 @@ class LocalStack:
         while not stopping.is_set():
             try:
                 received = self.sqs.receive_message(
-                    QueueUrl=self.queues["ForwardQueue"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+                    QueueUrl=self.queues["ForwardQueue"],
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    AttributeNames=["All"],  # Lambda's event carries MessageGroupId
                 ).get("Messages", [])
             except Exception:
                 received = []

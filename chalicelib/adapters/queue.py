@@ -85,12 +85,19 @@ class ForwardQueue:
         self.client = client
         self.url = queue_url
 
+    @staticmethod
+    def body_of(kind: str, detail: Mapping[str, Any]) -> str:
+        return json.dumps({"detail_type": kind, "detail": detail}, sort_keys=True)
+
+    def token(self, group: str, kind: str, detail: Mapping[str, Any]) -> str:
+        return parked_token(group, self.body_of(kind, detail))
+
     def park(self, group: str, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         for start in range(0, len(entries), 10):  # in order: a batch keeps a group's order
             batch = []
             for i, (kind, detail) in enumerate(entries[start : start + 10]):
-                body = json.dumps({"detail_type": kind, "detail": detail}, sort_keys=True)
-                dedup = hashlib.sha256(f"{group}|{body}".encode()).hexdigest()  # a replayed batch parks once
+                body = self.body_of(kind, detail)
+                dedup = parked_token(group, body)  # a replayed batch parks once
                 batch.append(
                     {"Id": str(i), "MessageBody": body, "MessageGroupId": group, "MessageDeduplicationId": dedup}
                 )
@@ -100,6 +107,11 @@ class ForwardQueue:
                 raise StoreError(f"the forward queue did not take a write-back: {exc}") from exc
             if failed:
                 raise StoreError(f"the forward queue refused {len(failed)} write-backs: {failed[0].get('Message')}")
+
+
+def parked_token(group: str, body: str) -> str:
+    """A parked event's id: its deduplication id, and the mark its message carries while it waits."""
+    return hashlib.sha256(f"{group}|{body}".encode()).hexdigest()
 
 
 def parked_entry(body: str) -> tuple[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ Like the ledger (store.py), botocore's errors never leave this module: they beco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -213,3 +214,35 @@ class DynamoSenderQueues(DynamoTable):
             except ConditionFailed:
                 continue
         raise StoreError(f"sender {sender}'s queue is too contended to reserve a place; try again")
+
+
+class DynamoWriteBackMarks(DynamoTable):
+    """On the messages table: the id of the last write-back a message has waiting in the forward queue
+    (`writeback_parked`). While it is there the outbox parks the message's later write-backs behind it instead
+    of telling them at once, so no later change overtakes an earlier one; the forward function clears it when
+    it has told that write-back. Changes to it alone derive nothing (domain/outbox.py)."""
+
+    ATTRIBUTE = "writeback_parked"
+
+    def pending(self, message_id: str) -> bool:
+        read = {"ProjectionExpression": "#p", "ExpressionAttributeNames": {"#p": self.ATTRIBUTE}}
+        item = self._call("get_item", Key={"id": {"S": message_id}}, ConsistentRead=True, **read).get("Item")
+        return bool(item and self.ATTRIBUTE in item)
+
+    def mark(self, message_id: str, token: str) -> None:
+        self._set(message_id, token, "SET #p = :t", "attribute_exists(id)")  # a record gone: nothing to order
+
+    def clear(self, message_id: str, token: str) -> None:
+        """Only if the mark is still this write-back's: one parked after it keeps the message's line."""
+        self._set(message_id, token, "REMOVE #p", "#p = :t")
+
+    def _set(self, message_id: str, token: str, update: str, condition: str) -> None:
+        with contextlib.suppress(ConditionFailed):
+            self._call(
+                "update_item",
+                Key={"id": {"S": message_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#p": self.ATTRIBUTE},
+                ExpressionAttributeValues={":t": {"S": token}},
+            )

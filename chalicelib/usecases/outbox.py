@@ -55,6 +55,20 @@ class ForwardQueue(Protocol):
         """Keep one message's events, in order, for the forward function; raises StoreError if it cannot."""
         ...
 
+    def token(self, group: str, kind: str, detail: Mapping[str, Any]) -> str:
+        """The id a parked event has in the queue."""
+        ...
+
+
+class WriteBackMarks(Protocol):
+    """Which messages have a write-back waiting in the forward queue (adapters/tables.DynamoWriteBackMarks)."""
+
+    def pending(self, message_id: str) -> bool: ...
+
+    def mark(self, message_id: str, token: str) -> None: ...
+
+    def clear(self, message_id: str, token: str) -> None: ...
+
 
 class OutboxConsumer:
     def __init__(
@@ -67,7 +81,9 @@ class OutboxConsumer:
         subscription: str,
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor | None = None,
+        marks: WriteBackMarks | None = None,
     ) -> None:
+        self.marks = marks
         self.counts = counts
         self.write_back = write_back
         self.parked = parked
@@ -151,8 +167,16 @@ class OutboxConsumer:
         line: Sequence[tuple[int, str, Mapping[str, Any]]],
         seconds_left: Callable[[], float] | None = None,
     ) -> int | None:
+        """A message's write-backs in order; from the first not taken, all wait in the forward queue. While
+        one of its earlier ones waits there, these wait behind it: none overtakes another."""
+        try:
+            waiting = self.marks is not None and self.marks.pending(message_id)
+        except StoreError:
+            waiting = True  # not known: the queue keeps the order either way
         for position, (_, kind, detail) in enumerate(line):
             try:
+                if waiting:
+                    raise ForwardFailed("an earlier write-back of this message waits in the forward queue")
                 if seconds_left is not None and seconds_left() < TELL_RESERVE_S:
                     raise ForwardFailed("the outbox invocation is short of time: told by the forward function")
                 self.write_back.forward(detail, detail_type=kind)
@@ -161,6 +185,7 @@ class OutboxConsumer:
                     logger.error("write-back failed", extra={"kind": type(exc).__name__, "error": str(exc)})
                 rest = [(k, d) for _, k, d in line[position:]]
                 try:
+                    self._mark(message_id, rest[-1])
                     self.parked.park(message_id, rest)
                 except StoreError as err:
                     logger.error("write-back not parked; retried from here", extra={"error": str(err)})
@@ -170,14 +195,35 @@ class OutboxConsumer:
                 return None
         return None
 
+    def _mark(self, message_id: str, last: tuple[str, Mapping[str, Any]]) -> None:
+        """Before parking: a mark that a later write-back finds (a mark with nothing behind it only sends the
+        message's later write-backs through the queue too)."""
+        if self.marks is not None:
+            self.marks.mark(message_id, self.parked.token(message_id, *last))
 
-def forward_parked(write_back: WriteBack, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+
+def forward_parked(
+    write_back: WriteBack,
+    entries: Sequence[tuple[str, Mapping[str, Any]]],
+    parked_as: Sequence[tuple[str, str]] = (),
+    marks: WriteBackMarks | None = None,
+) -> int:
     """The forward function: parked events in their queue's order. How many were told before the first still
-    refused; that one and the rest of its group come back, so each is told once and in order."""
+    refused; that one and the rest of its group come back, so each is told once and in order. `parked_as`:
+    each entry's message and queue id; a message whose last parked write-back was told is marked clear."""
+    told = len(entries)
     for position, (kind, detail) in enumerate(entries):
         try:
             write_back.forward(detail, detail_type=kind)
         except Exception as exc:  # ForwardFailed, or a fault of its own: those told already stay told
             logger.info("parked write-back not taken", extra={"kind": type(exc).__name__, "reason": str(exc)})
-            return position
-    return len(entries)
+            told = position
+            break
+    if marks is not None:
+        last = {message_id: token for message_id, token in parked_as[:told]}
+        for message_id, token in last.items():
+            try:
+                marks.clear(message_id, token)
+            except StoreError as exc:  # the mark stays: later write-backs go through the queue, still in order
+                logger.warning("write-back mark not cleared", extra={"error": str(exc)})
+    return told

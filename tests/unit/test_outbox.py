@@ -69,6 +69,9 @@ class Parked:
             raise StoreError("SQS is down")
         self.lines.append((group, list(entries)))
 
+    def token(self, group: str, kind: str, detail: Mapping[str, Any]) -> str:
+        return f"{group}:{detail['status']}"
+
 
 def consumer(bus: Bus | None = None, platform: Platform | None = None, parked: Parked | None = None) -> Any:
     stats, opt_outs = InMemoryStats(), InMemoryOptOuts()
@@ -243,3 +246,49 @@ def test_write_backs_not_started_before_the_invocation_runs_short_wait_in_order_
     ((group, line),) = parked.lines
     assert group == "m1" and [detail["status"] for _, detail in line] == ["delivered"]
     assert stats.totals([DAY])["by_status"] == {"pending": 1, "queued": 1, "sent": 1, "delivered": 1}
+
+
+def test_a_later_write_back_never_overtakes_one_waiting_in_the_forward_queue() -> None:
+    """The platform refuses `queued`, which is parked (the forward queue delays it); it is back up when
+    `sent` comes in the next batch. Told at once, `sent` would reach it before `queued`: it waits behind it
+    (the message is marked while a write-back of it waits). The forward function tells both in order and
+    clears the mark, and `delivered` is told at once again. A mark that cannot be read parks too."""
+
+    class Marks:
+        def __init__(self) -> None:
+            self.marked: dict[str, str] = {}
+            self.readable = True
+
+        def pending(self, message_id: str) -> bool:
+            if not self.readable:
+                raise StoreError("DynamoDB is slow")
+            return message_id in self.marked
+
+        def mark(self, message_id: str, token: str) -> None:
+            self.marked[message_id] = token
+
+        def clear(self, message_id: str, token: str) -> None:
+            if self.marked.get(message_id) == token:
+                del self.marked[message_id]
+
+    platform, parked, marks = Platform(down=True), Parked(), Marks()
+    use_case = OutboxConsumer(
+        InMemoryStats(), platform, parked, InMemoryOptOuts(), None, "none", lambda: NOW, marks=marks
+    )
+    records = changes_of("pending", "queued", "sent", "delivered", status_callback="https://cdp.example/hook")
+    assert use_case.handle(records[:2]) == []  # queued: refused, parked, marked
+    assert marks.marked == {"m1": "m1:queued"}
+    platform.down = False
+    assert use_case.handle(records[2:3]) == []  # sent: waits behind queued, not told
+    assert platform.heard == [] and marks.marked == {"m1": "m1:sent"}
+    entries = [entry for _, line in parked.lines for entry in line]
+    parked_as = [("m1", f"m1:{detail['status']}") for _, detail in entries]
+    assert forward_parked(platform, entries, parked_as, marks) == 2
+    assert [status for _, status in platform.heard] == ["queued", "sent"] and marks.marked == {}
+    assert use_case.handle(records[3:]) == []  # nothing waits: told at once
+    assert [status for _, status in platform.heard] == ["queued", "sent", "delivered"]
+    marks.readable = False
+    heard = len(platform.heard)
+    other = changes_of("pending", "queued", message_id="m2", status_callback="https://cdp.example/hook")
+    assert use_case.handle(other) == []
+    assert len(platform.heard) == heard and [g for g, _ in parked.lines][-1] == "m2"  # not known: parked
