@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -59,8 +60,17 @@ def test_the_node_client_creates_fetches_lists_cancels_and_is_refused_as_by_twil
     assert (seen["scheduled"], seen["canceled"]) == ("scheduled", "canceled")
     assert seen["account"] == {"sid": stack.config.facade_account_sid, "status": "active", "authToken": None}
     validator = RequestValidator(stack.config.facade_token)
-    callbacks = receiver.wait_for(2)
+
+    def heard() -> list[str]:
+        return [dict(parse_qsl(c["body"])).get("MessageStatus", "") for c in receiver.requests]
+
+    deadline = time.monotonic() + 20
+    while not {"sent", "delivered"} <= set(heard()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    callbacks = list(receiver.requests)
     receiver.server.shutdown()
-    assert callbacks and all(
+    # every change after the create's `queued`, each once, in order, each signed as Twilio signs
+    assert heard() == ["sent", "delivered"], heard()
+    assert all(
         validator.validate(callback, dict(parse_qsl(c["body"])), c["headers"]["X-Twilio-Signature"]) for c in callbacks
     )

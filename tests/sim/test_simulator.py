@@ -55,6 +55,12 @@ def client(simulator: TwilioSimulator) -> Client:
     return twilio
 
 
+def drained(simulator: TwilioSimulator, timeout: float = 10) -> None:
+    """Until nothing is scheduled or being posted: a callback or retry still to come would be (the signal a
+    negative check waits on, not a sleep)."""
+    eventually(lambda: simulator.sim.pending_jobs() == 0, timeout)
+
+
 def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -235,8 +241,9 @@ class TestStatusCallbacks:
         assert order == ["sending", "delivered", "sent"]
         receiver.requests.clear()
         simulator.sim.callback_faults = CallbackFaults(drop=1.0)
-        client.messages.create(to=TO, from_=FROM, body="z", status_callback=f"{receiver.url}/drop")
-        time.sleep(0.5)  # 10 simulated seconds: every callback would have arrived
+        sid = client.messages.create(to=TO, from_=FROM, body="z", status_callback=f"{receiver.url}/drop").sid
+        eventually(lambda: simulator.sim.truth(sid)["final_status"] == "delivered")
+        drained(simulator)  # every callback would have been posted by now
         assert receiver.requests == []
 
 
@@ -253,7 +260,7 @@ class TestConnectionOverrides:
         receiver.status_for["/plain"] = 429
         client.messages.create(to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/plain")
         receiver.wait_for(3)
-        time.sleep(0.5)  # 10 simulated seconds: a retry would have come
+        drained(simulator)  # a retry would be scheduled
         assert self._statuses(receiver, "/plain") == ["sending", "sent", "delivered"]
 
     def test_the_fragment_asks_for_retries_within_the_total_time(
@@ -263,7 +270,7 @@ class TestConnectionOverrides:
         url = f"{receiver.url}/hook#rc=3&rp=4xx&tt=15000"
         client.messages.create(to=TO, from_=FROM, body="x", status_callback=url)
         receiver.wait_for(12)
-        time.sleep(0.5)
+        drained(simulator)
         assert sorted(self._statuses(receiver, "/hook")) == sorted(["sending", "sent", "delivered"] * 4)
         tries = [c for c in simulator.sim.callbacks if c.url.endswith("/hook")]
         assert sorted(c.attempt for c in tries) == sorted([0, 1, 2, 3] * 3)
@@ -277,14 +284,14 @@ class TestConnectionOverrides:
         # 1 + 2 simulated seconds of pauses would pass a 2.5 s total time: one retry only
         client.messages.create(to=TO, from_=FROM, body="y", status_callback=f"{receiver.url}/short#rc=5&rp=5xx&tt=2500")
         receiver.wait_for(6)
-        time.sleep(0.5)
+        drained(simulator)
         assert sorted(self._statuses(receiver, "/short")) == sorted(["sending", "sent", "delivered"] * 2)
 
         receiver.requests.clear()
         receiver.status_for["/policy"] = 503
         client.messages.create(to=TO, from_=FROM, body="z", status_callback=f"{receiver.url}/policy#rc=5&rp=4xx")
         receiver.wait_for(3)
-        time.sleep(0.5)  # rp=4xx: a 503 is not tried again
+        drained(simulator)  # rp=4xx: a 503 is not tried again
         assert self._statuses(receiver, "/policy") == ["sending", "sent", "delivered"]
 
     def test_a_retry_that_is_taken_ends_the_tries(
@@ -296,7 +303,7 @@ class TestConnectionOverrides:
             to=TO, from_=FROM, body="x", status_callback=f"{receiver.url}/once#rc=5&rp=all"
         ).sid
         receiver.wait_for(5)
-        time.sleep(0.5)
+        drained(simulator)
         assert len(receiver.requests) == 5  # two refused, each taken at its next try, and the third as it came
         assert [dict(parse_qsl(c["body"]))["MessageSid"] for c in receiver.requests] == [sid] * 5
 

@@ -226,3 +226,21 @@ def test_a_new_message_is_answered_from_what_was_written_without_reading_it_back
     world.ledger.get = counted  # type: ignore[method-assign]
     status, created = world.call("POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "one write, no read"})
     assert status == 201 and created["status"] == "queued" and created["to"] == TO and reads == []
+
+
+def test_one_account_cannot_reach_anothers_messages() -> None:
+    """Two front-door accounts: fetching, cancelling or redacting the other's message answers as for a message
+    that does not exist (404 20404, Twilio's), and changes nothing; the list holds only its own. (Removing the
+    account check in TwilioFacade._record turns each of these into a 200.)"""
+    world = World()
+    status, created = world.call("POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "mine"})
+    assert status == 201
+    sid = created["sid"]
+    before = dict(world.ledger.get(sid).item)
+    for method, form_ in (("GET", None), ("POST", {"Status": "canceled"}), ("POST", {"Body": ""})):
+        status, body = world.call(method, f"/Messages/{sid}.json", form_, user=QUIET)
+        assert (status, body["code"]) == (404, 20404), (method, form_, body)
+    assert world.ledger.get(sid).item == before  # nothing changed
+    status, page = world.call("GET", "/Messages.json", user=QUIET)
+    assert status == 200 and page["messages"] == []
+    assert world.call("GET", f"/Messages/{sid}.json")[0] == 200  # its own account still reads it
