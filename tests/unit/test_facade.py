@@ -236,11 +236,11 @@ def test_one_account_cannot_reach_anothers_messages() -> None:
     status, created = world.call("POST", "/Messages.json", {"To": TO, "From": FROM, "Body": "mine"})
     assert status == 201
     sid = created["sid"]
-    before = dict(world.ledger.get(sid).item)
+    before = dict(world.ledger.items[sid])
     for method, form_ in (("GET", None), ("POST", {"Status": "canceled"}), ("POST", {"Body": ""})):
         status, body = world.call(method, f"/Messages/{sid}.json", form_, user=QUIET)
         assert (status, body["code"]) == (404, 20404), (method, form_, body)
-    assert world.ledger.get(sid).item == before  # nothing changed
+    assert world.ledger.items[sid] == before  # nothing changed
     status, page = world.call("GET", "/Messages.json", user=QUIET)
     assert status == 200 and page["messages"] == []
     assert world.call("GET", f"/Messages/{sid}.json")[0] == 200  # its own account still reads it
