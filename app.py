@@ -220,15 +220,16 @@ def stats() -> Response:
 @_guarded
 def dashboard() -> Response:
     """One self-contained page (no CDN, no build step): it asks for an API key and reads the API with it."""
-    from chalicelib.entrypoints.operations import dashboard_html
+    from chalicelib.entrypoints.operations import dashboard_html, dashboard_policy
 
-    policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+    html = dashboard_html()
     headers: dict[str, str | list[str]] = {
         "Content-Type": "text/html; charset=utf-8",
         "Cache-Control": "no-store",
-        "Content-Security-Policy": policy,  # the page talks to this API only
+        "Content-Security-Policy": dashboard_policy(html),
+        "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
     }
-    return Response(body=dashboard_html(), status_code=200, headers=headers)
+    return Response(body=html, status_code=200, headers=headers)
 
 
 @app.route("/dlq", methods=["GET"], content_types=ANY)

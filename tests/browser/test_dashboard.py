@@ -95,7 +95,14 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{stack.api_url}/dashboard")
+        refusals: list[str] = []  # what the browser's CSP refused: nothing on this page
+        page.on("console", lambda m: refusals.append(m.text) if "Content Security Policy" in m.text else None)
+        response = page.goto(f"{stack.api_url}/dashboard")
+        assert response is not None
+        policy = response.headers["content-security-policy"]
+        script_src = next(d for d in policy.split(";") if d.strip().startswith("script-src"))
+        assert "unsafe-inline" not in script_src and "'sha256-" in script_src  # the page's script, by its hash
+        assert "frame-ancestors 'none'" in policy
         assert page.locator("#key-dialog").is_visible()  # asks for the key first
         page.fill("#key", "not-the-key")
         page.click("#key-form button")
@@ -145,4 +152,5 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
         page.wait_for_selector(f"#found:has-text('{ids[0]}')")
         page.screenshot(path=str(BUILD / "dashboard.png"), full_page=True)
         browser.close()
+    assert refusals == []
     assert (BUILD / "dashboard.png").stat().st_size > 10_000
