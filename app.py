@@ -119,7 +119,8 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
     from chalicelib.entrypoints.responses import from_chalice
 
     if event.path not in UNSIGNED_BY_KEY:
-        refusal = wiring_http.api_keys().check(event.headers)
+        route = str((event.context or {}).get("resourcePath") or event.path)
+        refusal = wiring_http.api_keys().check(event.headers, event.method, route)
         if refusal is not None:
             return _json(refusal)
     response = get_response(event)
@@ -247,7 +248,9 @@ def dlq_redrive() -> Response:
 @app.route("/api-keys/{name}", methods=["POST"], content_types=ANY)
 @_guarded
 def create_api_key(name: str) -> Response:
-    return _json(wiring_http.operations_api().create_api_key(name))
+    query: dict[str, str] = dict(_request().query_params or {})
+    role = query.get("role") or "admin"
+    return _json(wiring_http.operations_api().create_api_key(name, role))
 
 
 # --- Twilio's webhooks ----------------------------------------------------------

@@ -131,13 +131,13 @@ def forward_dead_letters() -> DeadLetters | None:
     return once("forward_dead_letters", lambda: ForwardDeadLetters(on_first_use("sqs"), dlq, queue))
 
 
-def issue_api_key(name: str) -> str:
+def issue_api_key(name: str, role: str = "admin") -> str:
     from chalicelib.entrypoints.api_keys import add_api_key
 
     secret_id = settings().api_keys_secret_id
     if not secret_id:
         raise RuntimeError("API_KEYS_SECRET_ID is not set")
-    return add_api_key(wiring.boto_client("secretsmanager"), secret_id, name)
+    return add_api_key(wiring.boto_client("secretsmanager"), secret_id, name, role=role)
 
 
 def operations_api() -> OperationsApi:

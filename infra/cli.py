@@ -52,7 +52,9 @@ class Client:
                 f"{self.url} answered {answer.status_code} without JSON: is it the connector's API?"
             ) from exc
         if answer.status_code in (401, 403):
-            raise CliError(f"the API refused the key ({answer.status_code}); check --key / CONNECTOR_API_KEY")
+            said = (result.get("error") or {}).get("message") if isinstance(result, dict) else None
+            raise CliError(f"the API refused the key ({answer.status_code}: {said or 'no reason given'}); "
+                           "check --key / CONNECTOR_API_KEY, or use a key whose role opens this command")  # fmt: skip
         if answer.status_code >= 400 and "error" in result:
             error = result["error"]
             field = f" (field `{error.get('field')}`)" if error.get("field") else ""

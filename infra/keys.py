@@ -20,7 +20,7 @@ from typing import Any
 
 from chalicelib.adapters.facade_accounts import FacadeSetupError, add_facade_account  # shared with PUT /connections
 from chalicelib.adapters.secrets import read_json_secret
-from chalicelib.entrypoints.api_keys import KeySetupError, add_api_key  # shared with POST /api-keys
+from chalicelib.entrypoints.api_keys import ROLES, KeySetupError, add_api_key  # shared with POST /api-keys
 
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
         sub.add_argument("--region")
         if name in ("api-key", "facade-account"):
             sub.add_argument("--name", required=True, help="who it is for, e.g. the platform's name")
+        if name == "api-key":
+            sub.add_argument("--role", choices=ROLES, help="send, read or admin (asked for when not given)")
         if name == "facade-account":
             sub.add_argument("--connection", help="the Twilio connection it sends through (default: the default)")
     args = parser.parse_args(argv)
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
             print(f"Front door account for {args.name} (the token is shown once):")
             print(f"  Base URL:    {base}\n  Account SID: {sid}\n  Auth token:  {token}")
         else:
-            key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name)
-            print(f"API key for {args.name} (shown once; only its hash is stored):\n{key}")
+            role = args.role or input(f"Role of the key for {args.name} ({', '.join(ROLES)}): ").strip()
+            key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name, role=role)
+            print(f"API key for {args.name}, role {role} (shown once; only its hash is stored):\n{key}")
     except (SetupError, FacadeSetupError, KeySetupError) as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,14 @@
-"""API keys: `x-api-key` or `Authorization: Bearer`, checked against SHA-256 hashes in Secrets Manager."""
+"""API keys: `x-api-key` or `Authorization: Bearer`, checked against SHA-256 hashes in Secrets Manager, each
+with a role that names the routes it opens:
+
+- `send`: `POST /messages`, `POST /messages/batch`, `GET /messages/{id}` and `GET /templates/{name}`;
+- `read`: the status page's reads — `GET /stats`, `GET /dlq`, messages, templates and connections;
+- `admin`: everything, and alone what changes the deployment — templates, connections, keys, DLQ redrive,
+  `POST /connection/test`.
+
+A key stored without a role (every key made before roles) is `admin`: it keeps working as it did. A route
+this table does not name needs `admin`: a new route is closed until it is given a role.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,16 +39,37 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+ROLES = ("send", "read", "admin")
+DEFAULT_ROLE = "admin"  # keys made before roles
+SEND, READ = {"send", "read", "admin"}, {"read", "admin"}
+ROUTE_ROLES: dict[tuple[str, str], set[str]] = {
+    ("POST", "/messages"): {"send", "admin"},
+    ("POST", "/messages/batch"): {"send", "admin"},
+    ("GET", "/messages/{message_id}"): SEND,
+    ("GET", "/templates/{name}"): SEND,
+    ("GET", "/stats"): READ,
+    ("GET", "/dlq"): READ,
+    ("GET", "/connections"): READ,
+    ("GET", "/connections/{name}"): READ,
+}
+
+
+def roles_for(method: str, route: str) -> set[str]:
+    """The roles whose keys may call this route (its pattern, as the API declares it)."""
+    return ROUTE_ROLES.get((method.upper(), route), {"admin"})
+
+
 class ApiKeys:
-    """Key hashes from Secrets Manager ({"keys": [{"name", "sha256"}]}); a key is never stored in clear."""
+    """Key hashes from Secrets Manager ({"keys": [{"name", "sha256", "role"}]}); a key is never stored in clear.
+    A revoked key (removed from the secret) is refused once the secret is read again: within `max_age`."""
 
     def __init__(self, provider: Any, secret_id: str | None, max_age: int = 300) -> None:
         self.provider = provider
         self.secret_id = secret_id
         self.max_age = max_age
 
-    def check(self, headers: Mapping[str, str]) -> ApiResult | None:
-        """None when the caller may proceed; else the 401/403 to answer."""
+    def check(self, headers: Mapping[str, str], method: str = "GET", route: str = "") -> ApiResult | None:
+        """None when the caller may proceed; else the 401/403 to answer (a 403 names the role the route needs)."""
         key = presented_key(headers)
         if key is None:
             return error(401, "unauthorized", "send an API key as `x-api-key` or `Authorization: Bearer <key>`")
@@ -49,10 +81,18 @@ class ApiKeys:
             logger.error("API keys unavailable", extra={"error": type(exc).__name__})
             return error(503, "keys_unavailable", "API keys could not be read; retry")
         digest = key_hash(key)
-        known = [str(k.get("sha256", "")) for k in (value or {}).get("keys", []) if isinstance(k, dict)]
-        if not any(hmac.compare_digest(digest, h) for h in known):
+        entries = [k for k in (value or {}).get("keys", []) if isinstance(k, dict)]
+        found = next((k for k in entries if hmac.compare_digest(digest, str(k.get("sha256", "")))), None)
+        if found is None:
             metrics.add_metric(name="ApiKeyRejected", unit="Count", value=1)
             return error(403, "forbidden", "this API key is not valid")
+        role = str(found.get("role") or DEFAULT_ROLE)
+        allowed = roles_for(method, route)
+        if role not in allowed:
+            metrics.add_metric(name="ApiKeyRoleRefused", unit="Count", value=1)
+            needed = " or ".join(f"`{r}`" for r in ROLES if r in allowed)
+            return error(403, "forbidden", f"{method.upper()} {route} needs a key with role {needed}; this key "
+                         f"({found.get('name', '?')}) has role `{role}`")  # fmt: skip
         return None
 
 
@@ -67,10 +107,14 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], str] = new_api_key) -> str:
-    """A new API key for `name`: its SHA-256 is stored, the key itself is returned once and never kept."""
+def add_api_key(
+    client: Any, secret_id: str, name: str, new_key: Callable[[], str] = new_api_key, role: str = DEFAULT_ROLE
+) -> str:
+    """A new API key for `name` with `role`: its SHA-256 is stored, the key itself is returned once, never kept."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise KeySetupError("a key name is 1-64 letters, digits, '.', '_' or '-'")
+    if role not in ROLES:
+        raise KeySetupError(f"a key's role is one of {', '.join(ROLES)}; not {role!r}")
     from chalicelib.adapters.secrets import read_json_secret
 
     value = read_json_secret(client, secret_id)
@@ -78,6 +122,7 @@ def add_api_key(client: Any, secret_id: str, name: str, new_key: Callable[[], st
     if any(k.get("name") == name for k in keys):
         raise KeySetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
     key = new_key()
-    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest()})
+    created = time.strftime("%Y-%m-%d", time.gmtime())
+    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "role": role, "created": created})
     client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
     return key

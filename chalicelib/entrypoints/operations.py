@@ -184,12 +184,14 @@ class OperationsApi:
         dry_run = str(query.get("dry_run") or "false").lower() in ("true", "1", "yes")
         return ApiResult(200, queue.redrive(int(limit_text), dry_run))
 
-    def create_api_key(self, name: str) -> Any:
+    def create_api_key(self, name: str, role: str = "admin") -> Any:
+        """`?role=send|read|admin` (admin when not given: who calls this is an admin)."""
         from chalicelib.entrypoints.api_keys import KeySetupError
         from chalicelib.entrypoints.responses import ApiResult, error
 
         try:
-            key = self.issue_key(name)
+            key = self.issue_key(name, role)
         except KeySetupError as exc:
-            return error(400, ConnectorCode.INVALID_REQUEST, str(exc), "name")
-        return ApiResult(201, {"name": name, "api_key": key, "note": "shown once; only its hash is stored"})
+            return error(400, ConnectorCode.INVALID_REQUEST, str(exc), "role" if "role" in str(exc) else "name")
+        note = "shown once; only its hash is stored"
+        return ApiResult(201, {"name": name, "role": role, "api_key": key, "note": note})

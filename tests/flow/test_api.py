@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from chalicelib import wiring, wiring_http
 from tests import must
-from tests.aws import API_KEY, AtomicClient, provision
+from tests.aws import API_KEY, API_KEYS_SECRET_ID, AtomicClient, provision
 from tests.twilio_stub import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, TwilioStub
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -661,3 +661,66 @@ class TestBoundedJson:
             request = FacadeRequest("POST", "/", {}, {"content-type": "application/json"}, body.encode())
             with pytest.raises(BadRequest, match="refused"):
                 request.pairs()
+
+
+class TestKeyRoles:
+    """Every route the API serves, called with a key of each role: a route a role does not open answers 403
+    naming the role it needs (never 401: the key is known), and one it opens is never refused for the key.
+    Keys made before roles (no `role`) are `admin`. Removing a key from the secret revokes it."""
+
+    ROUTES: ClassVar[list[tuple[str, str]]] = [  # every route of the OpenAPI document, and the operations ones
+        *(
+            (method.upper(), path)
+            for path, operations in json.loads(
+                (Path(__file__).resolve().parents[2] / "infra" / "openapi.json").read_text()
+            )["paths"].items()
+            for method in operations
+            if method in ("get", "post", "put", "delete")
+        ),
+        ("GET", "/dlq"),
+        ("POST", "/dlq/redrive"),
+        ("POST", "/api-keys/{name}"),
+    ]
+    OPENS: ClassVar[dict[str, set[tuple[str, str]]]] = {
+        "send": {("POST", "/messages"), ("POST", "/messages/batch"), ("GET", "/messages/{message_id}"),
+                 ("GET", "/templates/{name}")},
+        "read": {("GET", "/messages/{message_id}"), ("GET", "/templates/{name}"), ("GET", "/stats"), ("GET", "/dlq"),
+                 ("GET", "/connections"), ("GET", "/connections/{name}")},
+    }  # fmt: skip
+
+    def keys(self, *entries: dict[str, str]) -> None:
+        from chalicelib.entrypoints.api_keys import key_hash
+
+        stored = [{"name": e["name"], "sha256": key_hash(e["key"]), **({"role": e["role"]} if "role" in e else {})}
+                  for e in entries]  # fmt: skip
+        boto3.client("secretsmanager").put_secret_value(
+            SecretId=API_KEYS_SECRET_ID, SecretString=json.dumps({"keys": stored})
+        )
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+
+    def test_each_role_opens_its_routes_and_is_refused_the_rest_by_name(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")
+        self.keys({"name": "cdp", "key": "k-send", "role": "send"}, {"name": "ops", "key": "k-read", "role": "read"},
+                  {"name": "old", "key": "k-old"})  # fmt: skip
+        assert {p for _, p in self.ROUTES} >= {"/messages", "/connections/{name}", "/dlq/redrive"}
+        for role, key in (("send", "k-send"), ("read", "k-read"), ("admin", "k-old")):
+            for method, route in self.ROUTES:
+                path = route.replace("{message_id}", "msg_1").replace("{name}", "t")
+                status, body = api.call(method.lower(), path, "{}", headers={"x-api-key": key})
+                opened = role == "admin" or (method, route) in self.OPENS[role]
+                if opened:
+                    assert status not in (401, 403), (role, method, route, body)
+                else:
+                    assert status == 403, (role, method, route, status, body)
+                    assert f"has role `{role}`" in body["error"]["message"] and "`admin`" in body["error"]["message"]
+
+    def test_a_revoked_key_is_refused(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")
+        self.keys({"name": "cdp", "key": "k-send", "role": "send"})
+        assert api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})[0] == 404
+        self.keys({"name": "other", "key": "k-other", "role": "send"})  # cdp's removed
+        status, body = api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})
+        assert (status, body["error"]["message"]) == (403, "this API key is not valid")

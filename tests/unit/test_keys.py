@@ -39,17 +39,21 @@ def test_an_api_key_is_shown_once_and_only_its_hash_is_stored(secrets: Any, caps
     client, _, keys_arn = secrets
     assert (
         main(
-            ["api-key", "--stage", "prod", "--name", "cdp"],
+            ["api-key", "--stage", "prod", "--name", "cdp", "--role", "send"],
             SessionWithCloudFormation(Outputs(ApiKeysSecretArn=keys_arn)),
         )
         == 0
     )
     key = capsys.readouterr().out.strip().splitlines()[-1]
     stored = json.loads(client.get_secret_value(SecretId=keys_arn)["SecretString"])
-    assert stored == {"keys": [{"name": "cdp", "sha256": hashlib.sha256(key.encode()).hexdigest()}]}
+    ((entry,),) = [stored["keys"]]
+    assert entry["name"] == "cdp" and entry["sha256"] == hashlib.sha256(key.encode()).hexdigest()
+    assert entry["role"] == "send" and len(entry["created"]) == 10  # its day: the key list shows it
     assert key not in json.dumps(stored) and len(key) >= 40
     with pytest.raises(KeySetupError, match="exists"):
         add_api_key(client, keys_arn, "cdp")
+    with pytest.raises(KeySetupError, match="role is one of send, read, admin"):
+        add_api_key(client, keys_arn, "other", role="root")
 
 
 def test_twilio_credentials_keep_a_secondary_token_and_make_a_signing_key_once(secrets: Any) -> None:
@@ -75,7 +79,10 @@ def test_wrong_looking_credentials_are_refused_before_anything_is_written(
 
 
 def test_a_stack_without_the_output_says_to_deploy(secrets: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["api-key", "--stage", "prod", "--name", "cdp"], SessionWithCloudFormation(Outputs())) == 2
+    assert (
+        main(["api-key", "--stage", "prod", "--name", "cdp", "--role", "send"], SessionWithCloudFormation(Outputs()))
+        == 2
+    )
     assert "make deploy" in capsys.readouterr().err
 
 
