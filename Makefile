@@ -126,5 +126,5 @@ facade-account: $(STAMP)
 	$(BIN)/python -m infra.keys facade-account --stage $(STAGE) --name "$(NAME)" $(if $(CONNECTION),--connection $(CONNECTION)) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))
 
 api-key: $(STAMP)
-	@test -n "$(NAME)" || { echo "usage: make api-key STAGE=prod NAME=<who the key is for> [ROLE=send|read|admin]"; exit 2; }
-	$(BIN)/python -m infra.keys api-key --stage $(STAGE) --name $(NAME) $(if $(ROLE),--role $(ROLE)) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))
+	@test -n "$(NAME)" || { echo "usage: make api-key STAGE=prod NAME=<who the key is for> [ROLE=send|read|admin] [CONNECTIONS=a,b]"; exit 2; }
+	$(BIN)/python -m infra.keys api-key --stage $(STAGE) --name $(NAME) $(if $(ROLE),--role $(ROLE)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(REGION),--region $(REGION)) $(if $(STACK),--stack-name $(STACK))

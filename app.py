@@ -56,6 +56,13 @@ FORM = ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded;
 ANY = ["*/*"]
 # Twilio's signature guards the webhooks instead; the status page holds no data (it asks for a key to fetch any).
 UNSIGNED_BY_KEY = {STATUS_PATH, INBOUND_PATH, "/dashboard"}
+GRANT = "connector_key"  # in the request's context: the key's name, role and the connections it is limited to
+
+
+def _limited() -> frozenset[str] | None:
+    grant = (_request().context or {}).get(GRANT) or {}
+    limited: frozenset[str] | None = grant.get("connections")
+    return limited
 
 
 def _request() -> Request:
@@ -120,10 +127,14 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
 
     if event.path not in UNSIGNED_BY_KEY:
         route = str((event.context or {}).get("resourcePath") or event.path)
-        refusal = wiring_http.api_keys().check(event.headers, event.method, route)
+        grant: dict[str, Any] = {}
+        refusal = wiring_http.api_keys().check(event.headers, event.method, route, grant)
         if refusal is not None:
             return _json(refusal)
+        event.context[GRANT] = grant  # the routes read what the key may reach
     response = get_response(event)
+    if event.path not in UNSIGNED_BY_KEY and event.context.get(GRANT):
+        response.headers = {**response.headers, "X-Key-Role": str(event.context[GRANT]["role"])}  # the page shows it
     ours = from_chalice(response.status_code, response.body, response.headers)
     if ours is None:
         return response
@@ -139,19 +150,19 @@ def require_api_key(event: Request, get_response: Callable[[Request], Response])
 @_guarded
 def post_message() -> Response:
     key = _request().headers.get("idempotency-key")
-    return _with_body(lambda body: wiring_http.messages_api().accept(body, key))
+    return _with_body(lambda body: wiring_http.messages_api().accept(body, key, _limited()))
 
 
 @app.route("/messages/batch", methods=["POST"], content_types=ANY)
 @_guarded
 def post_batch() -> Response:
-    return _with_body(wiring_http.messages_api().accept_batch)
+    return _with_body(lambda body: wiring_http.messages_api().accept_batch(body, _limited()))
 
 
 @app.route("/messages/{message_id}", methods=["GET"], content_types=ANY)
 @_guarded
 def get_message(message_id: str) -> Response:
-    return _json(wiring_http.messages_api().get(message_id))
+    return _json(wiring_http.messages_api().get(message_id, _limited()))
 
 
 @app.route("/templates/{name}", methods=["PUT"], content_types=ANY)
@@ -250,7 +261,8 @@ def dlq_redrive() -> Response:
 def create_api_key(name: str) -> Response:
     query: dict[str, str] = dict(_request().query_params or {})
     role = query.get("role") or "admin"
-    return _json(wiring_http.operations_api().create_api_key(name, role))
+    limited = [c for c in (query.get("connections") or "").split(",") if c]
+    return _json(wiring_http.operations_api().create_api_key(name, role, limited))
 
 
 # --- Twilio's webhooks ----------------------------------------------------------

@@ -4,6 +4,7 @@ builds and cached alike. The functions behind a queue or a state machine need no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chalicelib import wiring  # boto_client through the module: the IAM test records its calls
@@ -131,13 +132,13 @@ def forward_dead_letters() -> DeadLetters | None:
     return once("forward_dead_letters", lambda: ForwardDeadLetters(on_first_use("sqs"), dlq, queue))
 
 
-def issue_api_key(name: str, role: str = "admin") -> str:
+def issue_api_key(name: str, role: str = "admin", connections: Sequence[str] = ()) -> str:
     from chalicelib.entrypoints.api_keys import add_api_key
 
     secret_id = settings().api_keys_secret_id
     if not secret_id:
         raise RuntimeError("API_KEYS_SECRET_ID is not set")
-    return add_api_key(wiring.boto_client("secretsmanager"), secret_id, name, role=role)
+    return add_api_key(wiring.boto_client("secretsmanager"), secret_id, name, role=role, connections=connections)
 
 
 def operations_api() -> OperationsApi:

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
             sub.add_argument("--name", required=True, help="who it is for, e.g. the platform's name")
         if name == "api-key":
             sub.add_argument("--role", choices=ROLES, help="send, read or admin (asked for when not given)")
+            sub.add_argument("--connections", default="", help="comma-separated: the only connections it reaches")
         if name == "facade-account":
             sub.add_argument("--connection", help="the Twilio connection it sends through (default: the default)")
     args = parser.parse_args(argv)
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None, session: Any = None) -> int:
             print(f"  Base URL:    {base}\n  Account SID: {sid}\n  Auth token:  {token}")
         else:
             role = args.role or input(f"Role of the key for {args.name} ({', '.join(ROLES)}): ").strip()
-            key = add_api_key(client, stack_output(cfn, stack, "ApiKeysSecretArn"), args.name, role=role)
+            limited = [c.strip() for c in args.connections.split(",") if c.strip()]
+            secret = stack_output(cfn, stack, "ApiKeysSecretArn")
+            key = add_api_key(client, secret, args.name, role=role, connections=limited)
             print(f"API key for {args.name}, role {role} (shown once; only its hash is stored):\n{key}")
     except (SetupError, FacadeSetupError, KeySetupError) as exc:
         print(f"keys: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from chalicelib.domain.connection import ConnectionSettings, require_connection
+from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, require_connection
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.domain.models import ValidationError, parse_timestamp
 from chalicelib.domain.ports import StatsStore, TemplateStore
@@ -62,11 +62,14 @@ class MessagesApi:
 
     # --- POST /messages, POST /messages/batch --------------------------------
 
-    def accept(self, body: Any, idempotency_key: str | None) -> ApiResult:
+    def accept(self, body: Any, idempotency_key: str | None, limited: frozenset[str] | None = None) -> ApiResult:
+        refused = out_of_scope(body, limited)
+        if refused is not None:
+            return refused
         (outcome,) = self.accepting.accept([body], idempotency_key)
         return answer(outcome, "/messages")
 
-    def accept_batch(self, body: Any) -> ApiResult:
+    def accept_batch(self, body: Any, limited: frozenset[str] | None = None) -> ApiResult:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return error(400, ConnectorCode.INVALID_REQUEST, 'the body must be {"messages": [ ... ]}', "messages")
         items = body["messages"]
@@ -74,15 +77,19 @@ class MessagesApi:
             return error(
                 400, ConnectorCode.INVALID_REQUEST, f"`messages` must hold 1 to {MAX_BATCH} requests", "messages"
             )
-        results = [answer(o, f"messages[{i}]") for i, o in enumerate(self.accepting.accept(items))]
+        refusals = [out_of_scope(item, limited) for item in items]
+        accepted = iter(self.accepting.accept([item for item, r in zip(items, refusals, strict=True) if r is None]))
+        results = [r if r is not None else answer(next(accepted), f"messages[{i}]") for i, r in enumerate(refusals)]
         rows = [{"index": i, "http_status": r.status, **r.body} for i, r in enumerate(results)]
         return ApiResult(200, {"results": rows})
 
     # --- GET /messages/{id} -----------------------------------------------------
 
-    def get(self, message_id: str) -> ApiResult:
-        # a content window's item shares the table but is no message
+    def get(self, message_id: str, limited: frozenset[str] | None = None) -> ApiResult:
+        # a content window's item shares the table but is no message; a key limited to connections sees theirs
         record = None if message_id.startswith(CONTENT_PREFIX) else self.ledger.get(message_id)
+        if record is not None and limited is not None and (record.connection or DEFAULT_CONNECTION) not in limited:
+            record = None
         if record is None:
             return error(404, "not_found", f"no message with id `{message_id}`", "id")
         return ApiResult(200, record.public())
@@ -132,3 +139,14 @@ def _day(value: str | None, name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         return parse_timestamp(name, value).date()
+
+
+def out_of_scope(body: Any, limited: frozenset[str] | None) -> ApiResult | None:
+    """A 403 for a request through a connection the key is not limited to; None when it may go on."""
+    if limited is None or not isinstance(body, dict):
+        return None
+    name = body.get("connection") or DEFAULT_CONNECTION
+    if name in limited:
+        return None
+    allowed = ", ".join(f"`{n}`" for n in sorted(limited))
+    return error(403, "forbidden", f"this API key may send through {allowed} only, not `{name}`", "connection")

@@ -18,7 +18,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.entrypoints.responses import ApiResult, error
@@ -68,8 +68,11 @@ class ApiKeys:
         self.secret_id = secret_id
         self.max_age = max_age
 
-    def check(self, headers: Mapping[str, str], method: str = "GET", route: str = "") -> ApiResult | None:
-        """None when the caller may proceed; else the 401/403 to answer (a 403 names the role the route needs)."""
+    def check(
+        self, headers: Mapping[str, str], method: str = "GET", route: str = "", grant: dict[str, Any] | None = None
+    ) -> ApiResult | None:
+        """None when the caller may proceed (then `grant` holds the key's name, role and the connections it is
+        limited to, if any); else the 401/403 to answer (a 403 names the role the route needs)."""
         key = presented_key(headers)
         if key is None:
             return error(401, "unauthorized", "send an API key as `x-api-key` or `Authorization: Bearer <key>`")
@@ -93,6 +96,9 @@ class ApiKeys:
             needed = " or ".join(f"`{r}`" for r in ROLES if r in allowed)
             return error(403, "forbidden", f"{method.upper()} {route} needs a key with role {needed}; this key "
                          f"({found.get('name', '?')}) has role `{role}`")  # fmt: skip
+        if grant is not None:
+            limited = found.get("connections")
+            grant.update(name=found.get("name"), role=role, connections=frozenset(limited) if limited else None)
         return None
 
 
@@ -108,7 +114,12 @@ def new_api_key() -> str:
 
 
 def add_api_key(
-    client: Any, secret_id: str, name: str, new_key: Callable[[], str] = new_api_key, role: str = DEFAULT_ROLE
+    client: Any,
+    secret_id: str,
+    name: str,
+    new_key: Callable[[], str] = new_api_key,
+    role: str = DEFAULT_ROLE,
+    connections: Sequence[str] = (),
 ) -> str:
     """A new API key for `name` with `role`: its SHA-256 is stored, the key itself is returned once, never kept."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
@@ -123,6 +134,7 @@ def add_api_key(
         raise KeySetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
     key = new_key()
     created = time.strftime("%Y-%m-%d", time.gmtime())
-    keys.append({"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "role": role, "created": created})
+    entry: dict[str, Any] = {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "role": role}
+    keys.append({**entry, "created": created, **({"connections": sorted(set(connections))} if connections else {})})
     client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
     return key

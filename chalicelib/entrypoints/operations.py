@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -184,13 +184,13 @@ class OperationsApi:
         dry_run = str(query.get("dry_run") or "false").lower() in ("true", "1", "yes")
         return ApiResult(200, queue.redrive(int(limit_text), dry_run))
 
-    def create_api_key(self, name: str, role: str = "admin") -> Any:
-        """`?role=send|read|admin` (admin when not given: who calls this is an admin)."""
+    def create_api_key(self, name: str, role: str = "admin", connections: Sequence[str] = ()) -> Any:
+        """`?role=send|read|admin` (admin when not given: who calls this is an admin), `?connections=a,b`."""
         from chalicelib.entrypoints.api_keys import KeySetupError
         from chalicelib.entrypoints.responses import ApiResult, error
 
         try:
-            key = self.issue_key(name, role)
+            key = self.issue_key(name, role, connections)
         except KeySetupError as exc:
             return error(400, ConnectorCode.INVALID_REQUEST, str(exc), "role" if "role" in str(exc) else "name")
         note = "shown once; only its hash is stored"

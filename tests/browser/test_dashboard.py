@@ -107,10 +107,27 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
         page.fill("#key", "not-the-key")
         page.click("#key-form button")
         page.wait_for_selector("#key-error:has-text('refused')")  # a wrong key is refused, and asked again
+        # a CDP's send key opens no page: the page says the role it needs
+        import boto3
+
+        from chalicelib.entrypoints.api_keys import key_hash
+
+        keys = [
+            {"name": "dash", "sha256": key_hash(KEY)},
+            {"name": "cdp", "sha256": key_hash("k-send"), "role": "send"},
+        ]
+        boto3.client("secretsmanager").put_secret_value(
+            SecretId=stack.api_keys_secret_id, SecretString=json.dumps({"keys": keys})
+        )
+        page.fill("#key", "k-send")
+        page.click("#key-form button")
+        page.wait_for_selector("#key-error:has-text('role `read` or `admin`')")
+        assert "has role `send`" in page.inner_text("#key-error")
         page.fill("#key", KEY)
         page.click("#key-form button")
         page.wait_for_selector("body[data-loaded=true]", timeout=15000)
         assert KEY not in page.url and page.evaluate("sessionStorage.getItem('connector-api-key')") == KEY
+        assert page.inner_text("#key-role") == "key: admin"  # a key made before roles is admin
 
         drawn = page.eval_on_selector_all(
             "#per-day rect.bar", "rs => rs.map(r => [r.dataset.series, Number(r.dataset.count)])"

@@ -563,7 +563,7 @@ class TestErrorsChaliceWouldAnswer:
         self, api: Api, caplog: pytest.LogCaptureFixture
     ) -> None:
         class Broken:
-            def get(self, message_id: str) -> Any:
+            def get(self, message_id: str, *scope: Any) -> Any:
                 raise ValueError(f"cannot read record for {TO}")
 
         wiring.override(messages_api=cast(Any, Broken()))
@@ -724,3 +724,36 @@ class TestKeyRoles:
         self.keys({"name": "other", "key": "k-other", "role": "send"})  # cdp's removed
         status, body = api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})
         assert (status, body["error"]["message"]) == (403, "this API key is not valid")
+
+
+class TestKeysLimitedToConnections:
+    """A `send` key limited to one connection sends and reads through it alone: another connection's message
+    is not found for it, a request through another is 403 naming `connection`, and in a batch only those
+    items are refused."""
+
+    def test_a_limited_key_reaches_its_connection_only(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        from chalicelib.domain.ledger import SentMessage
+        from chalicelib.entrypoints.api_keys import key_hash
+
+        monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")
+        monkeypatch.setenv("TWILIO_CONNECTIONS", json.dumps({"eu": {"secret_id": "twilio-connector-test/twilio/eu"}}))
+        limited = {"name": "cdp-us", "sha256": key_hash("k-us"), "role": "send", "connections": ["default"]}
+        boto3.client("secretsmanager").put_secret_value(
+            SecretId=API_KEYS_SECRET_ID, SecretString=json.dumps({"keys": [limited]})
+        )
+        wiring.reset()
+        wiring.override(dynamodb=AtomicClient(boto3.client("dynamodb")), clock=lambda: NOW)
+        ledger = wiring.ledger()
+        for message_id, connection in (("m-us", None), ("m-eu", "eu")):
+            attrs = {"to": TO, "from": FROM, **({"connection": connection} if connection else {})}
+            ledger.claim(message_id, attrs, "t", NOW, timedelta(seconds=60))
+            ledger.record_sent(message_id, SentMessage("SM" + "4" * 32, "queued"), NOW)
+        key = {"x-api-key": "k-us"}
+        assert api.call("get", "/messages/m-us", headers=key)[0] == 200
+        assert api.call("get", "/messages/m-eu", headers=key)[0] == 404  # as if it did not exist
+        status, body = api.call("post", "/messages", {"to": TO, "body": "hi", "connection": "eu"}, headers=key)
+        assert (status, body["error"]["field"]) == (403, "connection") and "`default` only" in body["error"]["message"]
+        assert api.call("post", "/messages", {"to": TO, "body": "hi"}, headers=key)[0] == 202  # its own
+        batch = {"messages": [{"to": TO, "body": "a"}, {"to": TO, "body": "b", "connection": "eu"}]}
+        status, body = api.call("post", "/messages/batch", batch, headers=key)
+        assert status == 200 and [r["http_status"] for r in body["results"]] == [202, 403]

@@ -54,6 +54,9 @@ def test_an_api_key_is_shown_once_and_only_its_hash_is_stored(secrets: Any, caps
         add_api_key(client, keys_arn, "cdp")
     with pytest.raises(KeySetupError, match="role is one of send, read, admin"):
         add_api_key(client, keys_arn, "other", role="root")
+    add_api_key(client, keys_arn, "eu-only", role="send", connections=["eu", "eu", "apac"])
+    stored = json.loads(client.get_secret_value(SecretId=keys_arn)["SecretString"])
+    assert stored["keys"][-1]["connections"] == ["apac", "eu"]
 
 
 def test_twilio_credentials_keep_a_secondary_token_and_make_a_signing_key_once(secrets: Any) -> None:
