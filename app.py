@@ -256,6 +256,29 @@ def dlq_redrive() -> Response:
     return _json(wiring_http.operations_api().dlq_redrive(_request().query_params or {}))
 
 
+@app.route("/api-keys", methods=["GET"], content_types=ANY)
+@_guarded
+def list_api_keys() -> Response:
+    from chalicelib.entrypoints.api_keys import list_api_keys as listed
+    from chalicelib.entrypoints.responses import ApiResult
+
+    secret_id = wiring.settings().api_keys_secret_id or ""
+    return _json(ApiResult(200, {"keys": listed(wiring.boto_client("secretsmanager"), secret_id)}))
+
+
+@app.route("/api-keys/{name}", methods=["DELETE"], content_types=ANY)
+@_guarded
+def revoke_api_key(name: str) -> Response:
+    from chalicelib.entrypoints.api_keys import revoke_api_key as revoke
+    from chalicelib.entrypoints.responses import ApiResult, error
+
+    secret_id = wiring.settings().api_keys_secret_id or ""
+    if not revoke(wiring.boto_client("secretsmanager"), secret_id, name):
+        return _json(error(404, "not_found", f"no API key named `{name}`", "name"))
+    max_age = wiring.settings().secret_max_age_seconds
+    return _json(ApiResult(200, {"revoked": name, "note": f"refused by every function within {max_age} s"}))
+
+
 @app.route("/api-keys/{name}", methods=["POST"], content_types=ANY)
 @_guarded
 def create_api_key(name: str) -> Response:

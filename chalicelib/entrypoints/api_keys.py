@@ -138,3 +138,26 @@ def add_api_key(
     keys.append({**entry, "created": created, **({"connections": sorted(set(connections))} if connections else {})})
     client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
     return key
+
+
+def list_api_keys(client: Any, secret_id: str) -> list[dict[str, Any]]:
+    """Each key's name, role, the day it was made and the connections it is limited to; never its hash."""
+    from chalicelib.adapters.secrets import read_json_secret
+
+    shown = ("name", "role", "created", "connections")
+    entries = [k for k in read_json_secret(client, secret_id).get("keys", []) if isinstance(k, dict)]
+    return [{**{k: e[k] for k in shown if k in e}, "role": e.get("role") or DEFAULT_ROLE} for e in entries]
+
+
+def revoke_api_key(client: Any, secret_id: str, name: str) -> bool:
+    """Remove the key named `name`; False if there is none. The functions refuse it once they read the
+    secret again (SECRET_MAX_AGE_SECONDS). To rotate: make the new key, move the caller to it, revoke the old."""
+    from chalicelib.adapters.secrets import read_json_secret
+
+    value = read_json_secret(client, secret_id)
+    keys = [k for k in value.get("keys", []) if isinstance(k, dict)]
+    kept = [k for k in keys if k.get("name") != name]
+    if len(kept) == len(keys):
+        return False
+    client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": kept}))
+    return True

@@ -680,6 +680,8 @@ class TestKeyRoles:
         ("GET", "/dlq"),
         ("POST", "/dlq/redrive"),
         ("POST", "/api-keys/{name}"),
+        ("GET", "/api-keys"),
+        ("DELETE", "/api-keys/{name}"),
     ]
     OPENS: ClassVar[dict[str, set[tuple[str, str]]]] = {
         "send": {("POST", "/messages"), ("POST", "/messages/batch"), ("GET", "/messages/{message_id}"),
@@ -717,13 +719,25 @@ class TestKeyRoles:
                     assert status == 403, (role, method, route, status, body)
                     assert f"has role `{role}`" in body["error"]["message"] and "`admin`" in body["error"]["message"]
 
-    def test_a_revoked_key_is_refused(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_keys_are_listed_without_their_hashes_and_a_revoked_key_is_refused(
+        self, api: Api, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("SECRET_MAX_AGE_SECONDS", "0")
-        self.keys({"name": "cdp", "key": "k-send", "role": "send"})
+        self.keys({"name": "cdp", "key": "k-send", "role": "send"}, {"name": "me", "key": "k-admin", "role": "admin"})
+        admin = {"x-api-key": "k-admin"}
+        status, made = api.call("post", "/api-keys/eu-cdp?role=send&connections=eu", headers=admin)
+        assert status == 201 and made["role"] == "send" and made["api_key"].startswith("tck_")
+        status, listed = api.call("get", "/api-keys", headers=admin)
+        assert status == 200 and [(k["name"], k["role"]) for k in listed["keys"]] == [
+            ("cdp", "send"), ("me", "admin"), ("eu-cdp", "send")
+        ]  # fmt: skip
+        assert listed["keys"][-1]["connections"] == ["eu"] and "sha256" not in json.dumps(listed)
         assert api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})[0] == 404
-        self.keys({"name": "other", "key": "k-other", "role": "send"})  # cdp's removed
+        status, revoked = api.call("delete", "/api-keys/cdp", headers=admin)
+        assert status == 200 and revoked["revoked"] == "cdp" and "within 0 s" in revoked["note"]
         status, body = api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})
         assert (status, body["error"]["message"]) == (403, "this API key is not valid")
+        assert api.call("delete", "/api-keys/cdp", headers=admin)[0] == 404
 
 
 class TestKeysLimitedToConnections:
