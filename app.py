@@ -263,7 +263,9 @@ def list_api_keys() -> Response:
     from chalicelib.entrypoints.responses import ApiResult
 
     secret_id = wiring.settings().api_keys_secret_id or ""
-    return _json(ApiResult(200, {"keys": listed(wiring.boto_client("secretsmanager"), secret_id)}))
+    keys = listed(wiring.boto_client("secretsmanager"), secret_id)
+    used = wiring_http.key_use().last_used([k["name"] for k in keys])
+    return _json(ApiResult(200, {"keys": [{**k, "last_used": used.get(k["name"])} for k in keys]}))
 
 
 @app.route("/api-keys/{name}", methods=["DELETE"], content_types=ANY)

@@ -29,6 +29,7 @@ from chalicelib.wiring import (
 )
 
 if TYPE_CHECKING:
+    from chalicelib.adapters.tables import DynamoKeyUse
     from chalicelib.entrypoints.api import MessagesApi
     from chalicelib.entrypoints.api_keys import ApiKeys
     from chalicelib.entrypoints.connections_api import ConnectionsApi
@@ -70,7 +71,16 @@ def api_keys() -> ApiKeys:
     from chalicelib.entrypoints.api_keys import ApiKeys
 
     s = settings()
-    return once("api_keys", lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds))
+    return once(
+        "api_keys",
+        lambda: ApiKeys(secrets_provider(), s.api_keys_secret_id, s.secret_max_age_seconds, key_use().used),
+    )
+
+
+def key_use() -> DynamoKeyUse:
+    from chalicelib.adapters.tables import DynamoKeyUse
+
+    return once("key_use", lambda: DynamoKeyUse(wiring.dynamodb(), settings().counters_table))
 
 
 def messages_api() -> MessagesApi:

@@ -246,3 +246,22 @@ class DynamoWriteBackMarks(DynamoTable):
                 ExpressionAttributeNames={"#p": self.ATTRIBUTE},
                 ExpressionAttributeValues={":t": {"S": token}},
             )
+
+
+class DynamoKeyUse(DynamoTable):
+    """The last day each API key was used, on the counters table (`apikey#<name>`): written at most once a day
+    per key by each warm function (ApiKeys remembers the day it wrote), read when the keys are listed."""
+
+    def used(self, name: str, day: str) -> None:
+        with contextlib.suppress(ConditionFailed):  # already this day: nothing to write
+            self._call(
+                "update_item",
+                Key={"day": {"S": f"apikey#{name}"}},
+                UpdateExpression="SET last_used = :d",
+                ConditionExpression="attribute_not_exists(last_used) OR last_used < :d",
+                ExpressionAttributeValues={":d": {"S": day}},
+            )
+
+    def last_used(self, names: Sequence[str]) -> dict[str, str]:
+        items = self._batch_get([{"day": {"S": f"apikey#{n}"}} for n in dict.fromkeys(names)])
+        return {str(i["day"]).removeprefix("apikey#"): str(i["last_used"]) for i in items if "last_used" in i}

@@ -63,10 +63,18 @@ class ApiKeys:
     """Key hashes from Secrets Manager ({"keys": [{"name", "sha256", "role"}]}); a key is never stored in clear.
     A revoked key (removed from the secret) is refused once the secret is read again: within `max_age`."""
 
-    def __init__(self, provider: Any, secret_id: str | None, max_age: int = 300) -> None:
+    def __init__(
+        self,
+        provider: Any,
+        secret_id: str | None,
+        max_age: int = 300,
+        on_use: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.provider = provider
         self.secret_id = secret_id
         self.max_age = max_age
+        self.on_use = on_use  # (name, day): the key list's "last used", written once a day per key here
+        self._noted: dict[str, str] = {}
 
     def check(
         self, headers: Mapping[str, str], method: str = "GET", route: str = "", grant: dict[str, Any] | None = None
@@ -96,10 +104,21 @@ class ApiKeys:
             needed = " or ".join(f"`{r}`" for r in ROLES if r in allowed)
             return error(403, "forbidden", f"{method.upper()} {route} needs a key with role {needed}; this key "
                          f"({found.get('name', '?')}) has role `{role}`")  # fmt: skip
+        self._note_use(str(found.get("name", "")))
         if grant is not None:
             limited = found.get("connections")
             grant.update(name=found.get("name"), role=role, connections=frozenset(limited) if limited else None)
         return None
+
+    def _note_use(self, name: str) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        if self.on_use is None or self._noted.get(name) == day:
+            return
+        try:
+            self.on_use(name, day)
+            self._noted[name] = day
+        except Exception as exc:  # a key's last-used day is never worth refusing its request
+            logger.warning("API key use not noted", extra={"error": type(exc).__name__})
 
 
 class KeySetupError(ValueError):

@@ -4,6 +4,7 @@ with moto for DynamoDB, SQS and Secrets Manager. Every 4xx a CDP can meet is her
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -732,6 +733,9 @@ class TestKeyRoles:
             ("cdp", "send"), ("me", "admin"), ("eu-cdp", "send")
         ]  # fmt: skip
         assert listed["keys"][-1]["connections"] == ["eu"] and "sha256" not in json.dumps(listed)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        used = {k["name"]: k["last_used"] for k in listed["keys"]}
+        assert used == {"cdp": None, "me": today, "eu-cdp": None}  # the admin key listing them was used today
         assert api.call("get", "/messages/msg_1", headers={"x-api-key": "k-send"})[0] == 404
         status, revoked = api.call("delete", "/api-keys/cdp", headers=admin)
         assert status == 200 and revoked["revoked"] == "cdp" and "within 0 s" in revoked["note"]
