@@ -127,10 +127,10 @@ def test_an_api_route_publishes_a_refused_key(capsys: pytest.CaptureFixture[str]
     import app
 
     class Keys:
-        def check(self, headers: Any) -> Any:
+        def check(self, headers: Any, *route: Any) -> Any:
             from chalicelib.entrypoints.api_keys import ApiKeys
 
-            return ApiKeys(provider=self, secret_id="keys").check(headers)
+            return ApiKeys(provider=self, secret_id="keys").check(headers, *route)
 
         def get(self, *args: Any, **kwargs: Any) -> Any:
             return {"keys": []}

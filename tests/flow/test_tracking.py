@@ -164,8 +164,12 @@ def test_a_throttled_poll_run_is_tried_again_and_no_window_ends_early(monkeypatc
     for harness in make_stack(extra_env={"PUBLIC_BASE_URL": ""}, poll_reserved=1, retry_attempts=2):
         harness.stack.router.routes["twilio-connector-test-poll"] = slow
         first = harness.send("+15550100071")
-        time.sleep(1.1)  # the next poll window
+        sent = harness.wait_status(first, "queued")  # handed to Twilio: its window is its send's
+        window = int(sent.item["poll_window"])
+        while int(time.time()) < window + 1:  # the next poll window (1 s here) before the second is sent
+            time.sleep(0.05)
         second = harness.send("+15550100072")
+        harness.wait_status(second, "queued", "sent", "delivered")  # sent: its window's execution started
         executions = harness.executions_done()
         assert len(executions) == 2 and all(e["status"] == "SUCCEEDED" for e in executions)
         assert harness.stack.router.throttled["twilio-connector-test-poll"] > 0
