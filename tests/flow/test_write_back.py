@@ -63,7 +63,7 @@ class Platforms:
         assert answer.status_code in (200, 201), answer.text
         return answer
 
-    def until(self, path: str, text: str, timeout: float = 20) -> list[dict[str, Any]]:
+    def until(self, path: str, text: str, timeout: float = 60) -> list[dict[str, Any]]:
         """What reached `path` once one of its requests holds `text` (the last event awaited)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,7 +73,7 @@ class Platforms:
             time.sleep(0.1)
         raise AssertionError(f"{path}: nothing with {text!r} in {[r['body'] for r in self.receiver.requests]}")
 
-    def arrived(self, path: str, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+    def arrived(self, path: str, count: int, timeout: float = 60) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = [r for r in self.receiver.requests if r["path"] == path]
