@@ -93,7 +93,7 @@ campaign: $(STAMP)
 # The property tests at a size too slow for every `make test`.
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest --hypothesis-show-statistics tests/unit/test_properties.py \
-		tests/flow/test_openapi_fuzz.py tests/flow/test_api.py::TestHostileInput \
+		tests/flow/test_openapi_fuzz.py tests/flow/test_api.py::TestHostileInput tests/flow/test_api.py::TestBoundedJson \
 		tests/unit/test_facade.py::test_hostile_forms_get_a_201_or_a_twilio_error_never_a_500
 
 # The local Twilio simulator on its own (prints its account SID and auth token).
