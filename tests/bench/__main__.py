@@ -101,7 +101,8 @@ def figures() -> int:
     print(
         f"   per message: {base['executions'] and base['transitions'] / base['executions']:.1f} transitions per execution, "
         f"{base['meter'].wru / base['messages']:.1f} DynamoDB writes, {base['meter'].events / base['messages']:.1f} events, "
-        f"{base['callbacks'] / base['messages']:.1f} callbacks"
+        f"{base['callbacks'] / base['messages']:.1f} callbacks taken "
+        f"(and {base.get('refused_tries', 0) / base['messages']:.1f} tries the webhooks' URL refused, retried by Twilio)"
     )
     rate = quietly(simulator.creates_per_second)
     print(f"5. Simulator: {rate:,.0f} creates/s with keep-alive (target >= 500)  [{verdict(rate >= 500)}]")
