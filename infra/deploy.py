@@ -153,9 +153,6 @@ def capacity_plan(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-url_plan = capacity_plan  # the name the first part of the plan had
-
-
 def describe_plan(plan: Mapping[str, Any]) -> str:
     """What `make deploy` and `make capacity` say."""
     return (

@@ -90,9 +90,9 @@ class LocalStack:
         self.send_invocations = 0
         rate = self.config.partition_writes_per_second
         self.partitions = None if rate is None else local_aws.PartitionModel(self.config.stage, rate)
-        from infra.deploy import url_plan
+        from infra.deploy import capacity_plan
 
-        plan = url_plan({"SEND_RATE": str(self.config.send_rate)})
+        plan = capacity_plan({"SEND_RATE": str(self.config.send_rate)})
         self.poll_reserved = plan["Poll"] if self.config.poll_reserved is None else (self.config.poll_reserved or None)
         self.url_gates = {
             name: local_aws.FunctionUrlGate(

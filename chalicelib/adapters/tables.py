@@ -173,7 +173,6 @@ class DynamoSenderQueues(DynamoTable):
         super().__init__(client, table)
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
-        self.writes = 0  # reservations written (the leases' worth)
 
     def reserve(self, sender: str, segments: int, rate: float, validity_seconds: float, now: datetime) -> Reservation:
         with self._lock:
@@ -209,7 +208,6 @@ class DynamoSenderQueues(DynamoTable):
                     ConditionExpression=condition,
                     **({"ExpressionAttributeValues": values} if values else {}),
                 )
-                self.writes += 1
                 return place
             except ConditionFailed:
                 continue

@@ -29,6 +29,10 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """`x-api-key: <key>` or `Authorization: Bearer <key>`."""
     key = headers.get("x-api-key")
@@ -111,7 +115,7 @@ class ApiKeys:
         return None
 
     def _note_use(self, name: str) -> None:
-        day = time.strftime("%Y-%m-%d", time.gmtime())
+        day = _today()
         if self.on_use is None or self._noted.get(name) == day:
             return
         try:
@@ -152,9 +156,8 @@ def add_api_key(
     if any(k.get("name") == name for k in keys):
         raise KeySetupError(f"a key named {name!r} exists; pick another name (remove the old one in the secret)")
     key = new_key()
-    created = time.strftime("%Y-%m-%d", time.gmtime())
-    entry: dict[str, Any] = {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "role": role}
-    keys.append({**entry, "created": created, **({"connections": sorted(set(connections))} if connections else {})})
+    entry: dict[str, Any] = {"name": name, "sha256": key_hash(key), "role": role, "created": _today()}
+    keys.append({**entry, **({"connections": sorted(set(connections))} if connections else {})})
     client.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**value, "keys": keys}))
     return key
 

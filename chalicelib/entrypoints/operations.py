@@ -136,6 +136,7 @@ def dashboard_html() -> str:
     return (Path(__file__).resolve().parents[1] / "data" / "dashboard.html").read_text()
 
 
+@functools.cache  # the page is read once (dashboard_html): so is its script's hash
 def dashboard_policy(html: str) -> str:
     """The page's Content-Security-Policy: its one script by hash (no 'unsafe-inline' for scripts), the API as
     the only place it talks to, and never inside another site's frame."""

@@ -84,9 +84,9 @@ class Webhooks:
         self.credentials = credentials
         self.tracking = tracking
 
-    def _signers(self, named: str | None) -> Iterator[tuple[str, list[str | None]]]:
+    def _signers(self, named: str | None, unreadable: list[str]) -> Iterator[tuple[str, list[str | None]]]:
         """Each connection's tokens, the one the callback's URL names first; a connection whose secret cannot
-        be read is skipped (counted, logged by name) and fails only the callbacks no other token signs."""
+        be read is skipped (counted, logged, added to `unreadable`) and fails only what no other token signs."""
         names = sorted(self.connections, key=lambda n: n != named)
         for name in names:
             try:
@@ -96,7 +96,7 @@ class Webhooks:
                 logger.error(
                     "a connection's credentials could not be read", extra={"connection": name, "error": str(exc)}
                 )
-                self._unreadable.append(name)
+                unreadable.append(name)
                 continue
             yield name, [creds.auth_token, creds.secondary_auth_token]
 
@@ -117,15 +117,15 @@ class Webhooks:
             )
         except ValueError:
             return HttpResult(400, f"a webhook has at most {MAX_FIELDS} fields")
-        self._unreadable: list[str] = []
-        for _name, tokens in self._signers(request.query.get(CONNECTION_PARAM)):
+        unreadable: list[str] = []  # per request: one Webhooks serves concurrent requests (threads locally)
+        for _name, tokens in self._signers(request.query.get(CONNECTION_PARAM), unreadable):
             if any(
                 is_valid(url + query + fragment, params, request.signature, tokens)
                 for url in request.urls
                 for fragment in fragments
             ):
                 return params
-        if self._unreadable:  # it may be theirs: Twilio tries again, and the poll loop learns the status
+        if unreadable:  # it may be theirs: Twilio tries again, and the poll loop learns the status
             return HttpResult(503, "a connection's credentials could not be read; try again")
         return self._refused(request)
 

@@ -135,16 +135,16 @@ def test_the_function_urls_hold_the_requests_of_the_stages_send_rate(sam: dict[s
     """AWS answers 429 above 10 requests/s per unit of a function URL's reserved concurrency, and Twilio
     retries no 429: the webhooks must hold 3 callbacks a message at SEND_RATE, twice over; the front door a
     create and ~3 polls a message."""
-    from infra.deploy import DeployError, url_plan
+    from infra.deploy import DeployError, capacity_plan
 
     rate = float(sam["Resources"]["Webhooks"]["Properties"]["Environment"]["Variables"]["SEND_RATE"])
     webhooks = sam["Resources"]["Webhooks"]["Properties"]["ReservedConcurrentExecutions"]
     facade = sam["Resources"]["Facade"]["Properties"]["ReservedConcurrentExecutions"]
     assert webhooks * 10 >= 3 * rate * 2 and facade * 10 >= 4 * rate * 2
-    plans = [url_plan({"SEND_RATE": str(r)}) for r in (10, 100, 1000)]
+    plans = [capacity_plan({"SEND_RATE": str(r)}) for r in (10, 100, 1000)]
     assert [(p["Webhooks"], p["Facade"]) for p in plans] == [(6, 8), (60, 80), (600, 800)]
     with pytest.raises(DeployError, match="SEND_RATE must be"):
-        url_plan({"SEND_RATE": "lots"})
+        capacity_plan({"SEND_RATE": "lots"})
 
 
 def test_every_function_and_trigger_is_sized_from_the_send_rate(sam: dict[str, Any]) -> None:
