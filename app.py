@@ -222,6 +222,20 @@ def delete_connection(name: str) -> Response:
     return _json(wiring_http.connections_api().delete(name))
 
 
+@app.route("/connections/{name}/budget", methods=["GET", "POST"], content_types=ANY)
+@_guarded
+def connection_budget(name: str) -> Response:
+    """Today's segment budget (guardrails.daily_segments); POST `{"add_segments": N}` releases held messages."""
+    from chalicelib.entrypoints.connections_api import segment_budget
+
+    def answer(body: Any) -> Any:
+        return segment_budget(wiring.connections(), wiring.guard_store(), name, body, wiring.clock()())
+
+    if _request().method == "GET":
+        return _json(answer(None))
+    return _with_body(answer)
+
+
 @app.route("/stats", methods=["GET"], content_types=ANY)
 @_guarded
 def stats() -> Response:
@@ -359,6 +373,13 @@ def finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.domain.polling import PollState
 
     return wiring.tracking().finalize(PollState.from_state(event))
+
+
+@app.schedule("rate(1 minute)", name="release")
+def release(event: Any) -> dict[str, Any]:
+    """Messages a guardrail held (quiet hours, a cap, the budget) go back on the send queue when due."""
+    left = _seconds_left(getattr(event, "context", None))
+    return wiring.release_held().run(left or (lambda: 60.0))
 
 
 @app.on_dynamodb_record(

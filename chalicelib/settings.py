@@ -11,9 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack
+from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.guardrails import Guardrails, parse_guardrails
 from chalicelib.domain.polling import PollPlan
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
@@ -157,6 +160,7 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
             account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             from_numbers=_csv(env.get("TWILIO_DEFAULT_FROM")),
             messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
+            guardrails=_guardrails(env.get("TWILIO_GUARDRAILS"), "TWILIO_GUARDRAILS"),
         )
     extra = env.get("TWILIO_CONNECTIONS")
     if extra:
@@ -191,8 +195,21 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
                 if isinstance(write_back, dict) and write_back.get("format")
                 else None,
                 is_default=bool(spec.get("default")),
+                guardrails=_guardrails(spec.get("guardrails"), f"TWILIO_CONNECTIONS[{name!r}]"),
             )
     return connections
+
+
+def _guardrails(value: Any, where: str) -> Guardrails:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError as exc:
+            raise ConfigurationError(f"{where} must be a JSON object") from exc
+    try:
+        return parse_guardrails(value)
+    except ValidationError as exc:
+        raise ConfigurationError(f"{where}: {exc.message}") from exc
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from chalicelib.domain.connection import ConnectionSettings
     from chalicelib.domain.events import Events
     from chalicelib.domain.ledger import MessageLedger
-    from chalicelib.domain.ports import Credentials, OptOutStore, SenderQueues, StatsStore, TemplateStore
+    from chalicelib.domain.ports import Credentials, GuardStore, OptOutStore, SenderQueues, StatsStore, TemplateStore
     from chalicelib.domain.twilio import Twilio
     from chalicelib.domain.writeback import WriteBackFormat
     from chalicelib.entrypoints.api import MessagesApi
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.forward import Forwarder
     from chalicelib.usecases.outbox import OutboxConsumer
+    from chalicelib.usecases.release import ReleaseHeld
     from chalicelib.usecases.send import SendService
     from chalicelib.usecases.tracking import TrackingService
 
@@ -201,9 +202,21 @@ def send_service() -> SendService:
 
     def build() -> SendService:
         stores = (ledger(), opt_outs(), templates(), twilio(), credentials())
-        return SendService(settings(), *stores, clock=clock(), senders=sender_queues(), connections=connections())
+        return SendService(
+            settings(), *stores, clock=clock(), senders=sender_queues(), connections=connections(), guards=guard_store()
+        )
 
     return once("send_service", build)
+
+
+def guard_store() -> GuardStore:
+    from chalicelib.adapters.guard_store import DynamoGuardStore
+
+    def build() -> GuardStore:
+        s = settings()
+        return DynamoGuardStore(dynamodb(), s.counters_table, s.messages_table, s.poll_window_shards)
+
+    return once("guard_store", build)
 
 
 def events_client() -> Any:
@@ -311,7 +324,7 @@ def outbox() -> OutboxConsumer:
         pool = ThreadPoolExecutor(max_workers=s.poll_concurrency, thread_name_prefix="outbox")
         events = publisher() if s.status_events != "none" else None
         parts = (forwarder(), forward_queue(), opt_outs(), events, s.status_events, clock(), pool)
-        return OutboxConsumer(stats(), *parts, marks=writeback_marks())
+        return OutboxConsumer(stats(), *parts, marks=writeback_marks(), connections=connections())
 
     return once("outbox", build)
 
@@ -327,6 +340,12 @@ def accept_messages() -> AcceptMessages:
 
     validation = send_service().validation  # accepting judges a request as sending will, with no Twilio
     return once("accept_messages", lambda: AcceptMessages(validation, ledger(), send_queue(), clock()))
+
+
+def release_held() -> ReleaseHeld:
+    from chalicelib.usecases.release import ReleaseHeld
+
+    return once("release_held", lambda: ReleaseHeld(guard_store(), send_queue(), connections(), clock()))
 
 
 def send_queue() -> SendQueue:

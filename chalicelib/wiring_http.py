@@ -89,7 +89,9 @@ def messages_api() -> MessagesApi:
     s = settings()
     return once(
         "messages_api",
-        lambda: MessagesApi(s, ledger(), templates(), stats(), accept_messages(), clock(), connections()),
+        lambda: MessagesApi(
+            s, ledger(), templates(), stats(), accept_messages(), clock(), connections(), wiring.guard_store()
+        ),
     )
 
 

@@ -272,12 +272,16 @@ def check_environment_size(sam: Mapping[str, Any], stage: str, stack: str, regio
 LAMBDA_PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
+# phonenumbers' geocoding and carrier data: quiet hours read only its metadata and time-zone data (timezones.py)
+UNUSED_DATA = ("phonenumbers/geodata/", "phonenumbers/carrierdata/")
+
+
 def compile_bytecode(zip_path: Path) -> int:
-    """Adds every module's .pyc to the zip. Lambda's /var/task is read-only, so without them each cold
-    start compiles every module it imports from source (the send function: ~3x `import boto3, requests`
-    instead of ~1.8x, make bench). Checked hashes, not times: a zip's times need not survive unpacking,
-    and a source changed after packaging is still compiled rather than ignored (hashing costs no
-    measurable time). Only valid for the Python that compiled them (checked by the caller)."""
+    """Adds every module's .pyc to the zip (and leaves out UNUSED_DATA). Lambda's /var/task is read-only,
+    so without them each cold start compiles every module it imports from source (the send function:
+    ~3x `import boto3, requests` instead of ~1.8x, make bench). Checked hashes, not times: a zip's times
+    need not survive unpacking, and a source changed after packaging is still compiled rather than ignored
+    (hashing costs no measurable time). Only valid for the Python that compiled them (checked by the caller)."""
     import importlib.util
     import py_compile
     import tempfile
@@ -294,6 +298,8 @@ def compile_bytecode(zip_path: Path) -> int:
         for info in zin.infolist():
             if info.filename.endswith(".pyc"):
                 continue  # stale ones from a work tree: timestamped for another file
+            if info.filename.startswith(UNUSED_DATA):
+                continue  # never read by the connector: ~8 MB of the zip
             data = zin.read(info)
             zout.writestr(info, data)
             if not info.filename.endswith(".py"):

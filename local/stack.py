@@ -72,6 +72,7 @@ class StackConfig:
     webhooks_reserved: int | None = None
     facade_reserved: int | None = None
     poll_reserved: int | None = None  # the poll function's, past which Lambda throttles the state machine's invoke
+    release_every: float | None = 60.0  # seconds between runs of the release function (deployed: each minute)
 
 
 class LocalStack:
@@ -205,11 +206,39 @@ class LocalStack:
         self.outbox = local_aws.LocalStreamTrigger(
             streams, arn, app.outbox, batch_size=cfg.outbox_batch_size, batch_window=cfg.outbox_batch_window
         )
+        if cfg.release_every:
+            self._threads.append(threading.Thread(target=self._release_each, name="release", daemon=True))
+            self._threads[-1].start()
         for target, name in ((self.outbox.run, "stream-poller"), (self._poll_forward_queue, "forward-poller")):
             thread = threading.Thread(target=target, args=(self._stopping,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
+
+    def release(self) -> dict[str, Any]:
+        """One run of the release function, as its schedule starts it."""
+        # EventBridge's scheduled event (docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html)
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": local_aws.ACCOUNT_ID,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": local_aws.REGION,
+            "resources": [f"arn:aws:events:{local_aws.REGION}:{local_aws.ACCOUNT_ID}:rule/release"],
+            "detail": {},
+        }
+        result: dict[str, Any] = self.app.release(event, _context(f"twilio-connector-{self.config.stage}-release"))
+        return result
+
+    def _release_each(self) -> None:
+        interval = float(self.config.release_every or 60)
+        while not self._stopping.wait(interval):
+            try:
+                self.release()
+            except Exception as exc:
+                print(f"release run failed: {type(exc).__name__}")
 
     def rewire(self) -> None:
         """Put the stack's own pieces back in the wiring (tests reset it between tests)."""

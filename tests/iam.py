@@ -20,6 +20,7 @@ FUNCTION_ROLES = {
     "Webhooks": "WebhooksRole",
     "APIHandler": "ApiHandlerRole",
     "Facade": "FacadeRole",
+    "Release": "ReleaseRole",
 }
 # What AWS itself does with a function's role, not the function's code: Lambda's SQS pollers read and delete
 # the send and forward queues' records; its stream poller reads the messages table's stream (named by the table
@@ -43,6 +44,7 @@ def resource_name(resource: Any) -> str:
         return str(resource["Ref"])
     text = str(resource["Fn::Sub"])
     for marker, name in (("/index/by_recipient", "by_recipient"), ("/index/by_poll_window", "by_poll_window"),
+                         ("/index/by_release", "by_release"),
                          ("/index/by_account", "by_account"),
                          (":event-bus/", "event-bus"),
                          (SECRET_PREFIX_MARKER, "ConnectionSecrets")):  # fmt: skip

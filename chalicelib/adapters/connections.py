@@ -14,11 +14,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
 from chalicelib.adapters.dynamo import DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, WriteBack
+from chalicelib.domain.guardrails import NONE, Guardrails, describe_guardrails, parse_guardrails
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.ports import StoreError
 from chalicelib.observability import logger
@@ -27,7 +29,7 @@ NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}\Z")
 FIELDS = {
     "account_sid", "auth_token", "from_numbers", "messaging_service_sid", "retry_interval_ms", "retry_attempts",
-    "sender_rates", "write_back", "default", "facade", "dedup_seconds",
+    "sender_rates", "write_back", "default", "facade", "dedup_seconds", "guardrails",
 }  # fmt: skip
 
 
@@ -54,7 +56,28 @@ def connection_from_item(item: Mapping[str, Any]) -> ConnectionSettings:
         dedup_seconds=_optional_int(item.get("dedup_seconds")),
         is_default=bool(item.get("is_default")),
         managed=True,
+        guardrails=_stored_guardrails(item),
     )
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB's numbers (Decimal) back as the JSON they were put as."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _stored_guardrails(item: Mapping[str, Any]) -> Guardrails:
+    try:
+        return parse_guardrails(_plain(item.get("guardrails")))
+    except ValidationError as exc:  # checked when it was put: only a hand-edited item gets here
+        extra = {"connection": item.get("name"), "error": exc.message}
+        logger.error("a connection's stored guardrails are unreadable; it sends without them", extra=extra)
+        return NONE
 
 
 def _optional_int(value: Any) -> int | None:
@@ -74,6 +97,7 @@ def describe(connection: ConnectionSettings, has_secret: bool = True) -> dict[st
         "retry_attempts": connection.retry_attempts,
         "sender_rates": dict(connection.sender_rates),
         "dedup_seconds": connection.dedup_seconds,
+        "guardrails": describe_guardrails(connection.guardrails),
         "write_back": {
             "format": write_back.format,
             "url": write_back.url,
@@ -158,6 +182,9 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
             raise ValidationError(
                 "write_back.secret", f"the `{item['write_back']['format']}` write-back needs a `secret`"
             )
+    if "guardrails" in body:
+        parse_guardrails(body["guardrails"])  # every rule, each failure naming its field
+        item["guardrails"] = body["guardrails"]
     for flag in ("default", "facade"):
         if flag in body and not isinstance(body[flag], bool):
             raise ValidationError(flag, f"`{flag}` must be true or false")

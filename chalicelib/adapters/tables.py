@@ -37,6 +37,7 @@ KINDS = {
     "conn": "by_connection",
     "latency": "delivered_within",
     "writeback": "write_back_refused",  # `<connection>:<why>`, why one of domain/writeback.py's kinds
+    "now": "current",  # messages made that day, by the status they are in now (or ended in)
 }
 
 
@@ -51,8 +52,8 @@ def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
             if target is None:
                 continue
             totals[target][key] = totals[target].get(key, 0) + int(value)
-            if target in ("by_status", "events"):
-                bucket = per_day.setdefault(day, {"by_status": {}, "events": {}})[target]
+            if target in ("by_status", "events", "current"):
+                bucket = per_day.setdefault(day, {"by_status": {}, "events": {}, "current": {}})[target]
                 bucket[key] = bucket.get(key, 0) + int(value)
     # A retried outbox batch can take back what it counted: a counter may hold 0, which is not shown.
     totals = {kind: {k: n for k, n in counts.items() if n} for kind, counts in totals.items()}

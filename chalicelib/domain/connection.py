@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.domain.guardrails import NONE, Guardrails
+
 DEFAULT_CONNECTION = "default"
 
 
@@ -39,6 +41,7 @@ class ConnectionSettings:
     dedup_seconds: int | None = None  # the front door's content window for it; None: FACADE_DEDUP_SECONDS
     is_default: bool = False
     managed: bool = False  # made with PUT /connections (a table item), else deploy-time configuration
+    guardrails: Guardrails = NONE  # quiet hours, caps, spend guard, error policy (README, "Guardrails")
 
 
 def pick(connections: Mapping[str, ConnectionSettings], name: str | None) -> ConnectionSettings | None:

@@ -20,6 +20,7 @@ ACCOUNT_INDEX = "by_account"  # sparse: only messages that came through the Twil
 CONTENT_PREFIX = "content#"  # items that hold a content window (FACADE_DEDUP_SECONDS), not messages
 POLL_WINDOW_INDEX = "by_poll_window"  # sparse: only messages a poll execution still follows carry `poll_window`
 CLAIM_FINISHED = "finished"
+RELEASE_INDEX = "by_release"  # sparse: only messages a guardrail holds carry `held_key` (adapters/guard_store.py)
 
 PUBLIC_ATTRS = (
     "id",
@@ -43,6 +44,8 @@ PUBLIC_ATTRS = (
     "write_back_error",  # what the platform's write-back last refused (docs/platforms.md, "Connections and write-back")
     "write_back_status",
     "write_back_failed_at",
+    "scheduled_for",  # held by quiet hours until then (guardrails)
+    "held_reason",  # quiet_hours | frequency | budget, while a guardrail holds it
 )
 
 
@@ -144,6 +147,7 @@ class MessageRecord:
             claim_token=self.item.get("claim_token"),
             claim_state=self.item.get("claim_state"),
             claimed_at=rules.from_iso(self.item.get("claimed_at")),
+            held_until=rules.from_iso(self.item.get("release_at")) if self.item.get("held_key") else None,
         )
 
     @property

@@ -65,6 +65,7 @@ _SCHEMA: dict[str, tuple[str | None, str]] = {
     "metadata": (None, "object"),
     "not_after": (None, "datetime"),
     "write_back": (None, "str"),
+    "category": (None, "str"),
 }
 # Twilio's create parameter -> the request field it fills
 TWILIO_ALIASES = {alias: name for name, (alias, _) in _SCHEMA.items() if alias}
@@ -100,6 +101,7 @@ class MessageOptions:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     not_after: datetime | None = None
     write_back: str | None = None  # json | twilio | swrve | tealium | ci360 | none; default: the connection's
+    category: str | None = None  # marketing | transactional: quiet hours and caps are for marketing (guardrails)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from chalicelib.domain import rules
+from chalicelib.domain.guardrails import smart_encode
 from chalicelib.domain.models import (
     MAX_BODY_CHARS,
     MAX_MEDIA,
@@ -111,6 +112,7 @@ def validate_outbound(
         ("address_retention", req.address_retention, ENUMS["address_retention"]),
         ("content_retention", req.content_retention, ENUMS["content_retention"]),
         ("traffic_type", req.traffic_type, ENUMS["traffic_type"]),
+        ("category", req.category, ("marketing", "transactional")),
     ):
         if value is not None and value not in allowed:
             raise ValidationError(name, f"`{name}` must be one of: {', '.join(allowed)}")
@@ -123,7 +125,8 @@ def validate_outbound(
     if req.max_price is not None and req.max_price < 0:
         raise ValidationError("max_price", "`max_price` must not be negative")
 
-    info = rules.segment_info(req.body or "")
+    # Twilio's SmartEncoded sends smart quotes as GSM-7: count the segments it will send
+    info = rules.segment_info(smart_encode(req.body or "") if req.smart_encoded else req.body or "")
     options = {f.name: getattr(req, f.name) for f in dataclasses.fields(MessageOptions)}
     return OutboundMessage(
         to=req.to,

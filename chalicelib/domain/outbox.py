@@ -9,7 +9,7 @@ marks the reply item `handled` once done: that mark is the change its event foll
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,8 @@ class Change:
     counters: tuple[str, ...] = ()
     events: tuple[tuple[str, dict[str, Any]], ...] = ()
     opt_out: OptOut | None = None
+    # (day, counter, +1/-1): each message counted once, under its current status, on the day it was made
+    moves: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def write_backs(self) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -49,21 +51,35 @@ def day_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def derive(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, at: datetime) -> Change | None:
-    """What changed between two images of one ledger item; None when nothing follows from it."""
+def derive(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    at: datetime,
+    opts_out: Callable[[str | None, int], bool] | None = None,
+) -> Change | None:
+    """What changed between two images of one ledger item; None when nothing follows from it. `opts_out`:
+    whether an error code opts the recipient out, by the message's connection's error policy."""
     if new is None or str(new.get("id", "")).startswith(CONTENT_PREFIX):
         return None  # expired or deleted; a content window is not a message
     if new.get("direction") == "inbound":
         return _reply(old or {}, new, at)
-    return _message(old or {}, new, at)
+    return _message(old or {}, new, at, opts_out or (lambda _, code: code in rules.OPT_OUT_CODES))
 
 
-def _message(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Change | None:
+def _message(
+    old: Mapping[str, Any], new: Mapping[str, Any], at: datetime, opts_out: Callable[[str | None, int], bool]
+) -> Change | None:
     record, earlier = MessageRecord(new), MessageRecord(old)
     counters: list[str] = []
     found: list[tuple[str, dict[str, Any]]] = []
     opt_out = None
     before, after = earlier.status, record.status  # a record without a status is `pending`
+    made = day_of(rules.from_iso(new.get("created_at")) or at)
+    moves: list[tuple[str, str, int]] = []
+    if not old:
+        moves.append((made, f"now#{after}", 1))
+    elif after != before:
+        moves += [(made, f"now#{before}", -1), (made, f"now#{after}", 1)]
     if not old and after == "pending":
         if not new.get("claim_token"):  # accepted by the API (an SQS record is claimed at once: counted as sent)
             counters.append("status#pending")
@@ -79,7 +95,7 @@ def _message(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Ch
         if after == "delivered" and created is not None:
             counters.append(latency_bucket((at - created).total_seconds()))
         found.append((events.STATUS_CHANGED, events.status_detail(record)))
-        if code in rules.OPT_OUT_CODES and record.to and new.get("refused_by") != "connector":  # Twilio said so
+        if code and opts_out(record.connection, code) and record.to and new.get("refused_by") != "connector":
             senders = tuple(s for s in (record.from_, record.messaging_service_sid) if s)
             opt_out = OptOut(record.to, senders)
             counters.append("event#opt_out")
@@ -87,7 +103,7 @@ def _message(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Ch
             found.append((events.OPTED_OUT, detail))
     if new.get("write_back_failed_at") and new.get("write_back_failed_at") != old.get("write_back_failed_at"):
         counters.append(f"writeback#{record.connection or '-'}:{new.get('write_back_status') or 'refused'}")
-    return _change(record.id, at, counters, found, opt_out)
+    return _change(record.id, at, counters, found, opt_out, tuple(moves))
 
 
 def _reply(old: Mapping[str, Any], new: Mapping[str, Any], at: datetime) -> Change | None:
@@ -114,10 +130,11 @@ def _change(
     counters: Sequence[str],
     found: Sequence[tuple[str, dict[str, Any]]],
     opt_out: OptOut | None,
+    moves: tuple[tuple[str, str, int], ...] = (),
 ) -> Change | None:
-    if not counters and not found and opt_out is None:
+    if not counters and not found and opt_out is None and not moves:
         return None
-    return Change(message_id, day_of(at), tuple(counters), tuple(found), opt_out)
+    return Change(message_id, day_of(at), tuple(counters), tuple(found), opt_out, moves)
 
 
 def subscribed(subscription: str, detail_type: str, detail: Mapping[str, Any]) -> bool:
@@ -138,4 +155,8 @@ def summed(changes: Sequence[Change | None]) -> dict[str, dict[str, int]]:
         counts = days.setdefault(change.day, {})
         for counter in change.counters:
             counts[counter] = counts.get(counter, 0) + 1
+        for day, counter, delta in change.moves:
+            made = days.setdefault(day, {})
+            made[counter] = made.get(counter, 0) + delta
+    days = {day: {c: n for c, n in counts.items() if n} for day, counts in days.items()}
     return {day: counts for day, counts in days.items() if counts}

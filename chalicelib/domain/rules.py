@@ -20,6 +20,7 @@ STATUS_RANK: dict[str, int] = {
     "pending": 0,
     "accepted": 1,
     "scheduled": 1,
+    "held": 1,  # by a guardrail: a frequency cap or the daily budget
     "queued": 2,
     "sending": 3,
     "sent": 4,
@@ -66,6 +67,8 @@ class ConnectorCode(enum.IntEnum):
     TEMPLATE_MISSING_VALUE = 900003
     STALE_REQUEST = 900004
     UNKNOWN_CONNECTION = 900005
+    TOO_MANY_SEGMENTS = 900006  # over the connection's max_segments (guardrails)
+    FREQUENCY_CAPPED = 900007  # over the connection's per-recipient cap (guardrails)
 
 
 def is_stale(not_after: datetime | None, now: datetime) -> bool:
@@ -219,12 +222,16 @@ class ClaimState:
     claim_token: str | None
     claim_state: str | None
     claimed_at: datetime | None
+    held_until: datetime | None = None  # a guardrail holds it (quiet hours, a cap, the budget) until then
 
 
 def decide_claim(existing: ClaimState | None, now: datetime, lease: timedelta) -> ClaimOutcome:
     """Who may send: the single rule shared by every ledger implementation."""
     if existing is None:
         return ClaimOutcome.FRESH
+    if existing.held_until is not None and not existing.twilio_sid:
+        # held: a copy of its request is nothing to do until its time, then waits for the release to finish
+        return ClaimOutcome.BUSY if existing.held_until <= now else ClaimOutcome.DONE
     if existing.twilio_sid or existing.status != "pending":
         return ClaimOutcome.DONE
     if existing.claim_token is None:

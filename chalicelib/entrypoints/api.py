@@ -15,7 +15,7 @@ from typing import Any
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, require_connection
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.domain.models import ValidationError, parse_timestamp
-from chalicelib.domain.ports import StatsStore, TemplateStore
+from chalicelib.domain.ports import GuardStore, StatsStore, TemplateStore
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.domain.templates import parse_template
 from chalicelib.entrypoints.operations import describe_errors
@@ -50,8 +50,10 @@ class MessagesApi:
         accepting: AcceptMessages,
         clock: Callable[[], datetime],
         connections: Mapping[str, ConnectionSettings] | None = None,
+        guards: GuardStore | None = None,
     ) -> None:
         self.settings = settings
+        self.guards = guards
         # deploy-time and managed connections (wiring gives the live store); else the deploy-time ones
         self.connections = settings.connections if connections is None else connections
         self.ledger = ledger
@@ -129,7 +131,18 @@ class MessagesApi:
         days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
         totals = self.stats.totals(days)
         described = describe_errors(totals.get("by_error_code", {}))  # Twilio's words for each code
-        return ApiResult(200, {"from": days[0], "to": days[-1], **totals, "error_descriptions": described})
+        answer = {"from": days[0], "to": days[-1], **totals, "error_descriptions": described}
+        return ApiResult(200, {**answer, "budgets": self._budgets()})
+
+    def _budgets(self) -> dict[str, dict[str, int]]:
+        """Today's spend against each connection's daily segment budget (guardrails)."""
+        budgets: dict[str, dict[str, int]] = {}
+        for name, connection in sorted(self.connections.items()):
+            limit = connection.guardrails.daily_segments
+            if limit is not None and self.guards is not None:
+                spent, extra = self.guards.spend(name, self.clock())
+                budgets[name] = {"daily_segments": limit, "added_today": extra, "spent": spent}
+        return budgets
 
 
 def _day(value: str | None, name: str) -> date | None:

@@ -16,8 +16,9 @@ from chalicelib.adapters.connections import (
     parse_connection,
 )
 from chalicelib.domain import rules
+from chalicelib.domain.guardrails import day_of
 from chalicelib.domain.models import ValidationError
-from chalicelib.domain.ports import StoreError
+from chalicelib.domain.ports import GuardStore, StoreError
 from chalicelib.entrypoints.responses import ApiResult, error, invalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings
@@ -146,3 +147,27 @@ class ConnectionsApi:
     def _unavailable(exc: Exception) -> ApiResult:
         logger.error("connections unavailable", extra={"error": str(exc)})
         return error(503, "storage_unavailable", "the connections table is unavailable; retry")
+
+
+def segment_budget(connections: Mapping[str, Any], store: GuardStore, name: str, body: Any, now: datetime) -> ApiResult:
+    """`GET /connections/{name}/budget` (today's spend against the budget) and `POST` with `add_segments`
+    (an admin's release: today's budget grows, and the release function sends what it held, within a minute)."""
+    connection = connections.get(name)
+    if connection is None:
+        return error(404, "not_found", f"no connection named `{name}`", "name")
+    limit = connection.guardrails.daily_segments
+    if limit is None:
+        return error(409, "no_budget", f"`{name}` has no `guardrails.daily_segments`; set one with PUT", "name")
+    if body is not None:
+        add = body.get("add_segments") if isinstance(body, dict) else None
+        if isinstance(add, bool) or not isinstance(add, int) or not 1 <= add <= 100_000_000:
+            return invalid(ValidationError("add_segments", "`add_segments` must be an integer from 1 to 100000000"))
+        spent, extra = store.add_segments(name, add, now)
+        logger.info("segment budget raised for today", extra={"connection": name, "added": add})
+    else:
+        spent, extra = store.spend(name, now)
+    allowed = limit + extra
+    answer = {"connection": name, "day": day_of(now), "daily_segments": limit, "added_today": extra}
+    return ApiResult(
+        200, {**answer, "spent": spent, "remaining": max(0, allowed - spent), "exhausted": spent >= allowed}
+    )

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain import outbox
+from chalicelib.domain import outbox, rules
+from chalicelib.domain.connection import ConnectionSettings, pick
 from chalicelib.domain.events import STATUS_CHANGED, Events
 from chalicelib.domain.outbox import Change
 from chalicelib.domain.ports import OptOutStore, StatsStore, StoreError
@@ -82,8 +83,11 @@ class OutboxConsumer:
         clock: Callable[[], datetime],
         executor: ThreadPoolExecutor | None = None,
         marks: WriteBackMarks | None = None,
+        connections: Mapping[str, ConnectionSettings] | None = None,
     ) -> None:
         self.marks = marks
+        # not asked for its length here: the live store reads the table, under the wiring's lock at build
+        self.connections: Mapping[str, ConnectionSettings] = {} if connections is None else connections
         self.counts = counts
         self.write_back = write_back
         self.parked = parked
@@ -92,6 +96,11 @@ class OutboxConsumer:
         self.subscription = subscription
         self.clock = clock
         self.executor = executor
+
+    def _opts_out(self, connection: str | None, code: int) -> bool:
+        """Twilio said so (21610, 30004), or the connection's error policy names the code (guardrails)."""
+        found = pick(self.connections, connection)
+        return found.guardrails.error_policy.opts_out(code) if found else code in rules.OPT_OUT_CODES
 
     def handle(self, records: Sequence[StreamRecord], seconds_left: Callable[[], float] | None = None) -> list[str]:
         """The batch's first record not done (as a one-item list), or [] when all are. With `seconds_left`
@@ -103,7 +112,7 @@ class OutboxConsumer:
         cut = len(records)
         for index, record in enumerate(records):
             try:
-                changes.append(outbox.derive(record.old, record.new, record.at))
+                changes.append(outbox.derive(record.old, record.new, record.at, self._opts_out))
             except Exception as exc:  # a record this code cannot read: it and what follows come back
                 logger.error("stream record not understood", extra={"sequence": record.sequence, "error": str(exc)})
                 cut = index

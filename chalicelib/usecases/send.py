@@ -7,6 +7,7 @@ died half-way is reconciled against Twilio's own list before anything is resent.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, pick
+from chalicelib.domain.guardrails import ErrorPolicy
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
@@ -25,6 +27,7 @@ from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.domain.ports import (
     Credentials,
     CredentialsUnavailable,
+    GuardStore,
     OptOutStore,
     SenderQueues,
     StoreError,
@@ -34,6 +37,7 @@ from chalicelib.domain.rules import ClaimOutcome, ConnectorCode
 from chalicelib.domain.twilio import (
     Twilio,
     TwilioCredentials,
+    TwilioError,
     TwilioMessage,
     TwilioOutcomeUnknown,
     TwilioRejected,
@@ -41,6 +45,7 @@ from chalicelib.domain.twilio import (
 )
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import ConfigurationError, Settings
+from chalicelib.usecases import guard
 from chalicelib.usecases.validate import Validation, ledger_attrs
 
 # Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
@@ -114,8 +119,10 @@ class SendService:
         new_token: Callable[[], str] = _new_token,
         senders: SenderQueues | None = None,
         connections: Mapping[str, ConnectionSettings] | None = None,
+        guards: GuardStore | None = None,
     ) -> None:
         self.settings = settings
+        self.guards = guards
         self.ledger = ledger
         self.opt_outs = opt_outs
         self.templates = templates
@@ -164,8 +171,10 @@ class SendService:
         # We hold the claim. A clean claim may be released on a failure that created
         # nothing; one that follows an unfinished attempt stays ambiguous until reconciled.
         reconciled = claim.outcome is ClaimOutcome.FRESH
+        connection = self.validation.connection(msg.connection)
+        policy = connection.guardrails.error_policy
         try:
-            creds = self.credentials.for_connection(self.validation.connection(msg.connection))
+            creds = self.credentials.for_connection(connection)
             if not reconciled:
                 found = self._reconcile(creds, claim.record, msg, now)
                 reconciled = True
@@ -178,14 +187,23 @@ class SendService:
                 refused = {"refused_by": "connector"}
                 record = self.ledger.record_error(message_id, code, text, now, attrs=refused, token=token)
                 return self._errored(message_id, code, text, log, record)
+            verdict = guard.check(self.guards, msg, message_id, token, connection, now)
+            if verdict.action != "send":
+                return self._guarded(message_id, token, verdict, raw, msg, log, now)
+            if verdict.until is not None:  # quiet hours, kept by Twilio's own scheduling
+                msg = dataclasses.replace(msg, send_at=verdict.until, schedule_type="fixed")
             waits = self._take_place(msg, now)
+            if msg.send_at is not None:  # polled from the time Twilio sends it, not while it waits there
+                waits = max(waits, (msg.send_at - now).total_seconds())
             named = msg.connection if msg.connection != DEFAULT_CONNECTION else None
             callback = self.settings.status_callback_url(message_id, named)
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
+            if code in policy.retry and self.guards is not None:
+                self._retry_by_policy(message_id, token, policy, exc, now)
             record = self.ledger.record_error(message_id, code, exc.message, now, token=token)
-            if code in rules.OPT_OUT_CODES:
+            if policy.opts_out(code):
                 for sender in filter(None, (msg.from_, msg.messaging_service_sid)):
                     self.opt_outs.opt_out(msg.to, sender, now)
             return self._errored(message_id, code, exc.message, log, record)
@@ -198,6 +216,9 @@ class SendService:
             logger.warning("Twilio outcome unknown; will reconcile on redelivery", extra={**log, "error": str(exc)})
             raise RetryLater(str(exc)) from exc
         except (TwilioRetryable, StoreError, CredentialsUnavailable, ConfigurationError) as exc:
+            if isinstance(exc, TwilioRetryable) and exc.code in policy.permanent:  # the connection says: final
+                record = self.ledger.record_error(message_id, exc.code, exc.message, now, token=token)
+                return self._errored(message_id, exc.code, exc.message, log, record)
             if reconciled:
                 self.ledger.release(message_id, token, now)
             else:
@@ -208,6 +229,36 @@ class SendService:
                 raise Deferred("Twilio is throttling the account", exc.retry_after or 0, "Throttling") from exc
             raise RetryLater(str(exc)) from exc
         return self._record_sent(message_id, sent, now, "sent", log, waits)
+
+    def _guarded(
+        self, message_id: str, token: str, verdict: guard.Verdict, raw: Any, msg: OutboundMessage,
+        log: dict[str, Any], now: datetime,
+    ) -> SendOutcome:  # fmt: skip
+        """A guardrail refused the message (an error record) or holds it (released by app.release)."""
+        if verdict.action == "refuse":
+            attrs = {"refused_by": "connector"}
+            record = self.ledger.record_error(message_id, verdict.code, verdict.text, now, attrs=attrs, token=token)
+            return self._errored(message_id, verdict.code, verdict.text, log, record)
+        assert self.guards is not None
+        hold = {
+            "status": verdict.status,
+            "until": verdict.until,
+            "reason": verdict.reason,
+            "connection": msg.connection,
+        }
+        item = self.guards.hold(message_id, token, hold, raw, now)
+        logger.info("message held", extra={**log, "reason": verdict.reason, "until": str(verdict.until)})
+        return SendOutcome(message_id, "held", verdict.status, record=MessageRecord(item) if item else None)
+
+    def _retry_by_policy(
+        self, message_id: str, token: str, policy: ErrorPolicy, exc: TwilioError, now: datetime
+    ) -> None:
+        """The connection's error policy retries this code: put the message back, as often as it says."""
+        assert self.guards is not None
+        if self.guards.note_retry(message_id) <= policy.retry_attempts:
+            self.ledger.release(message_id, token, now)
+            reason = f"Twilio error {exc.code}, retried by the connection's error policy"
+            raise Deferred(reason, policy.retry_interval_seconds, "ErrorPolicy") from exc
 
     def _take_place(self, msg: OutboundMessage, now: datetime) -> float:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it

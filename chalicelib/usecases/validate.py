@@ -11,6 +11,7 @@ from typing import Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
+from chalicelib.domain.guardrails import Guardrails, segments_refusal, smart_encode
 from chalicelib.domain.models import OutboundMessage, ValidationError, parse_send_request
 from chalicelib.domain.outbound import validate_outbound
 from chalicelib.domain.ports import OptOutStore, TemplateStore
@@ -77,6 +78,21 @@ class Validation:
                 "json" if message.status_callback else connection.write_back.format if connection.write_back else None
             )
             message = dataclasses.replace(message, write_back=chosen)
+        return self._spend_guard(message, connection.guardrails)
+
+    @staticmethod
+    def _spend_guard(message: OutboundMessage, guard: Guardrails) -> OutboundMessage:
+        """The connection's SmartEncoded (unless the request says otherwise) and its max segments."""
+        if guard.smart_encoded and message.smart_encoded is None and message.body:
+            info = rules.segment_info(smart_encode(message.body))
+            message = dataclasses.replace(
+                message, smart_encoded=True, encoding=info.encoding, num_segments=info.num_segments
+            )
+        if guard.max_segments is not None and message.body and message.num_segments > guard.max_segments:
+            body = smart_encode(message.body) if message.smart_encoded else message.body
+            refusal = segments_refusal(body, guard.max_segments)
+            if refusal:
+                raise ValidationError("body", refusal, ConnectorCode.TOO_MANY_SEGMENTS)
         return message
 
     def connection(self, name: str | None) -> ConnectionSettings:

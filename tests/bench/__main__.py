@@ -61,6 +61,9 @@ def figures() -> int:
         f"   the same without the zip's .pyc (compiled at every cold start) {cold['send_path_source_only'] * 1000:.0f} ms = {cold['send_path_source_only_ratio']:.2f}"
     )
     print(
+        f"   with quiet hours set, to its first recipient's zone (phonenumbers, tzdata) {cold['send_path_quiet_hours'] * 1000:.0f} ms = {cold['send_path_quiet_hours_ratio']:.2f}"
+    )
+    print(
         f"   floor: boto3 + requests + one client {cold['floor'] * 1000:.0f} ms = {cold['floor_ratio']:.2f} (no boto3 function starts faster)"
     )
     print(f"   deployment.zip: {size / 1e6:.1f} MB" if size else "   deployment.zip: not built (make package failed)")

@@ -154,6 +154,12 @@ SEND_PATH = (
     "import os; os.environ.setdefault('POLL_STATE_MACHINE_ARN','arn:aws:states:us-east-1:1:stateMachine:x'); "
     "import app; from chalicelib import wiring; c = wiring.send_consumer(); c.service.credentials.provider.client"
 )
+# The same with a connection that sets quiet hours: the recipient's zones (phonenumbers, tzdata) are loaded at
+# the first such send, not before; a deployment without quiet hours never loads them (README, "Guardrails").
+SEND_PATH_QUIET_HOURS = (
+    SEND_PATH + "; from chalicelib.domain.timezones import zones_for; from zoneinfo import ZoneInfo; "
+    "[ZoneInfo(z).utcoffset(None) for z in zones_for('+13105550100')]"
+)
 # The least any boto3 function does before its first call: the imports and one client (botocore decodes its
 # endpoint data and the service model: ~80 ms, whatever the service).
 FLOOR = "import boto3, requests; boto3.session.Session().client('dynamodb')"
@@ -204,6 +210,7 @@ def cold_start(runs: int = 9) -> dict[str, float]:
             "entry": (ENTRY, shipped),
             "send_path": (SEND_PATH, shipped),
             "send_path_source_only": (SEND_PATH, bare),
+            "send_path_quiet_hours": (SEND_PATH_QUIET_HOURS, shipped),
             "floor": (FLOOR, shipped),
         }
         samples: dict[str, list[float]] = {k: [] for k in codes}

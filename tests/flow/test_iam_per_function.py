@@ -126,10 +126,15 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         }
         us = {**eu, "name": "us", "write_back": tealium}
         boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(us))
+        # guardrails (README, "Guardrails"): a cap and a budget, counted in the counters table
+        guarded = {**eu, "name": "guarded", "guardrails": {"frequency": {"per_day": 5}, "daily_segments": 100}}
+        guarded.pop("write_back")
+        boto3.client("dynamodb").put_item(TableName=names["ConnectionsTable"], Item=serialize(guarded))
         logical = {physical: name for name, physical in names.items()}
         logical.update({SECRET_ID: "TwilioSecret", API_KEYS_SECRET_ID: "ApiKeysSecret", machine: "PollStateMachine"})
         logical.update({FACADE_SECRET_ID: "FacadeSecret", "by_account": "by_account"})
         logical.update({"default-bus": "event-bus", "by_recipient": "by_recipient", "by_poll_window": "by_poll_window"})
+        logical.update({"by_release": "by_release"})
         calls: set[Call] = set()
         original = wiring.boto_client
 
@@ -170,6 +175,21 @@ def sent_message(world: dict[str, Any], to: str = TO, connection: str | None = N
     return message_id, must(must(wiring.ledger().get(message_id)).twilio_sid)
 
 
+def scheduled_event() -> dict[str, Any]:
+    """EventBridge's scheduled event (docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html)."""
+    return {
+        "version": "0",
+        "id": "1",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-22T12:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/release"],
+        "detail": {},
+    }
+
+
 def function_url_event(path: str, params: dict[str, str], query: str = "") -> dict[str, Any]:
     url = f"{FUNCTION_URL}{path}" + (f"?{query}" if query else "")
     return {
@@ -199,10 +219,22 @@ def send_work(world: dict[str, Any]) -> None:
         Delivery({"to": "+15551230002", "from": FROM, "body": "opted out at Twilio"}),
         Delivery({"template": "welcome", "from": FROM, "fields": {"mobile": "+15551230003", "n": "Ann"}}),
         Delivery("not json"),
+        Delivery({"to": "+15551230006", "from": FROM, "body": "capped and budgeted", "connection": "guarded"}),
     ]
     world["calls"].clear()  # the template was written by the test, not the function
     assert app.send(sqs_event(*batch), LambdaContext())["batchItemFailures"] == []
     assert app.send(sqs_event(batch[1].redelivered()), LambdaContext())["batchItemFailures"] == []
+
+
+def release_work(world: dict[str, Any]) -> None:
+    import app
+
+    ledger, store, now = wiring.ledger(), wiring.guard_store(), world["stub"].clock
+    ledger.claim("m-held", {"to": TO, "connection": "guarded", "num_segments": 1}, "t", now, timedelta(seconds=60))
+    hold = {"status": "scheduled", "until": now, "reason": "quiet_hours", "connection": "guarded"}
+    assert store.hold("m-held", "t", hold, {"to": TO, "body": "hi", "connection": "guarded"}, now) is not None
+    world["calls"].clear()
+    assert app.release(scheduled_event(), LambdaContext())["released"] == 1
 
 
 def poll_work(world: dict[str, Any]) -> None:
@@ -370,6 +402,9 @@ def api_work(world: dict[str, Any]) -> None:
         assert http.put("/connections/apac", body=rotated, headers=headers).status_code == 200
         assert http.get("/connections/apac", headers=headers).status_code == 200
         assert http.get("/connections", headers=headers).status_code == 200
+        assert http.get("/connections/guarded/budget", headers=headers).status_code == 200
+        raised = http.post("/connections/guarded/budget", body=json.dumps({"add_segments": 10}), headers=headers)
+        assert raised.status_code == 200, raised.body
         assert http.delete("/connections/apac", headers=headers).status_code == 200
         # made again within its secret's recovery window: the secret is restored, not refused
         assert http.put("/connections/apac", body=json.dumps(connection), headers=headers).status_code == 201
@@ -447,6 +482,7 @@ WORK: dict[str, Callable[[dict[str, Any]], None]] = {
     "Webhooks": webhooks_work,
     "APIHandler": api_work,
     "Facade": facade_work,
+    "Release": release_work,
 }
 
 

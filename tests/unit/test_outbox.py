@@ -96,7 +96,28 @@ def test_a_status_change_is_one_event_in_the_shape_consumers_read_and_its_counte
 def test_an_accepted_message_counts_as_pending_and_a_claimed_one_does_not() -> None:
     accepted = outbox.derive(None, message("pending"), NOW)
     assert accepted is not None and accepted.counters == ("status#pending",) and accepted.events == ()
-    assert outbox.derive(None, message("pending", claim_token="t"), NOW) is None
+    claimed = outbox.derive(None, message("pending", claim_token="t"), NOW)
+    assert claimed is not None and (claimed.counters, claimed.events) == ((), ())
+    assert claimed.moves == ((DAY, "now#pending", 1),)  # only its place among the day's messages
+
+
+def test_each_message_is_counted_once_per_day_in_its_current_status_not_in_every_status_it_passed() -> None:
+    # four messages through pending, queued, sent and on to delivered (three) or undelivered (one): the
+    # "statuses reached" counters hold 12 changes past pending; the day's current counters hold 4 messages
+    records = [r for n in range(3) for r in changes_of("pending", "queued", "sent", "delivered", message_id=f"d{n}")]
+    records += changes_of("pending", "queued", "sent", "undelivered", message_id="u1")
+    use_case, stats, _ = consumer()
+    assert use_case.handle(records) == []
+    totals = stats.totals([DAY])
+    assert sum(totals["by_status"].values()) - totals["by_status"]["pending"] == 12
+    assert totals["days"][DAY]["current"] == {"delivered": 3, "undelivered": 1}
+    assert sum(totals["current"].values()) == 4
+    # a change on a later day moves the message within the day it was made, not into the later one
+    later = StreamRecord(
+        "late", records[-1].new, {**dict(records[-1].new or {}), "status": "read"}, NOW + timedelta(days=1)
+    )
+    assert use_case.handle([later]) == []
+    assert stats.totals([DAY])["days"][DAY]["current"] == {"delivered": 3, "read": 1}
 
 
 def test_an_opt_out_error_code_stores_the_opt_out_and_says_so() -> None:
@@ -105,6 +126,14 @@ def test_an_opt_out_error_code_stores_the_opt_out_and_says_so() -> None:
     assert use_case.handle([StreamRecord("1", sent, {**sent, "status": "failed", "error_code": 21610}, NOW)]) == []
     assert opt_outs.is_opted_out(TO, ["+15005550006"]) and opt_outs.is_opted_out(TO, ["MG" + "1" * 32])
     assert stats.totals([DAY])["events"] == {"opt_out": 1} and stats.totals([DAY])["by_error_code"] == {"21610": 1}
+
+
+def test_a_connections_error_policy_decides_which_codes_opt_out() -> None:
+    # 30007 (carrier filtering) opts out only where the connection's error policy says so (README, "Guardrails")
+    failed = {**message("sent"), "status": "undelivered", "error_code": 30007, "connection": "strict"}
+    assert outbox.derive(message("sent"), failed, NOW).opt_out is None  # type: ignore[union-attr]
+    strict = outbox.derive(message("sent"), failed, NOW, lambda name, code: name == "strict" and code == 30007)
+    assert strict is not None and strict.opt_out is not None and "event#opt_out" in strict.counters
 
 
 def test_a_number_the_connector_refused_as_opted_out_is_not_opted_out_again() -> None:
