@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from chalicelib.entrypoints.api_keys import ApiKeys
     from chalicelib.entrypoints.connections_api import ConnectionsApi
     from chalicelib.entrypoints.facade import TwilioFacade
-    from chalicelib.usecases.accept import AcceptMessages
     from chalicelib.usecases.consumer import SendConsumer
     from chalicelib.usecases.forward import Forwarder
     from chalicelib.usecases.outbox import OutboxConsumer
@@ -143,9 +142,8 @@ def ledger() -> MessageLedger:
     from chalicelib.adapters.dynamo_ledger import DynamoMessageLedger
 
     s = settings()
-    return once(
-        "ledger", lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days, s.poll_window_shards)
-    )
+    build = lambda: DynamoMessageLedger(dynamodb(), s.messages_table, s.record_ttl_days, s.poll_window_shards)  # noqa: E731
+    return once("ledger", build)
 
 
 def opt_outs() -> OptOutStore:
@@ -201,10 +199,8 @@ def send_service() -> SendService:
     from chalicelib.usecases.send import SendService
 
     def build() -> SendService:
-        stores = (ledger(), opt_outs(), templates(), twilio(), credentials())
-        return SendService(
-            settings(), *stores, clock=clock(), senders=sender_queues(), connections=connections(), guards=guard_store()
-        )
+        s = (ledger(), opt_outs(), templates(), twilio(), credentials(), clock())  # the stores, and the clock
+        return SendService(settings(), *s, senders=sender_queues(), connections=connections(), guards=guard_store())
 
     return once("send_service", build)
 
@@ -212,10 +208,8 @@ def send_service() -> SendService:
 def guard_store() -> GuardStore:
     from chalicelib.adapters.guard_store import DynamoGuardStore
 
-    def build() -> GuardStore:
-        s = settings()
-        return DynamoGuardStore(dynamodb(), s.counters_table, s.messages_table, s.poll_window_shards)
-
+    s = settings()
+    build = lambda: DynamoGuardStore(dynamodb(), s.counters_table, s.messages_table, s.poll_window_shards)  # noqa: E731
     return once("guard_store", build)
 
 
@@ -333,13 +327,6 @@ def secrets_provider() -> Any:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
     return once("secrets_provider", lambda: SecretsProvider(boto3_client=boto_client("secretsmanager")))
-
-
-def accept_messages() -> AcceptMessages:
-    from chalicelib.usecases.accept import AcceptMessages
-
-    validation = send_service().validation  # accepting judges a request as sending will, with no Twilio
-    return once("accept_messages", lambda: AcceptMessages(validation, ledger(), send_queue(), clock()))
 
 
 def release_held() -> ReleaseHeld:

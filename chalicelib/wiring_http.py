@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from chalicelib import wiring  # boto_client through the module: the IAM test records its calls
 from chalicelib.wiring import (
-    accept_messages,
     clock,
     connections,
     connections_table,
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.entrypoints.facade import TwilioFacade
     from chalicelib.entrypoints.operations import DeadLetters, OperationsApi
     from chalicelib.entrypoints.webhooks import Webhooks
+    from chalicelib.usecases.accept import AcceptMessages
     from chalicelib.usecases.connection_check import ConnectionCheck
 
 
@@ -157,3 +157,10 @@ def operations_api() -> OperationsApi:
     from chalicelib.entrypoints.operations import OperationsApi
 
     return once("operations_api", lambda: OperationsApi(dead_letters(), issue_api_key, forward_dead_letters()))
+
+
+def accept_messages() -> AcceptMessages:
+    from chalicelib.usecases.accept import AcceptMessages
+
+    validation = wiring.send_service().validation  # accepting judges a request as sending will, with no Twilio
+    return once("accept_messages", lambda: AcceptMessages(validation, ledger(), wiring.send_queue(), clock()))

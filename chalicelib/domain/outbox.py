@@ -83,6 +83,8 @@ def _message(
     if not old and after == "pending":
         if not new.get("claim_token"):  # accepted by the API (an SQS record is claimed at once: counted as sent)
             counters.append("status#pending")
+    elif after == "pending":
+        pass  # released by a guardrail, to be sent again: its place among the day's messages moves, nothing else
     elif after != before:
         if after in rules.COUNTED_STATUSES:
             counters.append(f"status#{after}")

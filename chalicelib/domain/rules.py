@@ -40,8 +40,9 @@ COUNTED_STATUSES = frozenset(STATUS_RANK) - TRANSIENT_STATUSES
 
 
 def as_twilio_status(status: str) -> str:
-    """A status as Twilio names it: the connector's own `error` (refused before Twilio) is Twilio's `failed`."""
-    return "failed" if status == "error" else status
+    """A status as Twilio names it: the connector's own `error` (refused before Twilio) is Twilio's `failed`,
+    and a message a guardrail holds (`held`) is Twilio's `accepted`: taken, not yet queued."""
+    return {"error": "failed", "held": "accepted"}.get(status, status)
 
 
 def advances(current: str | None, new: str) -> bool:

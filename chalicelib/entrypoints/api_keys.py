@@ -55,6 +55,7 @@ ROUTE_ROLES: dict[tuple[str, str], set[str]] = {
     ("GET", "/dlq"): READ,
     ("GET", "/connections"): READ,
     ("GET", "/connections/{name}"): READ,
+    ("GET", "/connections/{name}/budget"): READ,
 }
 
 

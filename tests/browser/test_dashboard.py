@@ -137,6 +137,11 @@ def test_the_page_draws_the_demos_counts_after_asking_for_the_key(stack: LocalSt
             by_status[series] = by_status.get(series, 0) + count
         # the demo's four, and the message whose write-back was refused (delivered all the same)
         assert (by_status.get("delivered"), by_status.get("undelivered"), by_status.get("error")) == (2, 1, 2)
+        # each message once, in its final status: the bars are the day's five messages, not every status they
+        # passed through (pending, queued, sent, …), which drew each message several times over
+        assert sum(by_status.values()) == 5, by_status
+        assert [page.inner_text(f"#{n}") for n in ("scheduled", "held", "capped")] == ["0", "0", "0"]
+        assert page.inner_text("#budgets").endswith("no connection sets a daily budget")
         errors = page.eval_on_selector_all("#errors tr.error-row", "rs => rs.map(r => r.innerText)")
         assert any("30007" in row and "Queue overflow" not in row and "\t1" in row for row in errors), errors
         assert any("21211" in row and "invalid" in row.lower() for row in errors), errors

@@ -188,7 +188,7 @@ class TestBatch:
     def test_a_bug_on_one_item_is_that_items_answer_and_its_neighbours_are_sent(
         self, api: Api, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        service = wiring.accept_messages().validation
+        service = wiring_http.accept_messages().validation
         prepare = service.prepare
 
         def breaks_on_b(raw: Any, now: Any) -> Any:
@@ -688,7 +688,7 @@ class TestKeyRoles:
         "send": {("POST", "/messages"), ("POST", "/messages/batch"), ("GET", "/messages/{message_id}"),
                  ("GET", "/templates/{name}")},
         "read": {("GET", "/messages/{message_id}"), ("GET", "/templates/{name}"), ("GET", "/stats"), ("GET", "/dlq"),
-                 ("GET", "/connections"), ("GET", "/connections/{name}")},
+                 ("GET", "/connections"), ("GET", "/connections/{name}"), ("GET", "/connections/{name}/budget")},
     }  # fmt: skip
 
     def keys(self, *entries: dict[str, str]) -> None:

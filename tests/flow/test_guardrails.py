@@ -144,6 +144,21 @@ def test_a_cap_of_two_a_day_refuses_the_third(world: World) -> None:
     assert len(world.at_twilio(to)) == 4
 
 
+def test_a_cap_that_holds_sends_the_message_the_next_day(world: World) -> None:
+    world.connection("patient", {"frequency": {"per_day": 1, "over": "hold"}})
+    to = "+13105550107"
+    world.wait_for(world.send("patient", to), "delivered", "sent")
+    held = world.wait_for(world.send("patient", to), "held")
+    assert held["held_reason"] == "frequency" and held["scheduled_for"] is None
+    world.stack.release()
+    time.sleep(1.5)
+    assert world.record(held["id"])["status"] == "held" and len(world.at_twilio(to)) == 1
+    world.clock.at += timedelta(days=1)
+    world.stack.release()
+    world.wait_for(held["id"], "delivered", "sent")
+    assert len(world.at_twilio(to)) == 2
+
+
 def test_a_budget_stops_the_days_sends_and_raising_it_resumes_them_once(world: World) -> None:
     world.connection("budget", {"daily_segments": 2})
     ids = [world.send("budget", f"+1310555020{n}") for n in range(4)]

@@ -158,3 +158,85 @@ def test_a_held_message_is_not_sent_by_another_copy_of_its_request() -> None:
     assert rules.decide_claim(due, now, timedelta(seconds=60)) is ClaimOutcome.BUSY  # its release is under way
     sent = ClaimState("sent", "SM" + "1" * 32, None, "finished", None, held_until=now)
     assert rules.decide_claim(sent, now, timedelta(seconds=60)) is ClaimOutcome.DONE
+
+
+# --- the error policy at the send ------------------------------------------------------------------
+
+
+class _Twilio:
+    """Answers every create with one error."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.creates = error, 0
+
+    def create_message(self, *args: object, **kwargs: object) -> object:
+        self.creates += 1
+        raise self.error
+
+
+class _Retries:
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def note_retry(self, message_id: str) -> int:
+        self.counted[message_id] = self.counted.get(message_id, 0) + 1
+        return self.counted[message_id]
+
+
+def _service(policy: dict[str, object], error: Exception) -> tuple[object, _Twilio, object]:
+    import json
+
+    from chalicelib.domain.twilio import TwilioCredentials
+    from chalicelib.settings import load_settings
+    from chalicelib.usecases.send import SendService
+    from tests.fakes import InMemoryLedger, InMemoryOptOuts, InMemoryTemplates, StaticCredentials
+
+    env = {"TWILIO_SECRET_ID": "s", "TWILIO_DEFAULT_FROM": "+15005550006"}
+    settings = load_settings({**env, "TWILIO_GUARDRAILS": json.dumps({"error_policy": policy})})
+    twilio, ledger = _Twilio(error), InMemoryLedger()
+    creds = StaticCredentials(TwilioCredentials("AC" + "0" * 32, "t"))
+    service = SendService(settings, ledger, InMemoryOptOuts(), InMemoryTemplates(), twilio, creds,  # type: ignore[arg-type]
+                          clock=lambda: datetime(2026, 7, 1, tzinfo=UTC), guards=_Retries())  # type: ignore[arg-type]  # fmt: skip
+    return service, twilio, ledger
+
+
+def test_a_code_the_policy_retries_is_put_back_as_often_as_it_says_then_recorded() -> None:
+    from chalicelib.domain.twilio import TwilioRejected
+    from chalicelib.usecases.send import Deferred
+
+    policy = {"retry": [21612], "retry_attempts": 2, "retry_interval_seconds": 600}
+    service, twilio, ledger = _service(policy, TwilioRejected("not reachable", 21612, 400))
+    for _ in range(2):
+        with pytest.raises(Deferred) as deferred:
+            service.send("m1", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
+        assert (deferred.value.delay_seconds, deferred.value.kind) == (600, "ErrorPolicy")
+        assert ledger.get("m1").claim.claim_token is None  # type: ignore[attr-defined]  # released: sent afresh
+    outcome = service.send("m1", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
+    assert (outcome.status, outcome.error_code, twilio.creates) == ("error", 21612, 3)
+
+
+def test_a_code_the_policy_makes_permanent_is_not_retried() -> None:
+    from chalicelib.domain.twilio import TwilioRetryable
+
+    service, twilio, _ = _service({"permanent": [20429]}, TwilioRetryable("too many", 20429, 429))
+    outcome = service.send("m2", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
+    assert (outcome.status, outcome.error_code, twilio.creates) == ("error", 20429, 1)
+
+
+def test_a_code_the_policy_opts_out_stores_the_opt_out() -> None:
+    from chalicelib.domain.twilio import TwilioRejected
+
+    service, _, _ = _service({"opt_out": [21612]}, TwilioRejected("carrier says no", 21612, 400))
+    service.send("m3", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
+    assert service.opt_outs.is_opted_out("+13105550100", ["+15005550006"])  # type: ignore[attr-defined]
+
+
+def test_platforms_that_read_twilios_statuses_see_every_connector_status_as_one_of_twilios() -> None:
+    import json
+    from pathlib import Path
+
+    # Twilio's Message status enum, from its OpenAPI spec (tests/data/twilio/README.md): no `held`, no `error`
+    spec = json.loads((Path(__file__).resolve().parents[1] / "data/twilio/message_subset.json").read_text())
+    twilios = set(spec["MessageResource"]["properties"]["status"]["enum"])
+    assert {rules.as_twilio_status(s) for s in rules.STATUS_RANK if s != "pending"} <= twilios
+    assert rules.as_twilio_status("held") == "accepted" and rules.as_twilio_status("scheduled") == "scheduled"

@@ -321,3 +321,12 @@ def test_a_later_write_back_never_overtakes_one_waiting_in_the_forward_queue() -
     other = changes_of("pending", "queued", message_id="m2", status_callback="https://cdp.example/hook")
     assert use_case.handle(other) == []
     assert len(platform.heard) == heard and [g for g, _ in parked.lines][-1] == "m2"  # not known: parked
+
+
+def test_a_held_message_is_told_as_scheduled_and_its_release_tells_nothing() -> None:
+    held = message("scheduled", scheduled_for="2026-12-04T16:00:00.000Z", held_reason="quiet_hours")
+    change = outbox.derive(message("pending", claim_token="t"), held, NOW)
+    assert change is not None and [d["status"] for _, d in change.events] == ["scheduled"]
+    released = outbox.derive(held, message("pending"), NOW)  # back on the queue: bookkeeping, no milestone
+    assert released is not None and (released.events, released.counters) == ((), ())
+    assert released.moves == ((DAY, "now#scheduled", -1), (DAY, "now#pending", 1))
