@@ -4,7 +4,7 @@ waits (held) or is refused. A connection without guardrails costs nothing here: 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chalicelib.domain.connection import ConnectionSettings
 from chalicelib.domain.guardrails import NONE, next_day
@@ -25,6 +25,10 @@ class Verdict:
 
 
 SEND = Verdict("send")
+# Twilio's scheduler refuses a SendAt too near (35114/35115: > 300 s from when Twilio receives it) or an account
+# holding 500,000 scheduled messages (35125): the connector then holds the message itself
+TWILIO_WONT_SCHEDULE = frozenset({35114, 35115, 35125})
+SCHEDULE_MARGIN = timedelta(seconds=60)  # the request's own way to Twilio, off Twilio's 300 s
 
 
 def check(store: GuardStore | None, msg: OutboundMessage, message_id: str, token: str,
@@ -41,7 +45,7 @@ def check(store: GuardStore | None, msg: OutboundMessage, message_id: str, token
         opens = g.quiet_hours.next_allowed(at, zones_for(msg.to))
         if opens is not None:
             metrics.add_metric(name="HeldForQuietHours", unit="Count", value=1)
-            if msg.messaging_service_sid and SCHEDULE_MIN < opens - now <= SCHEDULE_MAX:
+            if msg.messaging_service_sid and SCHEDULE_MIN + SCHEDULE_MARGIN < opens - now <= SCHEDULE_MAX:
                 send_at = opens  # Twilio holds it: scheduled at Twilio, sent by Twilio at the time
             else:
                 return Verdict("hold", opens, "quiet_hours", "scheduled")

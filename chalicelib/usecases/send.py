@@ -173,6 +173,7 @@ class SendService:
         reconciled = claim.outcome is ClaimOutcome.FRESH
         connection = self.validation.connection(msg.connection)
         policy = connection.guardrails.error_policy
+        verdict = guard.SEND
         try:
             creds = self.credentials.for_connection(connection)
             if not reconciled:
@@ -200,6 +201,9 @@ class SendService:
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
+            if verdict.until is not None and code in guard.TWILIO_WONT_SCHEDULE:  # nothing made: the connector holds it
+                held = guard.Verdict("hold", verdict.until, "quiet_hours", "scheduled")
+                return self._guarded(message_id, token, held, raw, msg, log, now)
             if code in policy.retry and self.guards is not None:
                 self._retry_by_policy(message_id, token, policy, exc, now)
             record = self.ledger.record_error(message_id, code, exc.message, now, token=token)

@@ -70,6 +70,7 @@ ERROR_MESSAGES = {
     21705: "The Messaging Service is invalid",
     35111: "SendAt timestamp is missing",
     35114: "Scheduling does not support this timestamp",
+    35125: "Maximum limit reached in the account for scheduling messages",
     35118: "MessagingServiceSid is required to schedule a message",
     30001: "Queue overflow",
     30003: "Unreachable destination handset",
@@ -297,6 +298,9 @@ class SimConfig:
     sender_rates: dict[str, float] = field(default_factory=dict)  # segments/s, overriding the defaults
     seed: int | None = None
     service_numbers: list[str] = field(default_factory=lambda: ["+15005550006"])
+    # Twilio keeps at most 500,000 scheduled messages per account at a time; past it a SendAt create is refused
+    # with 35125 (twilio.com/docs/api/errors/35125)
+    max_scheduled: int = 500_000
 
 
 def _sid(prefix: str) -> str:
@@ -573,6 +577,15 @@ class Simulator:
         ahead = (when - self.clock.now()).total_seconds()
         if schedule != "fixed" or not 300 < ahead <= 35 * 86400:
             raise TwilioApiError(400, 35114)
+        now = self.clock.now()
+        with self.lock:
+            waiting = sum(
+                1
+                for m in self.messages.values()
+                if m.timeline[0][1] == "scheduled" and m.state_at(now)[0] == "scheduled"
+            )
+        if waiting >= self.config.max_scheduled:
+            raise TwilioApiError(400, 35125)
 
     def fetch_message(self, sid: str) -> SimMessage:
         with self.lock:

@@ -128,6 +128,16 @@ def test_with_a_messaging_service_twilio_schedules_it(world: World) -> None:
     assert record["twilio_sid"], record  # at Twilio, scheduled there: the connector holds nothing
     (message,) = world.at_twilio("+13105550105")
     assert message.timeline[0][1] == "scheduled" and message.timeline[1][0] >= start.astimezone(UTC)
+    # Twilio keeps 500,000 scheduled messages an account (35125): past that, the connector holds the message
+    assert world.stack.simulator is not None
+    config = world.stack.simulator.sim.config
+    config.max_scheduled = 1
+    try:
+        held = world.wait_for(world.send("service", "+13105550108"), "scheduled")
+    finally:
+        config.max_scheduled = 500_000
+    assert held["twilio_sid"] is None and held["held_reason"] == "quiet_hours" and held["scheduled_for"]
+    assert world.at_twilio("+13105550108") == []
 
 
 def test_a_cap_of_two_a_day_refuses_the_third(world: World) -> None:

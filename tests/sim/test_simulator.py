@@ -70,6 +70,23 @@ def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 class TestTheOfficialClient:
+    def test_an_account_holds_at_most_its_limit_of_scheduled_messages(
+        self, client: Client, simulator: TwilioSimulator
+    ) -> None:
+        # twilio.com/docs/api/errors/35125: 500,000 scheduled messages an account at a time (here 1)
+        simulator.sim.config.max_scheduled = 1
+        send_at = simulator.sim.clock.now() + timedelta(hours=2)
+        first = client.messages.create(
+            to=TO, messaging_service_sid=MG, body="a", send_at=send_at, schedule_type="fixed"
+        )
+        assert first.status == "scheduled"
+        with pytest.raises(TwilioRestException) as refused:
+            client.messages.create(to=TO, messaging_service_sid=MG, body="b", send_at=send_at, schedule_type="fixed")
+        assert (refused.value.status, refused.value.code) == (400, 35125)
+        client.messages(first.sid).update(status="canceled")  # a canceled one frees its place
+        assert client.messages.create(to=TO, messaging_service_sid=MG, body="c", send_at=send_at,
+                                      schedule_type="fixed").status == "scheduled"  # fmt: skip
+
     def test_creates_fetches_and_lists(self, client: Client) -> None:
         created = client.messages.create(to=TO, from_=FROM, body="Hello from the simulator")
         assert created.sid.startswith("SM") and created.status == "queued" and created.num_segments == "1"
