@@ -82,56 +82,71 @@ class DynamoGuardStore(DynamoTable):
         return failed[0] if failed else ""
 
     # --- the daily segment budget ---------------------------------------------------------
+    # One item a day would take every send's write: past ~1,000 writes/s one partition key throttles (a campaign's
+    # rate). The day's budget is split over up to `shards` items (as POLL_WINDOW_SHARDS, planned from SEND_RATE),
+    # each with its share; a send charges its own shard and tries the others when that one is spent.
 
-    def _budget_key(self, connection: str, now: datetime) -> dict[str, Any]:
-        return {"day": f"budget#{connection}#{day_of(now)}"}
+    def _budget_key(self, connection: str, now: datetime, shard: int) -> dict[str, Any]:
+        return serialize({"day": f"budget#{connection}#{day_of(now)}#{shard}"})
 
-    def spend(self, connection: str, now: datetime) -> tuple[int, int]:
-        """(segments charged today, segments an admin added today)."""
-        result = self._call("get_item", Key=serialize(self._budget_key(connection, now)), ConsistentRead=True)
+    def _split(self, limit: int) -> int:
+        """Shards for a budget: each share at least 100 segments (more than any one message)."""
+        return max(1, min(self.shards, limit // 100))
+
+    @staticmethod
+    def _share(total: int, shards: int, shard: int) -> int:
+        return total // shards + (1 if shard < total % shards else 0)
+
+    def _shard(self, connection: str, now: datetime, shard: int) -> tuple[int, int]:
+        result = self._call("get_item", Key=self._budget_key(connection, now, shard), ConsistentRead=True)
         item = deserialize(result.get("Item") or {})
         return int(item.get("spent") or 0), int(item.get("extra") or 0)
 
+    def spend(self, connection: str, now: datetime) -> tuple[int, int]:
+        """(segments charged today, segments an admin added today)."""
+        shards = [self._shard(connection, now, k) for k in range(self.shards)]
+        return sum(spent for spent, _ in shards), sum(extra for _, extra in shards)
+
     def charge(self, connection: str, message_id: str, token: str, segments: int, limit: int, now: datetime) -> bool:
         """Charge a message's segments to today's budget, once per message: False when it would go over."""
-        for _ in range(3):
-            spent, extra = self.spend(connection, now)
-            if spent + segments > limit + extra:
-                return self._charged_before(message_id)  # a redelivered copy of one charged, then put back
-            budget = {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": serialize(self._budget_key(connection, now)),
-                    "UpdateExpression": "ADD spent :n SET expires_at = :exp",
-                    "ConditionExpression": "(attribute_not_exists(spent) OR spent <= :before) AND "
-                    "(attribute_not_exists(extra) AND :extra = :zero OR extra = :extra)",
-                    "ExpressionAttributeValues": serialize(
-                        {
-                            ":n": segments,
-                            ":before": limit + extra - segments,
-                            ":extra": extra,
-                            ":zero": 0,
-                            ":exp": int((now + KEEP).timestamp()),
-                        }
-                    ),
-                }
+        shards = self._split(limit)
+        first = int(hashlib.sha256(message_id.encode()).hexdigest()[:8], 16) % shards
+        for shard in ((first + k) % shards for k in range(shards)):
+            share = self._share(limit, shards, shard)
+            for _ in range(3):
+                spent, extra = self._shard(connection, now, shard)
+                if spent + segments > share + extra:
+                    break  # this shard is spent: the next one
+                reasons = self._transact([self._charge(connection, now, shard, segments, share, extra),
+                                          self._mark(message_id, token, now)])  # fmt: skip
+                if not reasons or reasons[1] == "ConditionalCheckFailed":
+                    return True  # charged now, or before (a redelivery, or a release): never twice
+                # another send took the shard's last segments, or an admin added some: read it again
+        return self._charged_before(message_id)  # a redelivered copy of one charged, then put back
+
+    def _charge(self, connection: str, now: datetime, shard: int, segments: int, share: int, extra: int) -> Any:
+        values = {":n": segments, ":before": share + extra - segments, ":extra": extra, ":zero": 0}
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._budget_key(connection, now, shard),
+                "UpdateExpression": "ADD spent :n SET expires_at = :exp",
+                "ConditionExpression": "(attribute_not_exists(spent) OR spent <= :before) AND "
+                "(attribute_not_exists(extra) AND :extra = :zero OR extra = :extra)",
+                "ExpressionAttributeValues": serialize({**values, ":exp": int((now + KEEP).timestamp())}),
             }
-            mark = {
-                "Update": {
-                    "TableName": self.messages,
-                    "Key": serialize({"id": message_id}),
-                    "UpdateExpression": "SET budget_day = :day",
-                    "ConditionExpression": "claim_token = :token AND attribute_not_exists(budget_day)",
-                    "ExpressionAttributeValues": serialize({":day": day_of(now), ":token": token}),
-                }
+        }
+
+    def _mark(self, message_id: str, token: str, now: datetime) -> Any:
+        return {
+            "Update": {
+                "TableName": self.messages,
+                "Key": serialize({"id": message_id}),
+                "UpdateExpression": "SET budget_day = :day",
+                "ConditionExpression": "claim_token = :token AND attribute_not_exists(budget_day)",
+                "ExpressionAttributeValues": serialize({":day": day_of(now), ":token": token}),
             }
-            reasons = self._transact([budget, mark])
-            if not reasons:
-                return True
-            if reasons[1] == "ConditionalCheckFailed":
-                return True  # charged before (a redelivery, or a release): never twice
-            # another send charged first, or an admin added segments: read again
-        return False
+        }
 
     def _charged_before(self, message_id: str) -> bool:
         with self._errors("get_item"):
@@ -140,16 +155,18 @@ class DynamoGuardStore(DynamoTable):
             ).get("Item")
         return bool(item and "budget_day" in item)
 
-    def add_segments(self, connection: str, segments: int, now: datetime) -> tuple[int, int]:
-        """An admin's release: today's budget grows by `segments`. (spent, extra) after."""
-        u = Update()
-        u.sets.append(f"{u.n('extra')} = if_not_exists({u.n('extra')}, {u.v(0)}) + {u.v(segments)}")
-        u.set({"expires_at": int((now + KEEP).timestamp())})
-        result = self._call(
-            "update_item", **_unconditional(u.request(self._budget_key(connection, now), "")), ReturnValues="ALL_NEW"
-        )
-        item = deserialize(result["Attributes"])
-        return int(item.get("spent") or 0), int(item.get("extra") or 0)
+    def add_segments(self, connection: str, segments: int, now: datetime, limit: int) -> tuple[int, int]:
+        """An admin's release: today's budget grows by `segments`, shared over its shards. (spent, extra) after."""
+        shards = self._split(limit)
+        for shard in range(shards):
+            share = self._share(segments, shards, shard)
+            if share:
+                u = Update()
+                u.sets.append(f"{u.n('extra')} = if_not_exists({u.n('extra')}, {u.v(0)}) + {u.v(share)}")
+                u.set({"expires_at": int((now + KEEP).timestamp())})
+                key = deserialize(self._budget_key(connection, now, shard))
+                self._call("update_item", **_unconditional(u.request(key, "")))
+        return self.spend(connection, now)
 
     # --- held messages ---------------------------------------------------------------------
 

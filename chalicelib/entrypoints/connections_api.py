@@ -162,7 +162,7 @@ def segment_budget(connections: Mapping[str, Any], store: GuardStore, name: str,
         add = body.get("add_segments") if isinstance(body, dict) else None
         if isinstance(add, bool) or not isinstance(add, int) or not 1 <= add <= 100_000_000:
             return invalid(ValidationError("add_segments", "`add_segments` must be an integer from 1 to 100000000"))
-        spent, extra = store.add_segments(name, add, now)
+        spent, extra = store.add_segments(name, add, now, limit)
         logger.info("segment budget raised for today", extra={"connection": name, "added": add})
     else:
         spent, extra = store.spend(name, now)

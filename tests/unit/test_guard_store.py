@@ -58,7 +58,7 @@ def test_the_budget_is_charged_once_per_message_and_an_admin_adds_to_today() -> 
         assert not store.charge("c", "m1", "t", 2, 3, NOW)  # 4 > 3
         assert store.charge("c", "m2", "t", 1, 3, NOW) and store.spend("c", NOW) == (3, 0)
         assert store.charge("c", "m0", "t", 2, 3, NOW)  # charged before: the full budget does not hold it
-        assert store.add_segments("c", 2, NOW) == (3, 2)
+        assert store.add_segments("c", 2, NOW, 3) == (3, 2)
         assert store.charge("c", "m1", "t", 2, 3, NOW) and store.spend("c", NOW) == (5, 2)
         assert store.spend("c", NOW + timedelta(days=1)) == (0, 0)  # a new UTC day
 
@@ -79,3 +79,34 @@ def test_a_held_message_is_found_when_due_and_released_once() -> None:
         assert store.due(key, NOW + timedelta(days=1)) == []
         record = client.get_item(TableName=messages, Key={"id": {"S": "m1"}})["Item"]
         assert record["status"]["S"] == "pending" and "held_key" not in record and "release_at" not in record
+
+
+def test_a_campaigns_budget_is_spread_over_items_and_still_adds_up_exactly() -> None:
+    # one item a day would take every send's write (~1,000 writes/s a partition key): the day is split in shares
+    with mock_aws():
+        client, store, messages = _store()  # 2 shards
+        writes: dict[str, int] = {}
+        original = client.transact_write_items
+
+        def counted(**kwargs: Any) -> Any:
+            key = kwargs["TransactItems"][0]["Update"]["Key"]["day"]["S"]
+            writes[key] = writes.get(key, 0) + 1
+            return original(**kwargs)
+
+        client.transact_write_items = counted
+        charged = 0
+        for n in range(60):
+            _claimed(client, messages, f"m{n}")
+            charged += store.charge("c", f"m{n}", "t", 5, 250, NOW)  # 50 fit: 250 segments in shares of 125
+        assert charged == 50 and store.spend("c", NOW) == (250, 0)
+        assert len(writes) == 2 and all(n >= 25 for n in writes.values()), writes  # both shards took writes
+        assert store.add_segments("c", 10, NOW, 250) == (250, 10)  # shared over the shards too
+        _claimed(client, messages, "late")
+        assert store.charge("c", "late", "t", 5, 250, NOW) and store.spend("c", NOW) == (255, 10)
+
+
+def test_a_small_budget_is_one_item_so_any_message_fits_its_share() -> None:
+    with mock_aws():
+        client, store, messages = _store()
+        _claimed(client, messages, "m1")
+        assert store.charge("c", "m1", "t", 24, 30, NOW)  # a 24-segment message against a 30-segment budget
