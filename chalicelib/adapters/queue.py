@@ -43,7 +43,7 @@ class SendQueue:
             self._url = str(self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"])
         return self._url
 
-    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> set[str]:
+    def send(self, items: Sequence[tuple[str, Mapping[str, Any]]], delay_seconds: int = 0) -> set[str]:
         """Enqueue (message id, body) pairs, ten per call; the ids SQS did not take."""
         failed: set[str] = set()
         for start in range(0, len(items), 10):
@@ -53,6 +53,7 @@ class SendQueue:
                     "Id": str(i),
                     "MessageBody": json.dumps(body),
                     "MessageAttributes": {MESSAGE_ID_ATTRIBUTE: _attribute(message_id)},
+                    **({"DelaySeconds": delay_seconds} if delay_seconds else {}),
                 }
                 for i, (message_id, body) in enumerate(chunk)
             ]

@@ -172,30 +172,36 @@ def test_a_cap_that_holds_sends_the_message_the_next_day(world: World) -> None:
 def test_a_budget_stops_the_days_sends_and_raising_it_resumes_them_once(world: World) -> None:
     world.connection("budget", {"daily_segments": 2})
     ids = [world.send("budget", f"+1310555020{n}") for n in range(4)]
-    for message_id in ids[:2]:
-        world.wait_for(message_id, "delivered", "sent")
-    held = [world.wait_for(message_id, "held") for message_id in ids[2:]]
+
+    def states() -> dict[str, str]:
+        found = {i: str(world.record(i)["status"]) for i in ids}
+        return {i: "sent" if s in ("sent", "delivered") else s for i, s in found.items()}
+
+    def settle(sent: int, held: int) -> dict[str, str]:
+        deadline, now = time.monotonic() + 20, states()
+        while time.monotonic() < deadline and sorted(now.values()) != ["held"] * held + ["sent"] * sent:
+            time.sleep(0.1)
+            now = states()
+        assert sorted(now.values()) == ["held"] * held + ["sent"] * sent, now
+        return now
+
+    first = settle(2, 2)  # the four are sent at once: any two take the budget, the other two wait
+    held = [world.record(i) for i, s in first.items() if s == "held"]
     assert {h["held_reason"] for h in held} == {"budget"}
     spend = world.call("GET", "/connections/budget/budget").json()
     assert (spend["spent"], spend["remaining"], spend["exhausted"]) == (2, 0, True)
     world.stack.release()  # nothing of this connection's until an admin says so, or the next day
     time.sleep(1.5)
-    assert [world.record(i)["status"] for i in ids[2:]] == ["held", "held"]
+    assert states() == first
 
     raised = world.call("POST", "/connections/budget/budget", {"add_segments": 1})
     assert raised.status_code == 200 and raised.json()["remaining"] == 1, raised.text
     world.stack.release()
-    states: dict[str, str] = {}
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and sorted(states.values()) != ["held", "sent"]:
-        states = {i: world.record(i)["status"] for i in ids[2:]}
-        states = {i: "sent" if s in ("sent", "delivered") else s for i, s in states.items()}
-        time.sleep(0.1)
-    assert sorted(states.values()) == ["held", "sent"], states
+    settle(3, 1)
 
     world.clock.at += timedelta(days=1)  # the next day's budget takes the last one
     world.stack.release()
-    world.wait_for(ids[3] if states[ids[3]] == "held" else ids[2], "delivered", "sent")
+    settle(4, 0)
     world.stack.release()
     time.sleep(1.5)
     at_twilio = [m.to for n in range(4) for m in world.at_twilio(f"+1310555020{n}")]
