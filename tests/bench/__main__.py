@@ -36,7 +36,7 @@ def main() -> int:
 
 
 def figures() -> int:
-    from tests.bench import connector, facade, pipeline, simulator
+    from tests.bench import connector, facade, pipeline, release, simulator
 
     print("Benchmarks (one run, this machine)\n")
     memory = quietly(connector.batch_latency_in_memory, 200)
@@ -67,6 +67,11 @@ def figures() -> int:
         f"   floor: boto3 + requests + one client {cold['floor'] * 1000:.0f} ms = {cold['floor_ratio']:.2f} (no boto3 function starts faster)"
     )
     print(f"   deployment.zip: {size / 1e6:.1f} MB" if size else "   deployment.zip: not built (make package failed)")
+    freed = quietly(release.run)
+    print(
+        f"   release at a quiet-hours window's opening: {freed['released']:,} held messages back on the queue in "
+        f"{freed['seconds']:.1f} s = {freed['per_second']:,.0f}/s (ReleaseHeld, AWS latencies assumed: tests/bench/release.py)"
+    )
     sizes = [int(os.environ.get("BENCH_MESSAGES", "1000"))]
     if int(os.environ.get("BENCH_LARGE", "0")):
         sizes.append(int(os.environ["BENCH_LARGE"]))
