@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from chalicelib.domain import rules
 from chalicelib.domain.errors import ValidationError
@@ -36,6 +35,12 @@ SMART_ENCODING = str.maketrans(
 )
 
 
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo  # here: a deployment without quiet hours never loads it
+
+    return ZoneInfo(name)
+
+
 @dataclass(frozen=True)
 class QuietHours:
     start: time  # the window in which marketing may land, recipient-local (e.g. 08:00-21:00)
@@ -43,13 +48,13 @@ class QuietHours:
     fallback_zone: str = "UTC"  # for a number whose zone the data does not know
 
     def allows(self, moment: datetime, zone: str) -> bool:
-        local = moment.astimezone(ZoneInfo(zone)).time()
+        local = moment.astimezone(_zone(zone)).time()
         if self.start <= self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end  # a window across midnight
 
     def _openings(self, now: datetime, zone: str) -> Iterable[datetime]:
-        tz = ZoneInfo(zone)
+        tz = _zone(zone)
         day = now.astimezone(tz).date()
         for offset in range(0, 3):
             yield datetime.combine(day + timedelta(days=offset), self.start, tz).astimezone(UTC)
@@ -198,7 +203,7 @@ def parse_guardrails(value: Any, path: str = "guardrails") -> Guardrails:
             raise ValidationError(f"{qpath}.end", f"`{qpath}` must not start and end at the same time")
         zone = q.get("fallback_zone", "UTC")
         try:
-            ZoneInfo(zone)
+            _zone(zone)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValidationError(f"{qpath}.fallback_zone", f"`{qpath}.fallback_zone` must be an IANA zone") from exc
         quiet = QuietHours(start, end, zone)
