@@ -11,12 +11,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack
 from chalicelib.domain.errors import ValidationError
-from chalicelib.domain.guardrails import Guardrails, parse_guardrails
+
+if TYPE_CHECKING:
+    from chalicelib.domain.guardrails import Guardrails
 from chalicelib.domain.polling import PollPlan
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
@@ -200,7 +202,11 @@ def _connections(env: Mapping[str, str]) -> dict[str, ConnectionSettings]:
     return connections
 
 
-def _guardrails(value: Any, where: str) -> Guardrails:
+def _guardrails(value: Any, where: str) -> Guardrails | None:
+    if not value:
+        return None  # nothing of the guardrails is imported
+    from chalicelib.domain.guardrails import parse_guardrails
+
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else None

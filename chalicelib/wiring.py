@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
+from chalicelib.adapters.aws import OnFirstUse
 from chalicelib.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
     from chalicelib.adapters.workflow import PollWorkflow
     from chalicelib.domain.connection import ConnectionSettings
     from chalicelib.domain.events import Events
+    from chalicelib.domain.guard_ports import GuardStore
     from chalicelib.domain.ledger import MessageLedger
-    from chalicelib.domain.ports import Credentials, GuardStore, OptOutStore, SenderQueues, StatsStore, TemplateStore
+    from chalicelib.domain.ports import Credentials, OptOutStore, SenderQueues, StatsStore, TemplateStore
     from chalicelib.domain.twilio import Twilio
     from chalicelib.domain.writeback import WriteBackFormat
     from chalicelib.entrypoints.api import MessagesApi
@@ -129,8 +131,6 @@ def boto_client(service: str) -> Any:
 
 
 def on_first_use(service: str) -> Any:
-    from chalicelib.adapters.aws import OnFirstUse
-
     return OnFirstUse(lambda: boto_client(service), _lock)
 
 
@@ -190,8 +190,6 @@ def credentials() -> Credentials:
 
 
 def clock() -> Callable[[], datetime]:
-    from datetime import datetime
-
     return once("clock", lambda: lambda: datetime.now(UTC))
 
 
@@ -206,11 +204,13 @@ def send_service() -> SendService:
 
 
 def guard_store() -> GuardStore:
-    from chalicelib.adapters.guard_store import DynamoGuardStore
+    def build() -> GuardStore:  # on its first use: a deployment without guardrails never imports it
+        from chalicelib.adapters.guard_store import DynamoGuardStore
 
-    s = settings()
-    build = lambda: DynamoGuardStore(dynamodb(), s.counters_table, s.messages_table, s.poll_window_shards)  # noqa: E731
-    return once("guard_store", build)
+        s = settings()
+        return DynamoGuardStore(dynamodb(), s.counters_table, s.messages_table, s.poll_window_shards)
+
+    return once("guard_store", lambda: OnFirstUse(build, _lock))
 
 
 def events_client() -> Any:

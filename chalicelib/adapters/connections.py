@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.adapters.dynamo import DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, WriteBack
-from chalicelib.domain.guardrails import NONE, Guardrails, describe_guardrails, parse_guardrails
+
+if TYPE_CHECKING:
+    from chalicelib.domain.guardrails import Guardrails
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.ports import StoreError
 from chalicelib.observability import logger
@@ -71,13 +73,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _stored_guardrails(item: Mapping[str, Any]) -> Guardrails:
+def _stored_guardrails(item: Mapping[str, Any]) -> Guardrails | None:
+    if not item.get("guardrails"):
+        return None
+    from chalicelib.domain.guardrails import parse_guardrails
+
     try:
         return parse_guardrails(_plain(item.get("guardrails")))
     except ValidationError as exc:  # checked when it was put: only a hand-edited item gets here
         extra = {"connection": item.get("name"), "error": exc.message}
         logger.error("a connection's stored guardrails are unreadable; it sends without them", extra=extra)
-        return NONE
+        return None
+
+
+def _described(guardrails: Guardrails | None) -> dict[str, Any] | None:
+    if guardrails is None:
+        return None
+    from chalicelib.domain.guardrails import describe_guardrails
+
+    return describe_guardrails(guardrails)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -97,7 +111,7 @@ def describe(connection: ConnectionSettings, has_secret: bool = True) -> dict[st
         "retry_attempts": connection.retry_attempts,
         "sender_rates": dict(connection.sender_rates),
         "dedup_seconds": connection.dedup_seconds,
-        "guardrails": describe_guardrails(connection.guardrails),
+        "guardrails": _described(connection.guardrails),
         "write_back": {
             "format": write_back.format,
             "url": write_back.url,
@@ -183,6 +197,8 @@ def parse_connection(name: str, body: Any, existing: Mapping[str, Any] | None, a
                 "write_back.secret", f"the `{item['write_back']['format']}` write-back needs a `secret`"
             )
     if "guardrails" in body:
+        from chalicelib.domain.guardrails import parse_guardrails
+
         parse_guardrails(body["guardrails"])  # every rule, each failure naming its field
         item["guardrails"] = body["guardrails"]
     for flag in ("default", "facade"):

@@ -18,9 +18,10 @@ from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo import ConditionFailed, DynamoTable, Update, deserialize, serialize
 from chalicelib.domain import rules
+from chalicelib.domain.guard_ports import Held
 from chalicelib.domain.guardrails import FrequencyCap, day_of, week_of
 from chalicelib.domain.ledger import RELEASE_INDEX, event
-from chalicelib.domain.ports import Held, StoreError
+from chalicelib.domain.ports import StoreError
 
 KEEP = timedelta(days=9)  # a cap or budget item outlives its day and its week
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from chalicelib.domain.guardrails import NONE, Guardrails
+if TYPE_CHECKING:  # imported only where a connection sets guardrails: off the send path's cold start
+    from chalicelib.domain.guardrails import Guardrails
 
 DEFAULT_CONNECTION = "default"
 
@@ -41,7 +43,7 @@ class ConnectionSettings:
     dedup_seconds: int | None = None  # the front door's content window for it; None: FACADE_DEDUP_SECONDS
     is_default: bool = False
     managed: bool = False  # made with PUT /connections (a table item), else deploy-time configuration
-    guardrails: Guardrails = NONE  # quiet hours, caps, spend guard, error policy (README, "Guardrails")
+    guardrails: Guardrails | None = None  # quiet hours, caps, spend guard, error policy (README, "Guardrails")
 
 
 def pick(connections: Mapping[str, ConnectionSettings], name: str | None) -> ConnectionSettings | None:

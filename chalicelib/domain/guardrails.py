@@ -189,10 +189,10 @@ def _codes(spec: Mapping[str, Any], name: str, path: str) -> frozenset[int] | No
     return frozenset(value)
 
 
-def parse_guardrails(value: Any, path: str = "guardrails") -> Guardrails:
-    """A connection's guardrails from JSON; every failure names the field and the rule."""
+def parse_guardrails(value: Any, path: str = "guardrails") -> Guardrails | None:
+    """A connection's guardrails from JSON (None: none set); every failure names the field and the rule."""
     if value is None:
-        return NONE
+        return None
     spec = _object(value, path, FIELDS)
     quiet = None
     if spec.get("quiet_hours") is not None:
@@ -237,7 +237,7 @@ def parse_guardrails(value: Any, path: str = "guardrails") -> Guardrails:
             _int(e, "retry_interval_seconds", epath, 1, 900) or 300,
             _codes(e, "opt_out", epath),
         )
-    return Guardrails(
+    found = Guardrails(
         quiet_hours=quiet,
         frequency=frequency,
         max_segments=_int(spec, "max_segments", path, 1, 10),
@@ -245,11 +245,12 @@ def parse_guardrails(value: Any, path: str = "guardrails") -> Guardrails:
         daily_segments=_int(spec, "daily_segments", path, 1, 100_000_000),
         error_policy=policy,
     )
+    return None if found == NONE else found
 
 
-def describe_guardrails(g: Guardrails) -> dict[str, Any] | None:
+def describe_guardrails(g: Guardrails | None) -> dict[str, Any] | None:
     """A connection's guardrails as the API shows them (the shape parse_guardrails reads); None: none set."""
-    if g == NONE:
+    if g is None or g == NONE:
         return None
     out: dict[str, Any] = {"smart_encoded": g.smart_encoded}
     if g.quiet_hours:

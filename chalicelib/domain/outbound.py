@@ -11,7 +11,6 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from chalicelib.domain import rules
-from chalicelib.domain.guardrails import smart_encode
 from chalicelib.domain.models import (
     MAX_BODY_CHARS,
     MAX_MEDIA,
@@ -126,7 +125,12 @@ def validate_outbound(
         raise ValidationError("max_price", "`max_price` must not be negative")
 
     # Twilio's SmartEncoded sends smart quotes as GSM-7: count the segments it will send
-    info = rules.segment_info(smart_encode(req.body or "") if req.smart_encoded else req.body or "")
+    body = req.body or ""
+    if req.smart_encoded:
+        from chalicelib.domain.guardrails import smart_encode  # only a request that asks for it loads the table
+
+        body = smart_encode(body)
+    info = rules.segment_info(body)
     options = {f.name: getattr(req, f.name) for f in dataclasses.fields(MessageOptions)}
     return OutboundMessage(
         to=req.to,

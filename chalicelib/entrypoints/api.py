@@ -13,9 +13,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, require_connection
+from chalicelib.domain.guard_ports import GuardStore
 from chalicelib.domain.ledger import CONTENT_PREFIX, MessageLedger
 from chalicelib.domain.models import ValidationError, parse_timestamp
-from chalicelib.domain.ports import GuardStore, StatsStore, TemplateStore
+from chalicelib.domain.ports import StatsStore, TemplateStore
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.domain.templates import parse_template
 from chalicelib.entrypoints.operations import describe_errors
@@ -138,7 +139,7 @@ class MessagesApi:
         """Today's spend against each connection's daily segment budget (guardrails)."""
         budgets: dict[str, dict[str, int]] = {}
         for name, connection in sorted(self.connections.items()):
-            limit = connection.guardrails.daily_segments
+            limit = connection.guardrails.daily_segments if connection.guardrails else None
             if limit is not None and self.guards is not None:
                 spent, extra = self.guards.spend(name, self.clock())
                 budgets[name] = {"daily_segments": limit, "added_today": extra, "spent": spent}

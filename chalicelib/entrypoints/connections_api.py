@@ -16,9 +16,10 @@ from chalicelib.adapters.connections import (
     parse_connection,
 )
 from chalicelib.domain import rules
+from chalicelib.domain.guard_ports import GuardStore
 from chalicelib.domain.guardrails import day_of
 from chalicelib.domain.models import ValidationError
-from chalicelib.domain.ports import GuardStore, StoreError
+from chalicelib.domain.ports import StoreError
 from chalicelib.entrypoints.responses import ApiResult, error, invalid
 from chalicelib.observability import logger
 from chalicelib.settings import Settings
@@ -155,7 +156,7 @@ def segment_budget(connections: Mapping[str, Any], store: GuardStore, name: str,
     connection = connections.get(name)
     if connection is None:
         return error(404, "not_found", f"no connection named `{name}`", "name")
-    limit = connection.guardrails.daily_segments
+    limit = connection.guardrails.daily_segments if connection.guardrails else None
     if limit is None:
         return error(409, "no_budget", f"`{name}` has no `guardrails.daily_segments`; set one with PUT", "name")
     if body is not None:

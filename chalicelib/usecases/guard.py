@@ -1,5 +1,5 @@
 """The guardrails at the send (README, "Guardrails"): whether a message goes now, goes scheduled at Twilio,
-waits (held) or is refused. A connection without guardrails costs nothing here: no import, no read."""
+waits (held) or is refused. Imported only for a connection that sets guardrails (usecases/send.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chalicelib.domain.connection import ConnectionSettings
-from chalicelib.domain.guardrails import NONE, next_day
+from chalicelib.domain.guard_ports import GuardStore
+from chalicelib.domain.guardrails import next_day
 from chalicelib.domain.models import SCHEDULE_MAX, SCHEDULE_MIN, OutboundMessage
-from chalicelib.domain.ports import GuardStore
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.observability import metrics
 
@@ -34,7 +34,7 @@ SCHEDULE_MARGIN = timedelta(seconds=60)  # the request's own way to Twilio, off 
 def check(store: GuardStore | None, msg: OutboundMessage, message_id: str, token: str,
           connection: ConnectionSettings, now: datetime) -> Verdict:  # fmt: skip
     g = connection.guardrails
-    if g == NONE or store is None:
+    if g is None or store is None:
         return SEND
     marketing = msg.category != "transactional"  # unmarked traffic is treated as marketing: the safe side
     send_at = None

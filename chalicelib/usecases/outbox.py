@@ -100,7 +100,8 @@ class OutboxConsumer:
     def _opts_out(self, connection: str | None, code: int) -> bool:
         """Twilio said so (21610, 30004), or the connection's error policy names the code (guardrails)."""
         found = pick(self.connections, connection)
-        return found.guardrails.error_policy.opts_out(code) if found else code in rules.OPT_OUT_CODES
+        guard = found.guardrails if found else None
+        return guard.error_policy.opts_out(code) if guard else code in rules.OPT_OUT_CODES
 
     def handle(self, records: Sequence[StreamRecord], seconds_left: Callable[[], float] | None = None) -> list[str]:
         """The batch's first record not done (as a one-item list), or [] when all are. With `seconds_left`

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.domain.connection import ConnectionSettings
-from chalicelib.domain.ports import GuardStore, Held
+from chalicelib.domain.guard_ports import GuardStore, Held
 from chalicelib.observability import logger, metrics
 
 PAGE = 100
@@ -46,7 +46,7 @@ class ReleaseHeld:
         released, finished = 0, 1
         for connection in list(self.connections.values()):
             guard = connection.guardrails
-            if not guard.holds:
+            if guard is None or not guard.holds:
                 continue
             room = None
             if guard.daily_segments is not None:

@@ -12,22 +12,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, pick
-from chalicelib.domain.guardrails import ErrorPolicy
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
     ValidationError,
-    check_storable,
 )
 from chalicelib.domain.pacing import DEFAULT_VALIDITY_SECONDS, sender_rate
 from chalicelib.domain.ports import (
     Credentials,
     CredentialsUnavailable,
-    GuardStore,
     OptOutStore,
     SenderQueues,
     StoreError,
@@ -45,8 +42,12 @@ from chalicelib.domain.twilio import (
 )
 from chalicelib.observability import logger, metrics
 from chalicelib.settings import ConfigurationError, Settings
-from chalicelib.usecases import guard
-from chalicelib.usecases.validate import Validation, ledger_attrs
+from chalicelib.usecases.validate import Validation, ledger_attrs, partial_attrs
+
+if TYPE_CHECKING:  # the guardrails load only for a connection that sets them (cold start)
+    from chalicelib.domain.guard_ports import GuardStore
+    from chalicelib.domain.guardrails import ErrorPolicy
+    from chalicelib.usecases.guard import Verdict
 
 # Twilio's clock and ours may disagree a little; widen the reconcile window by this much.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -86,24 +87,6 @@ def _utcnow() -> datetime:
 
 def _new_token() -> str:
     return uuid.uuid4().hex
-
-
-def _partial_attrs(raw: Any) -> dict[str, Any]:
-    """What an invalid request can still tell its record: who it was for, if that much is readable."""
-    if not isinstance(raw, dict):
-        return {}
-    attrs: dict[str, Any] = {}
-    for key, aliases in (("to", ("to", "To")), ("from", ("from", "From"))):
-        value = next((raw[a] for a in aliases if isinstance(raw.get(a), str)), None)
-        if value is not None and len(value) <= 64:
-            attrs[key] = value
-    if isinstance(raw.get("metadata"), dict):
-        try:
-            check_storable("metadata", raw["metadata"])
-            attrs["metadata"] = raw["metadata"]
-        except ValidationError:
-            pass  # what DynamoDB would refuse is left off the error record
-    return attrs
 
 
 class SendService:
@@ -172,8 +155,9 @@ class SendService:
         # nothing; one that follows an unfinished attempt stays ambiguous until reconciled.
         reconciled = claim.outcome is ClaimOutcome.FRESH
         connection = self.validation.connection(msg.connection)
-        policy = connection.guardrails.error_policy
-        verdict = guard.SEND
+        guarded = connection.guardrails  # None: nothing of the guardrails is imported or read
+        policy = guarded.error_policy if guarded else None
+        scheduled_at: datetime | None = None  # quiet hours, kept by Twilio's own scheduling
         try:
             creds = self.credentials.for_connection(connection)
             if not reconciled:
@@ -188,11 +172,15 @@ class SendService:
                 refused = {"refused_by": "connector"}
                 record = self.ledger.record_error(message_id, code, text, now, attrs=refused, token=token)
                 return self._errored(message_id, code, text, log, record)
-            verdict = guard.check(self.guards, msg, message_id, token, connection, now)
-            if verdict.action != "send":
-                return self._guarded(message_id, token, verdict, raw, msg, log, now)
-            if verdict.until is not None:  # quiet hours, kept by Twilio's own scheduling
-                msg = dataclasses.replace(msg, send_at=verdict.until, schedule_type="fixed")
+            if guarded is not None:
+                from chalicelib.usecases import guard
+
+                verdict = guard.check(self.guards, msg, message_id, token, connection, now)
+                if verdict.action != "send":
+                    return self._guarded(message_id, token, verdict, raw, msg, log, now)
+                if verdict.until is not None:
+                    scheduled_at = verdict.until
+                    msg = dataclasses.replace(msg, send_at=scheduled_at, schedule_type="fixed")
             waits = self._take_place(msg, now)
             if msg.send_at is not None:  # polled from the time Twilio sends it, not while it waits there
                 waits = max(waits, (msg.send_at - now).total_seconds())
@@ -201,13 +189,16 @@ class SendService:
             sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
-            if verdict.until is not None and code in guard.TWILIO_WONT_SCHEDULE:  # nothing made: the connector holds it
-                held = guard.Verdict("hold", verdict.until, "quiet_hours", "scheduled")
-                return self._guarded(message_id, token, held, raw, msg, log, now)
-            if code in policy.retry and self.guards is not None:
+            if scheduled_at is not None:
+                from chalicelib.usecases import guard
+
+                if code in guard.TWILIO_WONT_SCHEDULE:  # nothing was made: the connector holds it itself
+                    held = guard.Verdict("hold", scheduled_at, "quiet_hours", "scheduled")
+                    return self._guarded(message_id, token, held, raw, msg, log, now)
+            if policy and code in policy.retry and self.guards is not None:
                 self._retry_by_policy(message_id, token, policy, exc, now)
             record = self.ledger.record_error(message_id, code, exc.message, now, token=token)
-            if policy.opts_out(code):
+            if policy.opts_out(code) if policy else code in rules.OPT_OUT_CODES:
                 for sender in filter(None, (msg.from_, msg.messaging_service_sid)):
                     self.opt_outs.opt_out(msg.to, sender, now)
             return self._errored(message_id, code, exc.message, log, record)
@@ -220,7 +211,7 @@ class SendService:
             logger.warning("Twilio outcome unknown; will reconcile on redelivery", extra={**log, "error": str(exc)})
             raise RetryLater(str(exc)) from exc
         except (TwilioRetryable, StoreError, CredentialsUnavailable, ConfigurationError) as exc:
-            if isinstance(exc, TwilioRetryable) and exc.code in policy.permanent:  # the connection says: final
+            if policy and isinstance(exc, TwilioRetryable) and exc.code in policy.permanent:  # the connection: final
                 record = self.ledger.record_error(message_id, exc.code, exc.message, now, token=token)
                 return self._errored(message_id, exc.code, exc.message, log, record)
             if reconciled:
@@ -235,7 +226,7 @@ class SendService:
         return self._record_sent(message_id, sent, now, "sent", log, waits)
 
     def _guarded(
-        self, message_id: str, token: str, verdict: guard.Verdict, raw: Any, msg: OutboundMessage,
+        self, message_id: str, token: str, verdict: Verdict, raw: Any, msg: OutboundMessage,
         log: dict[str, Any], now: datetime,
     ) -> SendOutcome:  # fmt: skip
         """A guardrail refused the message (an error record) or holds it (released by app.release)."""
@@ -336,7 +327,7 @@ class SendService:
     def _reject_invalid(self, message_id: str, raw: Any, exc: ValidationError, now: datetime) -> SendOutcome:
         log = {"message_id": message_id, "field": exc.field, "error_code": exc.code}
         try:
-            record = self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=_partial_attrs(raw))
+            record = self.ledger.record_error(message_id, exc.code, exc.message, now, attrs=partial_attrs(raw))
             if record is not None:
                 logger.info("invalid request", extra={**log, "error": exc.message})
                 return self._errored(message_id, exc.code, exc.message, log, record)

@@ -7,17 +7,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, require_connection
-from chalicelib.domain.guardrails import Guardrails, segments_refusal, smart_encode
-from chalicelib.domain.models import OutboundMessage, ValidationError, parse_send_request
+from chalicelib.domain.models import OutboundMessage, ValidationError, check_storable, parse_send_request
 from chalicelib.domain.outbound import validate_outbound
 from chalicelib.domain.ports import OptOutStore, TemplateStore
 from chalicelib.domain.rules import ConnectorCode
 from chalicelib.domain.templates import apply_template
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:
+    from chalicelib.domain.guardrails import Guardrails
 
 
 def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
@@ -35,6 +37,24 @@ def ledger_attrs(msg: OutboundMessage) -> dict[str, Any]:
         "idempotency_key": msg.idempotency_key,
         "write_back": msg.write_back if msg.write_back != "none" else None,
     }
+
+
+def partial_attrs(raw: Any) -> dict[str, Any]:
+    """What an invalid request can still tell its record: who it was for, if that much is readable."""
+    if not isinstance(raw, dict):
+        return {}
+    attrs: dict[str, Any] = {}
+    for key, aliases in (("to", ("to", "To")), ("from", ("from", "From"))):
+        value = next((raw[a] for a in aliases if isinstance(raw.get(a), str)), None)
+        if value is not None and len(value) <= 64:
+            attrs[key] = value
+    if isinstance(raw.get("metadata"), dict):
+        try:
+            check_storable("metadata", raw["metadata"])
+            attrs["metadata"] = raw["metadata"]
+        except ValidationError:
+            pass  # what DynamoDB would refuse is left off the error record
+    return attrs
 
 
 class Validation:
@@ -81,8 +101,12 @@ class Validation:
         return self._spend_guard(message, connection.guardrails)
 
     @staticmethod
-    def _spend_guard(message: OutboundMessage, guard: Guardrails) -> OutboundMessage:
+    def _spend_guard(message: OutboundMessage, guard: Guardrails | None) -> OutboundMessage:
         """The connection's SmartEncoded (unless the request says otherwise) and its max segments."""
+        if guard is None:
+            return message
+        from chalicelib.domain.guardrails import segments_refusal, smart_encode
+
         if guard.smart_encoded and message.smart_encoded is None and message.body:
             info = rules.segment_info(smart_encode(message.body))
             message = dataclasses.replace(

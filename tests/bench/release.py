@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from chalicelib.domain.guard_ports import Held
 from chalicelib.domain.guardrails import parse_guardrails
-from chalicelib.domain.ports import Held
 from chalicelib.usecases.release import ReleaseHeld
 
 QUERY_S, UPDATE_S, BATCH_S = 0.010, 0.008, 0.015

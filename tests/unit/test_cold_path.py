@@ -1,5 +1,6 @@
-"""The send function's cold start pays for no guardrail it does not use: without quiet hours, the time-zone data
-(phonenumbers, tzdata) is never imported (make bench measures the time; this holds the imports)."""
+"""The send function's cold start pays for no guardrail it does not use: without guardrails, none of their code
+and none of the time-zone data (phonenumbers, tzdata) is imported (make bench measures the time; this holds the
+imports)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,24 @@ from pathlib import Path
 from tests.bench.connector import LAMBDA_ENV, SEND_PATH, SEND_PATH_QUIET_HOURS
 
 ROOT = Path(__file__).resolve().parents[2]
-LOADED = "; import sys; print(sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers', 'tzdata'}))"
+GUARDRAILS = (
+    "chalicelib.domain.guardrails", "chalicelib.domain.guard_ports", "chalicelib.usecases.guard",
+    "chalicelib.adapters.guard_store", "chalicelib.domain.timezones", "phonenumbers", "tzdata", "zoneinfo",
+)  # fmt: skip
+LOADED = f"; import sys; print(sorted(m for m in {GUARDRAILS!r} if m in sys.modules))"
 
 
-def _imported(code: str) -> str:
-    env = {**os.environ, **LAMBDA_ENV, "TWILIO_SECRET_ID": "twilio-connector-dev/twilio"}
-    done = subprocess.run([sys.executable, "-c", code + LOADED], cwd=ROOT, env=env, capture_output=True, text=True)
+def _imported(code: str, **env: str) -> list[str]:
+    environment = {**os.environ, **LAMBDA_ENV, "TWILIO_SECRET_ID": "twilio-connector-dev/twilio", **env}
+    done = subprocess.run(
+        [sys.executable, "-c", code + LOADED], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip().splitlines()[-1]
+    return list(eval(done.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own subprocess's printed list
 
 
-def test_the_send_function_loads_no_time_zone_data_until_a_connection_sets_quiet_hours() -> None:
-    assert _imported(SEND_PATH) == "[]"
-    assert _imported(SEND_PATH_QUIET_HOURS) == "['phonenumbers']"  # tzdata too, where the OS has no zoneinfo
+def test_the_send_function_loads_no_guardrail_until_a_connection_sets_one() -> None:
+    assert _imported(SEND_PATH) == []
+    with_caps = _imported(SEND_PATH, TWILIO_GUARDRAILS='{"frequency": {"per_day": 2}}')
+    assert "chalicelib.domain.guardrails" in with_caps and "phonenumbers" not in with_caps  # no quiet hours
+    assert "phonenumbers" in _imported(SEND_PATH_QUIET_HOURS)

@@ -121,7 +121,8 @@ def test_what_a_connection_sets_reads_back_as_it_was_given() -> None:
                          "retry_interval_seconds": 60, "opt_out": [21610, 30007]},
     }  # fmt: skip
     assert describe_guardrails(parse_guardrails(spec)) == spec
-    assert parse_guardrails(None) == NONE and describe_guardrails(NONE) is None and not NONE.holds
+    assert parse_guardrails(None) is None and parse_guardrails({}) is None  # none set: nothing to load or check
+    assert describe_guardrails(None) is None and not NONE.holds
 
 
 def test_a_body_over_its_segments_names_the_count_the_encoding_and_the_character() -> None:
