@@ -44,10 +44,13 @@ class ReleaseHeld:
     def run(self, seconds_left: Callable[[], float] = lambda: 60.0) -> dict[str, int]:
         now = self.clock()
         released, finished = 0, 1
-        for connection in list(self.connections.values()):
+        holding = [c for c in list(self.connections.values()) if c.guardrails is not None and c.guardrails.holds]
+        # each minute's run starts at the next connection: one with a campaign's backlog (a run may end before it
+        # is through) cannot keep another's held messages waiting for more than a run per connection
+        start = int(now.timestamp() // 60) % len(holding) if holding else 0
+        for connection in holding[start:] + holding[:start]:
             guard = connection.guardrails
-            if guard is None or not guard.holds:
-                continue
+            assert guard is not None
             room = None
             if guard.daily_segments is not None:
                 spent, extra = self.store.spend(connection.name, now)
