@@ -55,10 +55,12 @@ def summarize(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
             if target in ("by_status", "events", "current"):
                 bucket = per_day.setdefault(day, {"by_status": {}, "events": {}, "current": {}})[target]
                 bucket[key] = bucket.get(key, 0) + int(value)
-    # A retried outbox batch can take back what it counted: a counter may hold 0, which is not shown.
-    totals = {kind: {k: n for k, n in counts.items() if n} for kind, counts in totals.items()}
+    # A retried outbox batch can take back what it counted: a counter may hold 0, which is not shown. A current
+    # count below 0 is a message made before the upgrade that added them, moving on: not shown either.
+    totals = {kind: {k: n for k, n in counts.items() if n > 0} for kind, counts in totals.items()}
     days = {
-        day: {kind: {k: n for k, n in c.items() if n} for kind, c in kinds.items()} for day, kinds in per_day.items()
+        day: {kind: {k: n for k, n in c.items() if n > 0} for kind, c in kinds.items()}
+        for day, kinds in per_day.items()
     }
     return {**totals, "days": dict(sorted((d, k) for d, k in days.items() if any(k.values())))}
 

@@ -330,3 +330,12 @@ def test_a_held_message_is_told_as_scheduled_and_its_release_tells_nothing() -> 
     released = outbox.derive(held, message("pending"), NOW)  # back on the queue: bookkeeping, no milestone
     assert released is not None and (released.events, released.counters) == ((), ())
     assert released.moves == ((DAY, "now#scheduled", -1), (DAY, "now#pending", 1))
+
+
+def test_a_message_made_before_the_current_counts_existed_shows_only_where_it_is_now() -> None:
+    # its `sent` was never counted as current: moving on takes one away from 0, which the totals do not show
+    use_case, stats, _ = consumer()
+    sent = message("sent")
+    assert use_case.handle([StreamRecord("old-1", sent, {**sent, "status": "delivered"}, NOW)]) == []
+    assert stats.totals([DAY])["days"][DAY]["current"] == {"delivered": 1}
+    assert stats.totals([DAY])["current"] == {"delivered": 1}
