@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 
 from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, WriteBack
 from chalicelib.domain.errors import ValidationError
+from chalicelib.domain.polling import PollPlan
 
 if TYPE_CHECKING:
     from chalicelib.domain.guardrails import Guardrails
-from chalicelib.domain.polling import PollPlan
 
 DEFAULT_TWILIO_BASE_URL = "https://api.twilio.com/2010-04-01"
 STATUS_PATH = "/twilio/status"

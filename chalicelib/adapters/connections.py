@@ -14,18 +14,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.adapters.dynamo import DynamoTable, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.connection import ConnectionSettings, WriteBack
-
-if TYPE_CHECKING:
-    from chalicelib.domain.guardrails import Guardrails
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.ports import StoreError
 from chalicelib.observability import logger
+
+if TYPE_CHECKING:
+    from chalicelib.domain.guardrails import Guardrails
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}\Z")
@@ -62,24 +61,13 @@ def connection_from_item(item: Mapping[str, Any]) -> ConnectionSettings:
     )
 
 
-def _plain(value: Any) -> Any:
-    """DynamoDB's numbers (Decimal) back as the JSON they were put as."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _stored_guardrails(item: Mapping[str, Any]) -> Guardrails | None:
     if not item.get("guardrails"):
         return None
     from chalicelib.domain.guardrails import parse_guardrails
 
     try:
-        return parse_guardrails(_plain(item.get("guardrails")))
+        return parse_guardrails(item.get("guardrails"))  # deserialize() made its numbers JSON's again
     except ValidationError as exc:  # checked when it was put: only a hand-edited item gets here
         extra = {"connection": item.get("name"), "error": exc.message}
         logger.error("a connection's stored guardrails are unreadable; it sends without them", extra=extra)

@@ -19,8 +19,9 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.dynamo import ConditionFailed, DynamoTable, Update, deserialize, serialize
 from chalicelib.domain import rules
 from chalicelib.domain.guard_ports import Held
-from chalicelib.domain.guardrails import FrequencyCap, day_of, week_of
+from chalicelib.domain.guardrails import FrequencyCap, week_of
 from chalicelib.domain.ledger import RELEASE_INDEX, event
+from chalicelib.domain.polling import shard_of
 from chalicelib.domain.ports import StoreError
 
 KEEP = timedelta(days=9)  # a cap or budget item outlives its day and its week
@@ -31,9 +32,11 @@ def _recipient(phone: str) -> str:
 
 
 class DynamoGuardStore(DynamoTable):
+    """The counters table's calls; `self.items` makes the messages table's (the held messages, the budget mark)."""
+
     def __init__(self, client: Any, counters_table: str, messages_table: str, shards: int = 1) -> None:
         super().__init__(client, counters_table)
-        self.messages = messages_table
+        self.items = DynamoTable(client, messages_table)
         self.shards = max(1, shards)
 
     def _transact(self, items: list[dict[str, Any]]) -> list[str]:
@@ -55,7 +58,7 @@ class DynamoGuardStore(DynamoTable):
     def count_recipient(self, connection: str, to: str, message_id: str, cap: FrequencyCap, now: datetime) -> str:
         """Count the message for its recipient: '' if under every cap, else the cap it is over."""
         expires = int((now + KEEP).timestamp())
-        periods = [(n, f"per_day={day_of(now)}", limit) for n, limit in (("per_day", cap.per_day),) if limit]
+        periods = [(n, f"per_day={rules.day_of(now)}", limit) for n, limit in (("per_day", cap.per_day),) if limit]
         periods += [(n, f"per_week={week_of(now)}", limit) for n, limit in (("per_week", cap.per_week),) if limit]
         items = []
         for _, period, limit in periods:
@@ -88,7 +91,7 @@ class DynamoGuardStore(DynamoTable):
     # each with its share; a send charges its own shard and tries the others when that one is spent.
 
     def _budget_key(self, connection: str, now: datetime, shard: int) -> dict[str, Any]:
-        return serialize({"day": f"budget#{connection}#{day_of(now)}#{shard}"})
+        return serialize({"day": f"budget#{connection}#{rules.day_of(now)}#{shard}"})
 
     def _split(self, limit: int) -> int:
         """Shards for a budget: each share at least 100 segments (more than any one message)."""
@@ -111,7 +114,7 @@ class DynamoGuardStore(DynamoTable):
     def charge(self, connection: str, message_id: str, token: str, segments: int, limit: int, now: datetime) -> bool:
         """Charge a message's segments to today's budget, once per message: False when it would go over."""
         shards = self._split(limit)
-        first = int(hashlib.sha256(message_id.encode()).hexdigest()[:8], 16) % shards
+        first = shard_of(message_id, shards)
         for shard in ((first + k) % shards for k in range(shards)):
             share = self._share(limit, shards, shard)
             for _ in range(3):
@@ -141,20 +144,17 @@ class DynamoGuardStore(DynamoTable):
     def _mark(self, message_id: str, token: str, now: datetime) -> Any:
         return {
             "Update": {
-                "TableName": self.messages,
+                "TableName": self.items.table,
                 "Key": serialize({"id": message_id}),
                 "UpdateExpression": "SET budget_day = :day",
                 "ConditionExpression": "claim_token = :token AND attribute_not_exists(budget_day)",
-                "ExpressionAttributeValues": serialize({":day": day_of(now), ":token": token}),
+                "ExpressionAttributeValues": serialize({":day": rules.day_of(now), ":token": token}),
             }
         }
 
     def _charged_before(self, message_id: str) -> bool:
-        with self._errors("get_item"):
-            item = self.client.get_item(
-                TableName=self.messages, Key=serialize({"id": message_id}), ProjectionExpression="budget_day"
-            ).get("Item")
-        return bool(item and "budget_day" in item)
+        found = self.items._call("get_item", Key=serialize({"id": message_id}), ProjectionExpression="budget_day")
+        return "budget_day" in (found.get("Item") or {})
 
     def add_segments(self, connection: str, segments: int, now: datetime, limit: int) -> tuple[int, int]:
         """An admin's release: today's budget grows by `segments`, shared over its shards. (spent, extra) after."""
@@ -162,19 +162,20 @@ class DynamoGuardStore(DynamoTable):
         for shard in range(shards):
             share = self._share(segments, shards, shard)
             if share:
-                u = Update()
-                u.sets.append(f"{u.n('extra')} = if_not_exists({u.n('extra')}, {u.v(0)}) + {u.v(share)}")
-                u.set({"expires_at": int((now + KEEP).timestamp())})
-                key = deserialize(self._budget_key(connection, now, shard))
-                self._call("update_item", **_unconditional(u.request(key, "")))
+                values = serialize({":n": share, ":exp": int((now + KEEP).timestamp())})
+                self._call(
+                    "update_item",
+                    Key=self._budget_key(connection, now, shard),
+                    UpdateExpression="ADD extra :n SET expires_at = :exp",
+                    ExpressionAttributeValues=values,
+                )
         return self.spend(connection, now)
 
     # --- held messages ---------------------------------------------------------------------
 
     def held_key(self, connection: str, reason: str, message_id: str) -> str:
-        shard = int(hashlib.sha256(message_id.encode()).hexdigest()[:8], 16) % self.shards
         kind = "budget" if reason == "budget" else "time"
-        return f"{connection}#{kind}#{shard}"
+        return f"{connection}#{kind}#{shard_of(message_id, self.shards)}"
 
     def hold(
         self,
@@ -200,27 +201,22 @@ class DynamoGuardStore(DynamoTable):
             }
         )
         u.append("events", [event(status, now, reason)]).remove("claim_token", "claimed_at")
+        condition = f"{u.n('claim_token')} = {u.v(token)}"
         try:
-            with self._errors("update_item"):
-                result = self.client.update_item(
-                    TableName=self.messages,
-                    ReturnValues="ALL_NEW",
-                    **u.request({"id": message_id}, f"{u.n('claim_token')} = {u.v(token)}"),
-                )
+            result = self.items._call("update_item", ReturnValues="ALL_NEW", **u.request({"id": message_id}, condition))
         except ConditionFailed:
             return None
         return deserialize(result["Attributes"])
 
     def due(self, held_key: str, until: datetime, limit: int = 100) -> list[Held]:
         """Held messages under one key whose release time has come, oldest first."""
-        with self._errors("query"):
-            result = self.client.query(
-                TableName=self.messages,
-                IndexName=RELEASE_INDEX,
-                KeyConditionExpression="held_key = :k AND release_at <= :t",
-                ExpressionAttributeValues=serialize({":k": held_key, ":t": rules.iso(until)}),
-                Limit=limit,
-            )
+        result = self.items._call(
+            "query",
+            IndexName=RELEASE_INDEX,
+            KeyConditionExpression="held_key = :k AND release_at <= :t",
+            ExpressionAttributeValues=serialize({":k": held_key, ":t": rules.iso(until)}),
+            Limit=limit,
+        )
         items = [deserialize(i) for i in result.get("Items", [])]
         return [
             Held(
@@ -247,26 +243,18 @@ class DynamoGuardStore(DynamoTable):
 
     def _held_update(self, held: Held, u: Update) -> bool:
         try:
-            with self._errors("update_item"):
-                self.client.update_item(
-                    TableName=self.messages, **u.request({"id": held.message_id}, f"held_key = {u.v(held.held_key)}")
-                )
+            self.items._call("update_item", **u.request({"id": held.message_id}, f"held_key = {u.v(held.held_key)}"))
         except ConditionFailed:
             return False
         return True
 
     def note_retry(self, message_id: str) -> int:
         """Count a create the connection's error policy retries: how many so far."""
-        with self._errors("update_item"):
-            result = self.client.update_item(
-                TableName=self.messages,
-                Key=serialize({"id": message_id}),
-                UpdateExpression="ADD policy_retries :one",
-                ExpressionAttributeValues=serialize({":one": 1}),
-                ReturnValues="UPDATED_NEW",
-            )
+        result = self.items._call(
+            "update_item",
+            Key=serialize({"id": message_id}),
+            UpdateExpression="ADD policy_retries :one",
+            ExpressionAttributeValues=serialize({":one": 1}),
+            ReturnValues="UPDATED_NEW",
+        )
         return int(deserialize(result["Attributes"]).get("policy_retries") or 0)
-
-
-def _unconditional(request: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in request.items() if k != "ConditionExpression"}

@@ -135,10 +135,6 @@ def segments_refusal(body: str, limit: int) -> str | None:
     return f"the body is {info.num_segments} segments in {info.encoding}{cause}; this connection allows at most {limit}"
 
 
-def day_of(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d")
-
-
 def week_of(moment: datetime) -> str:
     year, week, _ = moment.astimezone(UTC).isocalendar()
     return f"{year}-W{week:02d}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalicelib.domain import events, rules
@@ -47,10 +47,6 @@ class Change:
         return tuple((kind, detail) for kind, detail in self.events if detail.get("write_back"))
 
 
-def day_of(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d")
-
-
 def derive(
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
@@ -74,7 +70,7 @@ def _message(
     found: list[tuple[str, dict[str, Any]]] = []
     opt_out = None
     before, after = earlier.status, record.status  # a record without a status is `pending`
-    made = day_of(rules.from_iso(new.get("created_at")) or at)
+    made = rules.day_of(rules.from_iso(new.get("created_at")) or at)
     moves: list[tuple[str, str, int]] = []
     if not old:
         moves.append((made, f"now#{after}", 1))
@@ -136,7 +132,7 @@ def _change(
 ) -> Change | None:
     if not counters and not found and opt_out is None and not moves:
         return None
-    return Change(message_id, day_of(at), tuple(counters), tuple(found), opt_out, moves)
+    return Change(message_id, rules.day_of(at), tuple(counters), tuple(found), opt_out, moves)
 
 
 def subscribed(subscription: str, detail_type: str, detail: Mapping[str, Any]) -> bool:

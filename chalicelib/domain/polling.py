@@ -109,7 +109,12 @@ def shard_key(window: int, shard: int) -> int | float:
     return window if shard == 0 else window + shard / 100
 
 
+def shard_of(message_id: str, shards: int) -> int:
+    """Which of `shards` index keys or counter items a message's writes go to: the same every time."""
+    return zlib.crc32(message_id.encode()) % shards
+
+
 def poll_key(window: int, message_id: str, shards: int) -> int | float:
     """The `by_poll_window` key a message is written under. One key per window is one DynamoDB partition
     (~1,000 writes/s; each message writes its key twice): POLL_WINDOW_SHARDS spreads a window's messages."""
-    return shard_key(window, zlib.crc32(message_id.encode()) % shards)
+    return shard_key(window, shard_of(message_id, shards))

@@ -253,6 +253,11 @@ def iso(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+def day_of(moment: datetime) -> str:
+    """The UTC day a moment falls on: what the daily counters, caps and budgets are keyed by."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None

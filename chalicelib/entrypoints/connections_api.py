@@ -17,7 +17,6 @@ from chalicelib.adapters.connections import (
 )
 from chalicelib.domain import rules
 from chalicelib.domain.guard_ports import GuardStore
-from chalicelib.domain.guardrails import day_of
 from chalicelib.domain.models import ValidationError
 from chalicelib.domain.ports import StoreError
 from chalicelib.entrypoints.responses import ApiResult, error, invalid
@@ -168,7 +167,7 @@ def segment_budget(connections: Mapping[str, Any], store: GuardStore, name: str,
     else:
         spent, extra = store.spend(name, now)
     allowed = limit + extra
-    answer = {"connection": name, "day": day_of(now), "daily_segments": limit, "added_today": extra}
+    answer = {"connection": name, "day": rules.day_of(now), "daily_segments": limit, "added_today": extra}
     return ApiResult(
         200, {**answer, "spent": spent, "remaining": max(0, allowed - spent), "exhausted": spent >= allowed}
     )

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain import rules
-from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings, pick
+from chalicelib.domain.connection import DEFAULT_CONNECTION, ConnectionSettings
 from chalicelib.domain.ledger import MessageLedger, MessageRecord, SentMessage
 from chalicelib.domain.models import (
     OutboundMessage,
@@ -181,7 +181,7 @@ class SendService:
                 if verdict.until is not None:
                     scheduled_at = verdict.until
                     msg = dataclasses.replace(msg, send_at=scheduled_at, schedule_type="fixed")
-            waits = self._take_place(msg, now)
+            waits = self._take_place(msg, connection, now)
             if msg.send_at is not None:  # polled from the time Twilio sends it, not while it waits there
                 waits = max(waits, (msg.send_at - now).total_seconds())
             named = msg.connection if msg.connection != DEFAULT_CONNECTION else None
@@ -255,12 +255,11 @@ class SendService:
             reason = f"Twilio error {exc.code}, retried by the connection's error policy"
             raise Deferred(reason, policy.retry_interval_seconds, "ErrorPolicy") from exc
 
-    def _take_place(self, msg: OutboundMessage, now: datetime) -> float:
+    def _take_place(self, msg: OutboundMessage, connection: ConnectionSettings, now: datetime) -> float:
         """Reserve the message's segments in its sender's queue at Twilio, or defer it (Pacing) when it
         would wait there longer than its validity and fail with 30001. How long it will wait there."""
         sender = msg.messaging_service_sid or msg.from_
-        connection = pick(self.validation.connections, msg.connection)
-        rates = {**self.settings.sender_rates, **(connection.sender_rates if connection else {})}  # its own win
+        rates = {**self.settings.sender_rates, **connection.sender_rates}  # its own win
         rate = sender_rate(sender, rates) if sender else None
         if sender is None or rate is None or self.senders is None:
             return 0.0
