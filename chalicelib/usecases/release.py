@@ -64,7 +64,8 @@ class ReleaseHeld:
                 ):
                     count, used, done = self._due(key, now, until, limit, seconds_left)
                     released += count
-                    room = None if room is None or limit is None else room - used
+                    if limit is not None:
+                        room = limit - used  # what this shard's releases left for the next shards
                     if not done:
                         finished = 0
                         break

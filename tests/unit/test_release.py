@@ -89,3 +89,13 @@ def test_each_minutes_run_starts_at_the_next_connection_and_stops_short_of_its_t
         (connection,) = {message_id.split("#")[0] for message_id in queue.sent}
         served.append(connection)
     assert sorted(served) == ["a", "b"]  # each minute's run began with the other connection
+
+
+def test_a_budgets_room_reaches_every_shard_and_is_shared_by_them() -> None:
+    later = NOW + timedelta(hours=9)
+    held = {"a#budget#0": _held("a#budget#0", 1, later, 2), "a#budget#1": _held("a#budget#1", 3, later, 2)}
+    store = Store(held, spent=6)
+    store.shards = 2
+    queue = Queue()
+    ReleaseHeld(store, queue, _connections(a={"daily_segments": 10}), lambda: NOW).run()  # type: ignore[arg-type]
+    assert sorted(queue.sent) == ["a#budget#0-0", "a#budget#1-0"]  # 4 segments of room: one from each shard
