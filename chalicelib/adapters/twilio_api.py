@@ -161,11 +161,13 @@ class TwilioApi:
         msg: OutboundMessage,
         status_callback: str | None = None,
         finish_by: float | None = None,
+        final: frozenset[int] = frozenset(),
     ) -> TwilioMessage:
-        """`finish_by` (time.monotonic()): no retry starts that could run past it."""
+        """`finish_by` (time.monotonic()): no retry starts that could run past it. `final`: error codes the
+        connection's error policy makes permanent: refused at once, never tried again."""
         url = f"{self.base_url}/Accounts/{creds.account_sid}/Messages.json"
         form = message_form(msg, status_callback)
-        data = self._request("POST", url, creds, data=form, idempotent=False, finish_by=finish_by)
+        data = self._request("POST", url, creds, data=form, idempotent=False, finish_by=finish_by, final=final)
         return TwilioMessage.from_json(data)
 
     def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage:
@@ -223,6 +225,7 @@ class TwilioApi:
         params: list[tuple[str, str]] | None = None,
         idempotent: bool = True,
         finish_by: float | None = None,
+        final: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         auth = (creds.account_sid, creds.auth_token)
         last: TwilioError | None = None
@@ -240,7 +243,7 @@ class TwilioApi:
                     return result
                 message, code, more_info = _error_from(response)
                 status = response.status_code
-                if not rules.is_retryable(status, code):
+                if code in final or not rules.is_retryable(status, code):
                     raise TwilioRejected(message, code, status, more_info)
                 if status >= 500 and not idempotent:
                     raise TwilioOutcomeUnknown(message, code, status, more_info)

@@ -106,6 +106,7 @@ class Twilio(Protocol):
         msg: OutboundMessage,
         status_callback: str | None = None,
         finish_by: float | None = None,
+        final: frozenset[int] = frozenset(),
     ) -> TwilioMessage: ...
 
     def fetch_message(self, creds: TwilioCredentials, sid: str) -> TwilioMessage: ...

@@ -186,7 +186,8 @@ class SendService:
                 waits = max(waits, (msg.send_at - now).total_seconds())
             named = msg.connection if msg.connection != DEFAULT_CONNECTION else None
             callback = self.settings.status_callback_url(message_id, named)
-            sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by)
+            final = policy.permanent if policy else frozenset()  # the connection's: never tried again
+            sent = self.twilio.create_message(creds, msg, callback, finish_by=finish_by, final=final)
         except TwilioRejected as exc:
             code = exc.code or ConnectorCode.INVALID_REQUEST
             if scheduled_at is not None:
@@ -195,7 +196,7 @@ class SendService:
                 if code in guard.TWILIO_WONT_SCHEDULE:  # nothing was made: the connector holds it itself
                     held = guard.Verdict("hold", scheduled_at, "quiet_hours", "scheduled")
                     return self._guarded(message_id, token, held, raw, msg, log, now)
-            if policy and code in policy.retry and self.guards is not None:
+            if policy and policy.is_retryable(exc.http_status, code) and self.guards is not None:
                 self._retry_by_policy(message_id, token, policy, exc, now)
             record = self.ledger.record_error(message_id, code, exc.message, now, token=token)
             if policy.opts_out(code) if policy else code in rules.OPT_OUT_CODES:
@@ -211,9 +212,6 @@ class SendService:
             logger.warning("Twilio outcome unknown; will reconcile on redelivery", extra={**log, "error": str(exc)})
             raise RetryLater(str(exc)) from exc
         except (TwilioRetryable, StoreError, CredentialsUnavailable, ConfigurationError) as exc:
-            if policy and isinstance(exc, TwilioRetryable) and exc.code in policy.permanent:  # the connection: final
-                record = self.ledger.record_error(message_id, exc.code, exc.message, now, token=token)
-                return self._errored(message_id, exc.code, exc.message, log, record)
             if reconciled:
                 self.ledger.release(message_id, token, now)
             else:

@@ -217,11 +217,19 @@ def test_a_code_the_policy_retries_is_put_back_as_often_as_it_says_then_recorded
 
 
 def test_a_code_the_policy_makes_permanent_is_not_retried() -> None:
-    from chalicelib.domain.twilio import TwilioRetryable
+    # through the real Twilio adapter: it retries a 429 in the call, unless the connection's policy says final
+    import responses
 
-    service, twilio, _ = _service({"permanent": [20429]}, TwilioRetryable("too many", 20429, 429))
-    outcome = service.send("m2", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
-    assert (outcome.status, outcome.error_code, twilio.creates) == ("error", 20429, 1)
+    from chalicelib.adapters.twilio_api import TwilioApi
+
+    service, _, _ = _service({"permanent": [20429]}, RuntimeError("unused"))
+    api = TwilioApi("https://api.twilio.test/2010-04-01", max_attempts=4)
+    service.twilio = api  # type: ignore[attr-defined]
+    with responses.RequestsMock() as twilio:
+        url = "https://api.twilio.test/2010-04-01/Accounts/AC" + "0" * 32 + "/Messages.json"
+        twilio.add(responses.POST, url, status=429, json={"code": 20429, "message": "Too Many Requests"})
+        outcome = service.send("m2", {"to": "+13105550100", "body": "hi"})  # type: ignore[attr-defined]
+        assert (outcome.status, outcome.error_code, len(twilio.calls)) == ("error", 20429, 1)
 
 
 def test_a_code_the_policy_opts_out_stores_the_opt_out() -> None:
