@@ -11,6 +11,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -595,6 +596,22 @@ def _moto_first_half(record: Mapping[str, Any], following: Sequence[Mapping[str,
         and following[0].get("eventName") == "INSERT"
         and following[0]["dynamodb"].get("Keys") == record["dynamodb"].get("Keys")
     )
+
+
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """EventBridge's event for a scheduled rule (docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html),
+    as Lambda hands it to a Chalice `@app.schedule` function."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule}"],
+        "detail": {},
+    }
 
 
 def lambda_stream_record(record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:

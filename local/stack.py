@@ -217,19 +217,8 @@ class LocalStack:
 
     def release(self) -> dict[str, Any]:
         """One run of the release function, as its schedule starts it."""
-        # EventBridge's scheduled event (docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html)
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": local_aws.ACCOUNT_ID,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "region": local_aws.REGION,
-            "resources": [f"arn:aws:events:{local_aws.REGION}:{local_aws.ACCOUNT_ID}:rule/release"],
-            "detail": {},
-        }
-        result: dict[str, Any] = self.app.release(event, _context(f"twilio-connector-{self.config.stage}-release"))
+        name = f"twilio-connector-{self.config.stage}-release"
+        result: dict[str, Any] = self.app.release(local_aws.scheduled_event(name), _context(name))
         return result
 
     def _release_each(self) -> None:

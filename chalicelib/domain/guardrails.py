@@ -14,7 +14,6 @@ from typing import Any
 from chalicelib.domain import rules
 from chalicelib.domain.errors import ValidationError
 
-CATEGORIES = ("marketing", "transactional")
 OVER_CAP = ("refuse", "hold")
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])\Z")
 FIELDS = {"quiet_hours", "frequency", "max_segments", "smart_encoded", "daily_segments", "error_policy"}

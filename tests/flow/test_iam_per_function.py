@@ -175,21 +175,6 @@ def sent_message(world: dict[str, Any], to: str = TO, connection: str | None = N
     return message_id, must(must(wiring.ledger().get(message_id)).twilio_sid)
 
 
-def scheduled_event() -> dict[str, Any]:
-    """EventBridge's scheduled event (docs.aws.amazon.com/eventbridge/latest/ref/events-ref-scheduled.html)."""
-    return {
-        "version": "0",
-        "id": "1",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-11-22T12:00:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/release"],
-        "detail": {},
-    }
-
-
 def function_url_event(path: str, params: dict[str, str], query: str = "") -> dict[str, Any]:
     url = f"{FUNCTION_URL}{path}" + (f"?{query}" if query else "")
     return {
@@ -234,7 +219,7 @@ def release_work(world: dict[str, Any]) -> None:
     hold = {"status": "scheduled", "until": now, "reason": "quiet_hours", "connection": "guarded"}
     assert store.hold("m-held", "t", hold, {"to": TO, "body": "hi", "connection": "guarded"}, now) is not None
     world["calls"].clear()
-    assert app.release(scheduled_event(), LambdaContext())["released"] == 1
+    assert app.release(local_aws.scheduled_event("release"), LambdaContext())["released"] == 1
 
 
 def poll_work(world: dict[str, Any]) -> None:
